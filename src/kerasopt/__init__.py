@@ -1,0 +1,19 @@
+"""kerasopt: TensorFlow/Keras optimizers — the API and the numbers — on native PyTorch tensors.
+
+Example:
+    >>> import kerasopt as ko
+    >>> var1, var2 = ko.Variable(2.0, name="var1"), ko.Variable(5.0, name="var2")
+    >>> opt = ko.optimizers.SGD(learning_rate=0.1)
+    >>> _ = opt.minimize(lambda: 3 * var1 * var1 + 2 * var2 * var2, var_list=[var1, var2])
+    >>> round(float(var1), 4), round(float(var2), 4)
+    (0.8, 3.0)
+"""
+
+from . import optimizers
+from .optimizer import Optimizer
+from .sparse import IndexedSlices
+from .tape import GradientTape
+from .variables import Variable
+
+__all__ = ["GradientTape", "IndexedSlices", "Optimizer", "Variable", "optimizers"]
+__version__ = "0.1.0"

@@ -1,0 +1,52 @@
+"""Engines: the ways one update rule is run over a group of variables.
+
+Every engine calls the optimizer's single ``update(var, grad, *slots, c=...)`` rule:
+
+- ``per_tensor``: a plain loop, one call per variable with ordinary tensors;
+- ``foreach``: one call per group with ``TensorList`` arguments, so each operation of the rule is
+  one ``torch._foreach_*`` call over the group.
+
+Both perform the same IEEE operations in the same order, so their results are bit-identical
+(the tests hold them to it). Rules that need the whole tensor (``elementwise = False``) always run
+per tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import Tensor
+
+from ._tensorlist import TensorList
+
+ENGINES = ("auto", "per_tensor", "foreach")
+
+Rule = Callable[..., Any]
+
+
+def run_per_tensor(
+    rule: Rule,
+    variables: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    slots: Sequence[Sequence[Tensor]],
+    c: Any,
+) -> None:
+    for i, (var, grad) in enumerate(zip(variables, grads)):
+        rule(var, grad, *(s[i] for s in slots), c=c)
+
+
+def run_foreach(
+    rule: Rule,
+    variables: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    slots: Sequence[Sequence[Tensor]],
+    c: Any,
+) -> None:
+    rule(TensorList(variables), TensorList(grads), *(TensorList(s) for s in slots), c=c)
+
+
+def select(implementation: str, elementwise: bool) -> Callable[..., None]:
+    if not elementwise or implementation == "per_tensor":
+        return run_per_tensor
+    return run_foreach

@@ -1,0 +1,1289 @@
+"""The ``Optimizer`` base class: TF optimizer_v2's API with a plan-then-commit pipeline.
+
+``apply_gradients`` runs in two phases:
+
+1. **plan** — changes nothing and may raise: drop ``None`` gradients, check every (grad, var)
+   pair, divide by ``loss_scale_factor``, read the gradient accumulators, clip, run
+   ``gradient_transformers`` and resolve every hyperparameter (callables and schedules).
+2. **commit** — cannot fail on valid input: create slots for new variables, update the
+   accumulators, apply decoupled weight decay, run the optimizer's one update rule through an
+   engine, update the EMA, apply constraints, ``iterations += 1``.
+
+So a call that raises leaves every variable, slot and counter exactly as it was.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import _engines
+from ._hyper import (
+    _UNSET,
+    Hyper,
+    check_hyper_value,
+    declared,
+    non_negative,
+    number_value,
+    positive_int_or_none,
+)
+from .sparse import IndexedSlices, deduplicate, from_torch_sparse
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# Constructor keywords every optimizer accepts (Part 1 + Part 2 §1.1 of SPEC.md).
+_BASE_KWARGS = (
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm",
+    "decay",
+    "lr",
+    "weight_decay",
+    "use_ema",
+    "ema_momentum",
+    "ema_overwrite_frequency",
+    "loss_scale_factor",
+    "gradient_accumulation_steps",
+    "jit_compile",
+    "implementation",
+)
+
+# Slots owned by base-class features, listed after the rule's slots in `weights`.
+_FEATURE_SLOTS = ("average", "gradient_accumulator")
+
+Grad = Tensor | IndexedSlices
+
+
+class Coefficients(dict[str, Any]):
+    """Per-(device, dtype) step coefficients (TF's ``apply_state`` entry), also read as attributes."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"no coefficient {key!r}; have {sorted(self)}") from None
+
+
+@dataclass(eq=False)
+class _Record:
+    """What the optimizer keeps for one variable: its name, creation index and slots."""
+
+    var: Tensor
+    name: str
+    index: int
+    slots: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Group:
+    """Variables of one (device, dtype, slot layout) within a call, with their slot lists."""
+
+    key: tuple[torch.device, torch.dtype]
+    positions: list[int]
+    variables: list[Tensor]
+    slots: list[list[Tensor]]
+
+
+@dataclass(eq=False)
+class _Plan:
+    dense: list[tuple[Tensor, Tensor]]
+    sparse: list[tuple[Tensor, IndexedSlices]]
+    new_vars: list[Tensor]
+    hyper_values: dict[str, Tensor]
+    update: bool  # False on a gradient-accumulation-only call
+    raw_grads: list[tuple[Grad, Tensor]]  # after loss-scale division, before clipping
+
+
+def _var_label(var: Tensor, names: dict[int, str] | None = None) -> str:
+    if names and id(var) in names:
+        return names[id(var)]
+    name = getattr(var, "name", None)
+    if isinstance(name, str):
+        return name
+    return f"<tensor shape={tuple(var.shape)} dtype={var.dtype}>"
+
+
+def _requires_step_argument(fn: Callable[..., Any]) -> bool:
+    """Whether a hyperparameter callable takes the step (a schedule) or nothing (TF's callables)."""
+    from .optimizers.schedules import LearningRateSchedule
+
+    if isinstance(fn, LearningRateSchedule):
+        return True
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = [
+        p
+        for p in params
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    return len(required) == 1
+
+
+class Optimizer:
+    """Base class of kerasopt optimizers (TF ``tf.keras.optimizers.Optimizer``, optimizer_v2).
+
+    You never use this class directly: create one of its subclasses such as
+    ``kerasopt.optimizers.SGD`` or ``kerasopt.optimizers.Adam``, then call ``minimize`` (computes
+    the gradients and applies them) or ``apply_gradients`` (applies gradients you computed and
+    perhaps processed).
+
+    Args:
+        name: the optimizer's name (defaults to the class name).
+        gradient_aggregator: accepted for TF compatibility; gradients are aggregated by
+            ``torch.distributed`` (DDP/FSDP) before they reach the optimizer.
+        gradient_transformers: functions from a list of (grad, var) pairs to such a list, run after
+            clipping.
+        **kwargs: ``clipnorm``, ``clipvalue``, ``global_clipnorm``, ``decay`` (legacy
+            ``lr / (1 + decay * iterations)``), ``lr`` (deprecated alias of ``learning_rate``),
+            ``weight_decay``, ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,
+            ``loss_scale_factor``, ``gradient_accumulation_steps``, ``jit_compile`` and
+            ``implementation`` (``"auto"``, ``"foreach"`` or ``"per_tensor"``).
+
+    Raises:
+        TypeError: for an unexpected keyword argument.
+        ValueError: for an invalid value (the message names the argument).
+
+    Example:
+        >>> import kerasopt as ko
+        >>> var1, var2 = ko.Variable(2.0, name="var1"), ko.Variable(5.0, name="var2")
+        >>> opt = ko.optimizers.SGD(learning_rate=0.1)
+        >>> loss = lambda: 3 * var1 * var1 + 2 * var2 * var2
+        >>> int(opt.minimize(loss, var_list=[var1, var2]))
+        1
+        >>> round(float(var1), 4), round(float(var2), 4)
+        (0.8, 3.0)
+    """
+
+    learning_rate = Hyper(0.001, check=non_negative)
+    decay = Hyper(0.0, check=non_negative)
+
+    #: the rule's slots, in creation order (override ``slot_names()`` when they depend on config)
+    slots: ClassVar[tuple[str, ...]] = ()
+    #: other names a slot answers to in ``get_slot`` (e.g. Keras 3's ``momentum`` for ``m``)
+    slot_aliases: ClassVar[dict[str, str]] = {}
+    #: False when the rule needs whole tensors (norms, factored moments): always run per tensor
+    elementwise: ClassVar[bool] = True
+    #: "lazy": the sparse rule touches only the indexed rows; "dense": densify the gradient
+    sparse_mode: ClassVar[str] = "lazy"
+    #: create slots variable by variable (Ftrl, Keras 3) instead of one slot name at a time
+    interleave_slots: ClassVar[bool] = False
+    #: Keras 3 optimizers report the full set of newer base keys in get_config
+    keras3_config: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        name: str | None = None,
+        gradient_aggregator: Any = None,
+        gradient_transformers: Sequence[Callable[..., Any]] | None = None,
+        learning_rate: Any = _UNSET,
+        **kwargs: Any,
+    ) -> None:
+        # Plain state first, through object.__setattr__: our __setattr__ refuses attributes set
+        # before this constructor ran (Keras 3 does the same).
+        init = object.__setattr__
+        init(self, "_hypers", {})
+        init(self, "_hyper_tensors", {})
+        init(self, "_step_callables", {})
+        init(self, "_dynamic_hypers", set())
+        init(self, "_params", {})
+        for key in kwargs:
+            if key not in _BASE_KWARGS:
+                raise TypeError(f"Unexpected keyword argument passed to optimizer: {key}")
+        for key in ("clipnorm", "clipvalue", "global_clipnorm", "decay", "lr", "loss_scale_factor"):
+            if kwargs.get(key) is not None:
+                non_negative(key, kwargs[key])
+        if kwargs.get("clipnorm") is not None and kwargs.get("global_clipnorm") is not None:
+            raise ValueError(
+                "Cannot accept both `clipnorm` and `global_clipnorm`, passed "
+                f"`clipnorm` {kwargs['clipnorm']}, `global_clipnorm` {kwargs['global_clipnorm']}"
+            )
+        self._name = name if name is not None else type(self).__name__
+        self._records: dict[int, _Record] = {}
+        self._slot_names: list[str] = []
+        self._slot_order: list[tuple[_Record, str]] = []
+        self._opt_weights: list[tuple[str, Tensor]] = []
+        self._names_hint: dict[int, str] = {}
+        self._home = torch.device("cpu")
+        self._raw_iterations = torch.zeros((), dtype=torch.int64)
+        self._step = 0  # Python mirror of _raw_iterations: control flow never reads the device
+        self._built = False
+        self._group_cache: dict[tuple[Any, ...], list[_Group]] = {}
+        self._constants: dict[tuple[Any, ...], Tensor] = {}
+        self._exclude_ids: set[int] = set()
+        self._exclude_names: re.Pattern[str] | None = None
+        self._legacy_hooks = type(self)._resource_apply_dense is not Optimizer._resource_apply_dense
+
+        if "lr" in kwargs:
+            warnings.warn(
+                "The `lr` argument is deprecated, use `learning_rate` instead.",
+                UserWarning,
+                stacklevel=2,
+            )
+            learning_rate = kwargs.pop("lr")
+        if learning_rate is not _UNSET:
+            self.learning_rate = learning_rate
+        self.decay = kwargs.pop("decay", 0.0)
+        self._initial_decay = number_value(self._hypers["decay"]) or 0.0
+        self.gradient_aggregator = gradient_aggregator
+        self.gradient_transformers = list(gradient_transformers or [])
+
+        self.clipnorm = kwargs.pop("clipnorm", None)
+        self.clipvalue = kwargs.pop("clipvalue", None)
+        self.global_clipnorm = kwargs.pop("global_clipnorm", None)
+        self.weight_decay = kwargs.pop("weight_decay", None)
+        self.use_ema = bool(kwargs.pop("use_ema", False))
+        self.ema_momentum = kwargs.pop("ema_momentum", 0.99)
+        self.ema_overwrite_frequency = kwargs.pop("ema_overwrite_frequency", None)
+        self.loss_scale_factor = kwargs.pop("loss_scale_factor", None)
+        self.gradient_accumulation_steps = kwargs.pop("gradient_accumulation_steps", None)
+        self.jit_compile = bool(kwargs.pop("jit_compile", False))
+        self.implementation = kwargs.pop("implementation", "auto")
+        self._validate_features()
+
+    # ------------------------------------------------------------------------------------------
+    # attribute plumbing: declared hyperparameters are descriptors; seed-era `_set_hyper` names
+    # are reachable as attributes too (TF's `opt.beta_1`), without __getattribute__ magic.
+    def __setattr__(self, name: str, value: Any) -> None:
+        d = self.__dict__
+        if "_hypers" not in d:
+            raise RuntimeError(
+                f"It looks like you are subclassing `Optimizer` and forgot to call "
+                f"`super().__init__()` as the first statement in `__init__()` (setting {name!r})."
+            )
+        if name in d["_dynamic_hypers"]:
+            self._set_hyper(name, value)
+            return
+        object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        d = self.__dict__
+        if name in d.get("_dynamic_hypers", ()):
+            return self._hyper_read(name)
+        if name == "lr" and "_hypers" in d:
+            return self._hyper_read("learning_rate")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _validate_features(self) -> None:
+        k = self.gradient_accumulation_steps
+        if k and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
+            raise ValueError(
+                "`gradient_accumulation_steps` must be an integer >= 2. "
+                f"Received: gradient_accumulation_steps={k!r}"
+            )
+        if self.use_ema:
+            m = number_value(self.ema_momentum)
+            if m is None or not 0 <= m <= 1:
+                raise ValueError(
+                    f"`ema_momentum` must be in the range [0, 1]. Received: ema_momentum={self.ema_momentum!r}"
+                )
+            positive_int_or_none("ema_overwrite_frequency", self.ema_overwrite_frequency or None)
+        if self.weight_decay is not None and number_value(self.weight_decay) is None:
+            raise ValueError(
+                f"Argument `weight_decay` must be a float. Received: weight_decay={self.weight_decay!r}"
+            )
+        if self.implementation not in _engines.ENGINES:
+            raise ValueError(
+                f"`implementation` must be one of {_engines.ENGINES}. Received: {self.implementation!r}"
+            )
+
+    # ------------------------------------------------------------------------------------------
+    # hyperparameters
+    def _set_hyper(self, name: str, value: Any) -> None:
+        """Sets hyperparameter ``name`` (TF's ``_set_hyper``): number, tensor, callable or schedule."""
+        check_hyper_value(name, value)
+        if name not in {d.name for d in declared(type(self)) if isinstance(d, Hyper)}:
+            self._dynamic_hypers.add(name)
+        if name == "learning_rate" and "learning_rate" in self._hypers:
+            from .optimizers.schedules import LearningRateSchedule
+
+            old = self._hypers["learning_rate"]
+            if isinstance(old, LearningRateSchedule) and number_value(value) is not None:
+                raise TypeError(
+                    "This optimizer was created with a `LearningRateSchedule` object as its "
+                    "`learning_rate` constructor argument, hence its learning rate is not "
+                    "settable. Assign another schedule or callable instead."
+                )
+        if isinstance(value, Tensor) and value.dim() == 0:
+            value = value.detach().clone()
+        self._hypers[name] = value
+        if callable(value):
+            self._step_callables[name] = _requires_step_argument(value)
+        else:
+            self._step_callables.pop(name, None)
+        tensor = self._hyper_tensors.get(name)
+        if tensor is None:
+            tensor = torch.zeros((), dtype=torch.float32, device=self._home)
+            self._hyper_tensors[name] = tensor
+        v = number_value(value)
+        if v is not None:
+            tensor.fill_(v)  # float32 rounding, as TF's float32 hyperparameter variables
+
+    def _hyper_read(self, name: str) -> Any:
+        if name not in self._hypers:
+            raise AttributeError(f"{type(self).__name__!r} object has no hyperparameter {name!r}")
+        value = self._hypers[name]
+        if callable(value):
+            return value
+        return torch.tensor(number_value(value), dtype=torch.float32)
+
+    def _get_hyper(self, name: str, dtype: torch.dtype | None = None) -> Any:
+        """TF's ``_get_hyper``: the step-time value in ``dtype`` (schedules are returned as is)."""
+        from .optimizers.schedules import LearningRateSchedule
+
+        value = self._hypers[name]
+        if isinstance(value, LearningRateSchedule):
+            return value
+        tensor = self._hyper_tensors[name]
+        if callable(value) and not self._in_step:
+            tensor = self._evaluate_hyper(name, value)
+        return tensor if dtype is None else tensor.to(dtype)
+
+    _in_step = False
+
+    def _evaluate_hyper(self, name: str, value: Callable[..., Any]) -> Tensor:
+        result = value(self._raw_iterations) if self._step_callables.get(name) else value()
+        v = result if isinstance(result, Tensor) else number_value(result)
+        if v is None or (isinstance(v, Tensor) and v.numel() != 1):
+            raise ValueError(
+                f"Hyperparameter `{name}` is a callable that returned {result!r}; it must return a "
+                "number or a scalar tensor."
+            )
+        out = torch.empty((), dtype=torch.float32, device=self._home)
+        return out.copy_(v.reshape(())) if isinstance(v, Tensor) else out.fill_(v)
+
+    def _serialize_hyperparameter(self, name: str) -> Any:
+        from .optimizers.schedules import LearningRateSchedule, serialize
+
+        value = self._hypers[name]
+        if isinstance(value, LearningRateSchedule):
+            return serialize(value)
+        if callable(value):
+            return float(self._evaluate_hyper(name, value))
+        return value if not isinstance(value, Tensor) else float(value)
+
+    def _on_param_change(self, name: str) -> None:
+        self._constants.clear()
+
+    # ------------------------------------------------------------------------------------------
+    # public attributes
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def iterations(self) -> Tensor:
+        """Number of completed updates (an int64 0-d tensor; with accumulation, raw // K)."""
+        k = self.gradient_accumulation_steps
+        return self._raw_iterations // k if k else self._raw_iterations
+
+    @iterations.setter
+    def iterations(self, value: int | Tensor) -> None:
+        v = int(value)
+        self._raw_iterations.fill_(v)
+        self._step = v
+
+    @property
+    def built(self) -> bool:
+        return self._built
+
+    # ------------------------------------------------------------------------------------------
+    # slots and weights
+    def slot_names(self) -> tuple[str, ...]:
+        """The rule's slot names for the current configuration, in creation order."""
+        return self.slots
+
+    def slot_initializer(self, slot_name: str) -> Any:
+        """Initial value of a slot: "zeros", "ones", a number or a callable(shape, dtype)."""
+        return "zeros"
+
+    def _create_slots(self, var_list: Sequence[Tensor]) -> None:
+        """Creates the rule's slots for new variables (TF's hook; seed-era subclasses override)."""
+        names = self.slot_names()
+        if self.interleave_slots:
+            for var in var_list:
+                for slot in names:
+                    self.add_slot(var, slot, self.slot_initializer(slot))
+        else:
+            for slot in names:
+                for var in var_list:
+                    self.add_slot(var, slot, self.slot_initializer(slot))
+
+    def add_slot(
+        self,
+        var: Tensor,
+        slot_name: str,
+        initializer: Any = "zeros",
+        shape: Sequence[int] | None = None,
+    ) -> Tensor:
+        """Creates (once) the slot ``slot_name`` of ``var`` and returns it.
+
+        Args:
+            var: the variable the slot belongs to.
+            slot_name: TF's slot name, e.g. ``"m"``.
+            initializer: ``"zeros"``, ``"ones"``, a number, a tensor, or a callable
+                ``(shape, dtype) -> tensor``.
+            shape: the slot's shape (default: the variable's).
+
+        Returns:
+            The slot tensor (same dtype and device as ``var``).
+        """
+        record = self._record(var)
+        if slot_name in record.slots:
+            return record.slots[slot_name]
+        shape = tuple(var.shape) if shape is None else tuple(shape)
+        kw: dict[str, Any] = {"dtype": var.dtype, "device": var.device}
+        if isinstance(initializer, str):
+            if initializer not in ("zeros", "ones"):
+                raise ValueError(f"Unknown slot initializer {initializer!r} for slot {slot_name!r}")
+            slot = torch.zeros(shape, **kw) if initializer == "zeros" else torch.ones(shape, **kw)
+        elif callable(initializer):
+            slot = torch.as_tensor(initializer(shape, var.dtype)).to(**kw).expand(shape).clone()
+        else:
+            slot = torch.full(shape, float(initializer), **kw)
+        record.slots[slot_name] = slot
+        if slot_name not in self._slot_names and slot_name not in _FEATURE_SLOTS:
+            self._slot_names.append(slot_name)
+        self._slot_order.append((record, slot_name))
+        self._group_cache.clear()
+        return slot
+
+    def get_slot(self, var: Tensor, slot_name: str) -> Tensor:
+        """The slot ``slot_name`` of ``var`` (TF's slot names, e.g. ``"m"``; aliases accepted).
+
+        Raises:
+            KeyError: naming the variable and the slot when either is unknown.
+        """
+        record = self._records.get(id(var))
+        if record is None:
+            raise KeyError(
+                f"Variable {_var_label(var)} has no slots in optimizer {self._name!r}: it has not "
+                "been seen by this optimizer yet."
+            )
+        name = self.slot_aliases.get(slot_name, slot_name)
+        if name not in record.slots:
+            raise KeyError(
+                f"Optimizer {self._name!r} has no slot {slot_name!r} for variable {record.name!r}; "
+                f"its slots are {sorted(record.slots)}."
+            )
+        return record.slots[name]
+
+    def get_slot_names(self) -> list[str]:
+        """Names of the rule's slots, in first-creation order."""
+        return list(self._slot_names)
+
+    def add_weight(
+        self,
+        name: str,
+        shape: Sequence[int] = (),
+        dtype: torch.dtype = torch.float32,
+        initializer: Any = "zeros",
+    ) -> Tensor:
+        """Creates an optimizer-level weight (e.g. Nadam's ``momentum_cache``) after ``iterations``."""
+        fill = {"zeros": 0.0, "ones": 1.0}.get(initializer, initializer)
+        tensor = torch.full(tuple(shape), float(fill), dtype=dtype, device=self._home)
+        self._opt_weights.append((name, tensor))
+        return tensor
+
+    def variables(self) -> list[Tensor]:
+        """``[iterations, optimizer-level weights, slots in creation order, feature state]``."""
+        rule = [r.slots[s] for r, s in self._slot_order if s not in _FEATURE_SLOTS]
+        features = [r.slots[s] for kind in _FEATURE_SLOTS for r, s in self._slot_order if s == kind]
+        return [self._raw_iterations, *(t for _, t in self._opt_weights), *rule, *features]
+
+    @property
+    def weights(self) -> list[Tensor]:
+        return self.variables()
+
+    def get_weights(self) -> list[np.ndarray]:
+        """The values of ``weights`` as NumPy arrays (TF's order)."""
+        return [w.detach().cpu().numpy().copy() for w in self.variables()]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Assigns ``weights`` (e.g. a TF optimizer's ``get_weights()``) in TF's order.
+
+        Raises:
+            ValueError: when the optimizer has no weights yet, or on a count or shape mismatch;
+                nothing is assigned then.
+        """
+        params = self.variables()
+        if len(params) == 1 and not self._built:
+            raise ValueError(
+                f"You called `set_weights(weights)` on optimizer {self._name} before it created its "
+                "weights: call `build(var_list)` or apply gradients first."
+            )
+        if len(params) != len(weights):
+            raise ValueError(
+                f"You called `set_weights(weights)` on optimizer {self._name} with a weight list of "
+                f"length {len(weights)}, but the optimizer was expecting {len(params)} weights."
+            )
+        values = []
+        for i, (param, w) in enumerate(zip(params, weights)):
+            value = torch.as_tensor(np.asarray(w) if not isinstance(w, Tensor) else w)
+            if tuple(value.shape) != tuple(param.shape):
+                raise ValueError(
+                    f"Optimizer weight {i} shape {tuple(param.shape)} not compatible with provided "
+                    f"weight shape {tuple(value.shape)}"
+                )
+            values.append(value)
+        with torch.no_grad():
+            for param, value in zip(params, values):
+                param.copy_(value.to(param.dtype))
+        self._step = int(self._raw_iterations)
+
+    # ------------------------------------------------------------------------------------------
+    # variables
+    def _record(self, var: Tensor) -> _Record:
+        record = self._records.get(id(var))
+        if record is None:
+            self._ensure_home(var.device)
+            index = len(self._records)
+            name = self._names_hint.get(id(var)) or getattr(var, "name", None)
+            if not isinstance(name, str):
+                name = f"variable_{index}"
+            record = _Record(var, name, index)
+            self._records[id(var)] = record
+        return record
+
+    def _ensure_home(self, device: torch.device) -> None:
+        """Moves the counter and hyperparameter tensors to the first variable's device."""
+        if self._records or device == self._home:
+            return
+        self._home = device
+        self._raw_iterations = self._raw_iterations.to(device)
+        for name, tensor in list(self._hyper_tensors.items()):
+            self._hyper_tensors[name] = tensor.to(device)
+        self._opt_weights = [(n, t.to(device)) for n, t in self._opt_weights]
+
+    def build(self, var_list: Any) -> None:
+        """Creates the slots of ``var_list`` now (optional: slots are also created lazily)."""
+        variables = self._flatten_var_list(var_list)
+        self._create_state([v for v in variables if id(v) not in self._records])
+
+    def _create_state(self, new_vars: Sequence[Tensor]) -> None:
+        if not self._built:
+            self._built = True
+            if new_vars:
+                self._ensure_home(new_vars[0].device)
+            self._build_optimizer_weights(new_vars)
+        if not new_vars:
+            return
+        for var in new_vars:
+            self._record(var)
+        self._create_slots(list(new_vars))
+        if self.use_ema:
+            for var in new_vars:
+                self.add_slot(var, "average")
+        if self.gradient_accumulation_steps:
+            for var in new_vars:
+                self.add_slot(var, "gradient_accumulator")
+
+    def _build_optimizer_weights(self, var_list: Sequence[Tensor]) -> None:
+        """Hook for optimizer-level weights (Nadam's ``momentum_cache``)."""
+
+    def _flatten_var_list(self, var_list: Any) -> list[Tensor]:
+        out: list[Tensor] = []
+        if isinstance(var_list, nn.Module):
+            for pname, p in var_list.named_parameters():
+                if p.requires_grad:
+                    self._names_hint.setdefault(id(p), pname)
+                    out.append(p)
+            return out
+        if isinstance(var_list, Tensor):
+            return [var_list]
+        if isinstance(var_list, dict):
+            for key, v in var_list.items():
+                if isinstance(v, Tensor):
+                    self._names_hint.setdefault(id(v), str(key))
+            return self._flatten_var_list(list(var_list.values()))
+        if callable(var_list):
+            return self._flatten_var_list(var_list())
+        if isinstance(var_list, Iterable):
+            for item in var_list:
+                out.extend(self._flatten_var_list(item))
+            return out
+        raise TypeError(
+            "`var_list` must be a tensor, a list/tuple/generator of tensors, an nn.Module, a dict "
+            f"of named tensors or a callable returning one of these; got {type(var_list).__name__}."
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # minimize
+    def minimize(
+        self,
+        loss: Any,
+        var_list: Any,
+        grad_loss: Tensor | None = None,
+        name: str | None = None,
+        tape: Any = None,
+    ) -> Tensor:
+        """Computes the gradients of ``loss`` for ``var_list`` and applies them.
+
+        Args:
+            loss: a zero-argument callable returning the loss, or a loss tensor (then ``tape`` is
+                used if given, otherwise the tensor is differentiated through autograd directly —
+                TF would require the tape).
+            var_list: tensors, an ``nn.Module``, a dict of named tensors, or a callable returning
+                them; a callable is evaluated after ``loss()``, so lazily built layers exist.
+            grad_loss: optional gradient of the loss (``output_gradients``).
+            name: ignored (TF's op name).
+            tape: a ``kerasopt.GradientTape`` that recorded a tensor ``loss``.
+
+        Returns:
+            ``iterations`` after the update.
+
+        Example:
+            >>> import torch, kerasopt as ko
+            >>> w = ko.Variable([1.0, 2.0], name="w")
+            >>> opt = ko.optimizers.SGD(0.5)
+            >>> _ = opt.minimize(lambda: (w * w).sum(), [w])
+            >>> w.numpy().tolist()
+            [0.0, 0.0]
+        """
+        grads_and_vars = self._compute_gradients(loss, var_list, grad_loss, tape)
+        return self.apply_gradients(grads_and_vars)
+
+    def _compute_gradients(
+        self, loss: Any, var_list: Any, grad_loss: Tensor | None, tape: Any
+    ) -> list[tuple[Grad | None, Tensor]]:
+        if not callable(loss) and not isinstance(loss, Tensor):
+            raise ValueError(
+                "`loss` must be a callable returning the loss, or a loss tensor; got "
+                f"{type(loss).__name__}."
+            )
+        variables: list[Tensor] | None = None
+        if callable(loss):
+            if not callable(var_list) or isinstance(var_list, nn.Module):
+                variables = self._flatten_var_list(var_list)
+                for v in variables:
+                    # TF watches the listed variables before computing the loss.
+                    if v.is_leaf and not v.requires_grad and v.dtype in FLOAT_DTYPES:
+                        v.requires_grad_(True)
+            with torch.enable_grad():
+                loss_value = loss()
+        else:
+            loss_value = loss
+        if variables is None:
+            variables = self._flatten_var_list(var_list)
+        if self.loss_scale_factor is not None:
+            loss_value = loss_value * self.loss_scale_factor
+        if tape is not None:
+            grads = tape.gradient(loss_value, variables, output_gradients=grad_loss)
+        else:
+            grads = self._autograd(loss_value, variables, grad_loss)
+        return list(zip(grads, variables))
+
+    @staticmethod
+    def _autograd(loss: Tensor, variables: Sequence[Tensor], grad_loss: Tensor | None) -> list[Any]:
+        if not isinstance(loss, Tensor):
+            raise ValueError(
+                f"The loss must be a tensor; the loss callable returned {type(loss).__name__}."
+            )
+        wanted = [i for i, v in enumerate(variables) if v.requires_grad]
+        grads: list[Any] = [None] * len(variables)
+        if not wanted or not loss.requires_grad:
+            return grads
+        if grad_loss is None and loss.numel() != 1:
+            grad_loss = torch.ones_like(loss)  # TF's implicit sum over a non-scalar target
+        computed = torch.autograd.grad(
+            loss, [variables[i] for i in wanted], grad_outputs=grad_loss, allow_unused=True
+        )
+        for i, g in zip(wanted, computed):
+            grads[i] = g
+        return grads
+
+    # ------------------------------------------------------------------------------------------
+    # apply_gradients: plan, then commit
+    def apply_gradients(
+        self,
+        grads_and_vars: Iterable[tuple[Any, Tensor]],
+        name: str | None = None,
+        experimental_aggregate_gradients: bool = True,
+    ) -> Tensor:
+        """Applies gradients to variables (TF's ``apply_gradients``).
+
+        Args:
+            grads_and_vars: (gradient, variable) pairs. A gradient may be a dense tensor, a
+                ``kerasopt.IndexedSlices``, a torch sparse COO tensor, or ``None`` (skipped with a
+                warning).
+            name: ignored (TF's op name).
+            experimental_aggregate_gradients: accepted for TF compatibility.
+
+        Returns:
+            ``iterations`` after this step.
+
+        Raises:
+            ValueError: no gradient at all, a variable listed twice, or a shape/dtype/device
+                mismatch (the message names the variable). Nothing is changed then.
+            TypeError: a pair that is not (gradient, variable) or a variable that is not a tensor.
+
+        Example:
+            >>> import torch, kerasopt as ko
+            >>> v = ko.Variable([1.0, -1.0])
+            >>> opt = ko.optimizers.SGD(0.1)
+            >>> int(opt.apply_gradients([(torch.tensor([1.0, 1.0]), v)]))
+            1
+            >>> v.numpy().tolist()
+            [0.8999999761581421, -1.100000023841858]
+        """
+        plan = self._plan(grads_and_vars)
+        with torch.no_grad():
+            self._commit(plan)
+        return self.iterations
+
+    def _plan(self, grads_and_vars: Iterable[tuple[Any, Tensor]]) -> _Plan:
+        pairs = self._check_pairs(grads_and_vars)
+        scale = self.loss_scale_factor
+        if scale is not None:
+            pairs = [(self._map_grad(g, lambda t: t / scale), v) for g, v in pairs]
+        raw = pairs
+        update = True
+        k = self.gradient_accumulation_steps
+        if k:
+            update = (self._step + 1) % k == 0
+            if update:
+                pairs = [(self._accumulated(g, v, k), v) for g, v in pairs]
+        if update:
+            pairs = self._clip(pairs)
+            for transform in self.gradient_transformers:
+                pairs = list(transform(pairs))
+                pairs = self._check_pairs(pairs, transformed=True)
+        dense: list[tuple[Tensor, Tensor]] = []
+        sparse: list[tuple[Tensor, IndexedSlices]] = []
+        for g, v in pairs:
+            if isinstance(g, IndexedSlices):
+                if self.sparse_mode == "dense" and not self._legacy_hooks:
+                    dense.append((v, self._densify(g, v)))
+                else:
+                    sparse.append((v, g))
+            else:
+                dense.append((v, g))
+        if sparse and self._legacy_hooks and not self._has_sparse_hook():
+            raise NotImplementedError(
+                f"{type(self).__name__} does not implement `_resource_apply_sparse`: it cannot apply "
+                f"sparse gradients (variable {self._label(sparse[0][0])})."
+            )
+        new_vars = [v for _, v in raw if id(v) not in self._records]
+        return _Plan(dense, sparse, new_vars, self._resolve_hypers(), update, raw)
+
+    @staticmethod
+    def _densify(g: IndexedSlices, var: Tensor) -> Tensor:
+        return IndexedSlices(g.values, g.indices, tuple(var.shape)).to_dense()
+
+    def _check_pairs(
+        self, grads_and_vars: Iterable[tuple[Any, Tensor]], transformed: bool = False
+    ) -> list[tuple[Grad, Tensor]]:
+        try:
+            items = list(grads_and_vars)
+        except TypeError:
+            raise TypeError(
+                "`grads_and_vars` must be an iterable of (gradient, variable) pairs; got "
+                f"{type(grads_and_vars).__name__}."
+            ) from None
+        kept: list[tuple[Grad, Tensor]] = []
+        dropped: list[str] = []
+        seen: set[int] = set()
+        for position, item in enumerate(items):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise TypeError(
+                    f"`grads_and_vars` item {position} must be a (gradient, variable) pair; got {item!r}."
+                )
+            grad, var = item
+            if not isinstance(var, Tensor):
+                raise TypeError(
+                    f"`grads_and_vars` item {position}: the variable must be a torch tensor "
+                    f"(e.g. kerasopt.Variable or nn.Parameter); got {type(var).__name__}."
+                )
+            label = self._label(var)
+            if id(var) in seen:
+                raise ValueError(f"Variable {label} appears more than once in `grads_and_vars`.")
+            seen.add(id(var))
+            if grad is None:
+                dropped.append(self._name_of(var))
+                continue
+            kept.append((self._check_grad(grad, var, label), var))
+        if not kept:
+            names = [self._name_of(item[1]) for item in items if isinstance(item, (tuple, list))]
+            raise ValueError(f"No gradients provided for any variable: {tuple(names)}.")
+        if dropped and not transformed:
+            warnings.warn(
+                f"Gradients do not exist for variables {dropped} when minimizing the loss. If "
+                "you're using `model.compile()`, did you forget to provide a `loss` argument?",
+                UserWarning,
+                stacklevel=3,
+            )
+        return kept
+
+    def _name_of(self, var: Tensor) -> str:
+        record = self._records.get(id(var))
+        return record.name if record else _var_label(var, self._names_hint)
+
+    def _label(self, var: Tensor) -> str:
+        return repr(self._name_of(var))
+
+    def _check_grad(self, grad: Any, var: Tensor, label: str) -> Grad:
+        if var.dtype not in FLOAT_DTYPES:
+            raise ValueError(
+                f"Variable {label} has dtype {var.dtype}; optimizers update floating variables only "
+                "(float16, bfloat16, float32, float64)."
+            )
+        if not var.is_leaf:
+            raise ValueError(
+                f"Variable {label} is not a leaf tensor (it was computed from other tensors); "
+                "pass the parameter itself."
+            )
+        if isinstance(grad, Tensor) and grad.layout == torch.sparse_coo:
+            grad = from_torch_sparse(grad)
+        if isinstance(grad, IndexedSlices):
+            if grad.dtype != var.dtype:
+                raise ValueError(
+                    f"Gradient for variable {label} has dtype {grad.dtype}, expected {var.dtype}."
+                )
+            if grad.device != var.device:
+                raise ValueError(
+                    f"Gradient for variable {label} is on {grad.device}, the variable on {var.device}."
+                )
+            if var.dim() == 0 or tuple(grad.values.shape[1:]) != tuple(var.shape[1:]):
+                raise ValueError(
+                    f"Sparse gradient for variable {label} has value rows of shape "
+                    f"{tuple(grad.values.shape[1:])}, incompatible with the variable's shape "
+                    f"{tuple(var.shape)}."
+                )
+            if grad.indices.numel() and (
+                bool(grad.indices.min() < 0) or bool(grad.indices.max() >= var.shape[0])
+            ):
+                raise ValueError(
+                    f"Sparse gradient for variable {label} has indices outside [0, {var.shape[0]})."
+                )
+            return grad
+        if not isinstance(grad, Tensor):
+            raise TypeError(
+                f"Gradient for variable {label} must be a tensor, IndexedSlices or None; got "
+                f"{type(grad).__name__}."
+            )
+        if grad.dtype != var.dtype:
+            raise ValueError(
+                f"Gradient for variable {label} has dtype {grad.dtype}, expected {var.dtype}."
+            )
+        if tuple(grad.shape) != tuple(var.shape):
+            raise ValueError(
+                f"Gradient for variable {label} has shape {tuple(grad.shape)}, expected "
+                f"{tuple(var.shape)}."
+            )
+        if grad.device != var.device:
+            raise ValueError(
+                f"Gradient for variable {label} is on {grad.device}, the variable on {var.device}."
+            )
+        return grad.detach()
+
+    @staticmethod
+    def _map_grad(g: Grad, fn: Callable[[Tensor], Tensor]) -> Grad:
+        return g.with_values(fn(g.values)) if isinstance(g, IndexedSlices) else fn(g)
+
+    def _accumulated(self, g: Grad, var: Tensor, k: int) -> Tensor:
+        record = self._records.get(id(var))
+        dense = self._densify(g, var) if isinstance(g, IndexedSlices) else g
+        if record is None:  # first sight on an update call: the accumulator is still zero
+            return (dense + torch.zeros_like(dense)) / k
+        return (dense + record.slots["gradient_accumulator"]) / k
+
+    def _clip(self, pairs: list[tuple[Grad, Tensor]]) -> list[tuple[Grad, Tensor]]:
+        if self.clipvalue is not None:
+            c = self.clipvalue
+            pairs = [(self._map_grad(g, lambda t: torch.clamp(t, -c, c)), v) for g, v in pairs]
+        if self.clipnorm is not None:
+            pairs = [(self._map_grad(g, self._clip_by_norm), v) for g, v in pairs]
+        if self.global_clipnorm is not None:
+            pairs = self._clip_by_global_norm(pairs)
+        return pairs
+
+    def _clip_by_norm(self, t: Tensor) -> Tensor:
+        # TF's clip_by_norm: t * c / max(||t||, c), with a zero tensor left at zero.
+        c = torch.tensor(self.clipnorm, dtype=t.dtype, device=t.device)
+        l2sum = (t * t).sum()
+        norm = torch.where(l2sum > 0, torch.sqrt(torch.where(l2sum > 0, l2sum, 1)), l2sum)
+        return (t * c) / torch.maximum(norm, c)
+
+    def _clip_by_global_norm(self, pairs: list[tuple[Grad, Tensor]]) -> list[tuple[Grad, Tensor]]:
+        # TF's clip_by_global_norm: scale = c * min(1/N, 1/c); an inf/NaN norm makes it NaN.
+        values = [g.values if isinstance(g, IndexedSlices) else g for g, _ in pairs]
+        acc_dtype = (
+            torch.float64 if any(v.dtype == torch.float64 for v in values) else torch.float32
+        )
+        device = values[0].device
+        half_sq = [((v.to(acc_dtype) ** 2).sum() / 2).to(device) for v in values]
+        norm = torch.sqrt(torch.stack(half_sq).sum() * 2)
+        c = torch.tensor(self.global_clipnorm, dtype=acc_dtype, device=device)
+        scale = c * torch.minimum(1.0 / norm, 1.0 / c)
+        scale = scale + (norm - norm)
+        return [
+            (self._map_grad(g, lambda t: t * scale.to(t.dtype).to(t.device)), v) for g, v in pairs
+        ]
+
+    def _resolve_hypers(self) -> dict[str, Tensor]:
+        values = {}
+        for name, source in self._hypers.items():
+            if callable(source):
+                values[name] = self._evaluate_hyper(name, source)
+            elif isinstance(source, Tensor):
+                values[name] = source.to(torch.float32)
+        return values
+
+    # ------------------------------------------------------------------------------------------
+    def _commit(self, plan: _Plan) -> None:
+        self._create_state(plan.new_vars)
+        for name, value in plan.hyper_values.items():
+            self._hyper_tensors[name].copy_(value)
+        k = self.gradient_accumulation_steps
+        object.__setattr__(self, "_in_step", True)
+        try:
+            if k and not plan.update:
+                for g, var in plan.raw_grads:
+                    acc = self._records[id(var)].slots["gradient_accumulator"]
+                    if isinstance(g, IndexedSlices):
+                        acc.index_add_(0, g.indices.long(), g.values)
+                    else:
+                        acc.add_(g)
+            else:
+                apply_state = self._prepare(
+                    [v for v, _ in plan.dense] + [v for v, _ in plan.sparse]
+                )
+                self._apply_weight_decay(plan, apply_state)
+                self._apply_dense(plan.dense, apply_state)
+                self._apply_sparse(plan.sparse, apply_state)
+                if k:
+                    for _, v in plan.raw_grads:
+                        self._records[id(v)].slots["gradient_accumulator"].zero_()
+            self._update_ema([v for _, v in plan.raw_grads])
+            for _, var in plan.raw_grads:
+                constraint = getattr(var, "constraint", None)
+                if constraint is not None:
+                    var.copy_(constraint(var))
+        finally:
+            object.__setattr__(self, "_in_step", False)
+        self._raw_iterations.add_(1)
+        self._step += 1
+
+    def _prepare(
+        self, variables: Sequence[Tensor]
+    ) -> dict[tuple[torch.device, torch.dtype], Coefficients]:
+        apply_state: dict[tuple[torch.device, torch.dtype], Coefficients] = {}
+        for var in variables:
+            key = (var.device, var.dtype)
+            if key not in apply_state:
+                apply_state[key] = Coefficients()
+                self._prepare_local(key[0], key[1], apply_state)
+        return apply_state
+
+    def _fallback_apply_state(
+        self, var_device: torch.device, var_dtype: torch.dtype
+    ) -> Coefficients:
+        apply_state = {(var_device, var_dtype): Coefficients()}
+        self._prepare_local(var_device, var_dtype, apply_state)
+        return apply_state[(var_device, var_dtype)]
+
+    def _prepare_local(
+        self, var_device: torch.device, var_dtype: torch.dtype, apply_state: dict[Any, Any]
+    ) -> None:
+        """Computes the step's coefficients for one (device, dtype) (TF's ``_prepare_local``)."""
+        c = apply_state[(var_device, var_dtype)]
+        if "learning_rate" in self._hypers:
+            c["lr_t"] = self._decayed_lr(var_dtype).to(var_device)
+        self.prepare(c, var_device, var_dtype)
+
+    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
+        """Adds the rule's coefficients to ``c`` (0-d tensors in ``dtype`` on ``device``)."""
+
+    # helpers for `prepare`
+    def _hyper_t(self, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
+        return self._hyper_tensors[name].to(dtype).to(device)
+
+    def _const(self, value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """A plain attribute converted exactly to ``dtype`` (cached: no per-step host copies)."""
+        key = (value, dtype, device)
+        tensor = self._constants.get(key)
+        if tensor is None:
+            tensor = torch.tensor(value, dtype=dtype, device=device)
+            self._constants[key] = tensor
+        return tensor
+
+    def _local_step(self, dtype: torch.dtype, device: torch.device, offset: int = 1) -> Tensor:
+        """``iterations + offset`` in ``dtype`` (t = iterations + 1 is the update being applied)."""
+        return (self.iterations + offset).to(dtype).to(device)
+
+    def _decayed_lr(self, var_dtype: torch.dtype) -> Tensor:
+        """The step's learning rate in ``var_dtype``: schedule value, then legacy ``decay``."""
+        lr_t = self._hyper_tensors["learning_rate"].to(var_dtype)
+        if self._decay_active():
+            local_step = self._raw_iterations.to(var_dtype)
+            decay_t = self._hyper_tensors["decay"].to(var_dtype)
+            lr_t = lr_t / (1.0 + decay_t * local_step)
+        return lr_t
+
+    def _decay_active(self) -> bool:
+        value = number_value(self._hypers.get("decay", 0.0))
+        return value is None or value > 0
+
+    # ------------------------------------------------------------------------------------------
+    # engines
+    def update(self, var: Any, grad: Any, *args: Any, **kwargs: Any) -> None:
+        """The optimizer's update rule, written once with tensor methods (see DESIGN.md)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no update rule.")
+
+    def update_sparse(self, var: Any, indices: Any, values: Any, *args: Any, **kwargs: Any) -> None:
+        """Sparse rule; the default is lazy: the dense rule on the indexed rows only."""
+        slots: tuple[Tensor, ...] = args
+        c = kwargs["c"]
+        rows = var.index_select(0, indices)
+        slot_rows = [s.index_select(0, indices) for s in slots]
+        self.update(rows, values, *slot_rows, c=c)
+        var.index_copy_(0, indices, rows)
+        for s, r in zip(slots, slot_rows):
+            s.index_copy_(0, indices, r)
+
+    def _rule_slots(self, record: _Record) -> list[Tensor]:
+        return [record.slots[s] for s in self.slot_names_for(record)]
+
+    def slot_names_for(self, record: _Record) -> tuple[str, ...]:
+        """The slots passed to the rule for one variable (Muon routes variables differently)."""
+        return self.slot_names()
+
+    def _apply_dense(
+        self, dense: list[tuple[Tensor, Tensor]], apply_state: dict[Any, Coefficients]
+    ) -> None:
+        if not dense:
+            return
+        if self._legacy_hooks:
+            for var, grad in dense:
+                self._call_hook(self._resource_apply_dense, grad, var, apply_state)
+            return
+        run = _engines.select(self.implementation, self.elementwise)
+        for group in self._groups(dense):
+            grads = [dense[i][1] for i in group.positions]
+            run(self.update, group.variables, grads, group.slots, apply_state[group.key])
+
+    def _groups(self, dense: list[tuple[Tensor, Tensor]]) -> list[_Group]:
+        key = tuple(id(v) for v, _ in dense)
+        groups = self._group_cache.get(key)
+        if groups is None:
+            by_key: dict[tuple[Any, ...], _Group] = {}
+            for i, (var, _) in enumerate(dense):
+                record = self._records[id(var)]
+                names = self.slot_names_for(record)
+                gkey = (var.device, var.dtype, names)
+                group = by_key.get(gkey)
+                if group is None:
+                    group = _Group((var.device, var.dtype), [], [], [[] for _ in names])
+                    by_key[gkey] = group
+                group.positions.append(i)
+                group.variables.append(var)
+                for lst, s in zip(group.slots, names):
+                    lst.append(record.slots[s])
+            groups = list(by_key.values())
+            if len(self._group_cache) > 16:
+                self._group_cache.clear()
+            self._group_cache[key] = groups
+        return groups
+
+    def _apply_sparse(
+        self, sparse: list[tuple[Tensor, IndexedSlices]], apply_state: dict[Any, Coefficients]
+    ) -> None:
+        for var, grad in sparse:
+            if self._legacy_hooks:
+                self._call_hook(
+                    self._resource_apply_sparse_duplicate_indices,
+                    grad.values,
+                    var,
+                    apply_state,
+                    grad.indices,
+                )
+                continue
+            g = deduplicate(grad)
+            record = self._records[id(var)]
+            c = apply_state[(var.device, var.dtype)]
+            self.update_sparse(var, g.indices, g.values, *self._rule_slots(record), c=c)
+
+    def _call_hook(
+        self, hook: Callable[..., Any], grad: Tensor, var: Tensor, apply_state: Any, *extra: Any
+    ) -> None:
+        if "apply_state" in inspect.signature(hook).parameters:
+            hook(grad, var, *extra, apply_state=apply_state)
+        else:
+            hook(grad, var, *extra)
+
+    # seed-era hooks ---------------------------------------------------------------------------
+    def _resource_apply_dense(self, grad: Tensor, var: Tensor, apply_state: Any = None) -> None:
+        """Applies a dense gradient to one variable (TF hook; runs the rule per tensor)."""
+        c = (apply_state or {}).get((var.device, var.dtype)) or self._fallback_apply_state(
+            var.device, var.dtype
+        )
+        self.update(var, grad, *self._rule_slots(self._record(var)), c=c)
+
+    def _has_sparse_hook(self) -> bool:
+        cls = type(self)
+        return (
+            cls._resource_apply_sparse is not Optimizer._resource_apply_sparse
+            or cls._resource_apply_sparse_duplicate_indices
+            is not Optimizer._resource_apply_sparse_duplicate_indices
+        )
+
+    def _resource_apply_sparse(
+        self, grad: Tensor, var: Tensor, indices: Tensor, apply_state: Any = None
+    ) -> None:
+        """Applies unique-row sparse values (TF hook). Seed-era subclasses override it."""
+        if self._legacy_hooks:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not implement `_resource_apply_sparse`: it cannot apply "
+                "sparse gradients."
+            )
+        c = (apply_state or {}).get((var.device, var.dtype)) or self._fallback_apply_state(
+            var.device, var.dtype
+        )
+        self.update_sparse(var, indices, grad, *self._rule_slots(self._record(var)), c=c)
+
+    def _resource_apply_sparse_duplicate_indices(
+        self, grad: Tensor, handle: Tensor, indices: Tensor, apply_state: Any = None
+    ) -> None:
+        """Sums duplicate indices, then calls ``_resource_apply_sparse`` (TF hook)."""
+        g = deduplicate(IndexedSlices(grad, indices, tuple(handle.shape)))
+        self._call_hook(self._resource_apply_sparse, g.values, handle, apply_state, g.indices)
+
+    # ------------------------------------------------------------------------------------------
+    # newer-generation features
+    def exclude_from_weight_decay(
+        self, var_list: Sequence[Tensor] | None = None, var_names: Sequence[str] | None = None
+    ) -> None:
+        """Excludes variables from ``weight_decay`` by identity or by name regex (``re.search``).
+
+        Names are the registered names: ``kerasopt.Variable.name`` or the ``named_parameters()``
+        key of an ``nn.Module`` passed as ``var_list``. Each call replaces the previous one.
+
+        Raises:
+            ValueError: when called after the optimizer has been built.
+        """
+        if self._built:
+            raise ValueError(
+                "`exclude_from_weight_decay()` can only be configured before the optimizer is built."
+            )
+        self._exclude_ids = {id(v) for v in var_list or []}
+        self._exclude_names = re.compile("|".join(var_names)) if var_names else None
+
+    def _weight_decay_for(self, record: _Record) -> float | None:
+        """The decoupled decay coefficient of one variable (None: not decayed)."""
+        if self.weight_decay is None or self._excluded(record):
+            return None
+        return float(self.weight_decay)
+
+    def _excluded(self, record: _Record) -> bool:
+        if id(record.var) in self._exclude_ids:
+            return True
+        return bool(self._exclude_names is not None and self._exclude_names.search(record.name))
+
+    def _apply_weight_decay(self, plan: _Plan, apply_state: dict[Any, Coefficients]) -> None:
+        for var, _ in [*plan.dense, *plan.sparse]:
+            wd = self._weight_decay_for(self._records[id(var)])
+            if wd is None:
+                continue
+            c = apply_state[(var.device, var.dtype)]
+            # Keras: variable - variable * wd * lr
+            var.sub_(var * self._const(wd, var.dtype, var.device) * c["lr_t"])
+
+    def _update_ema(self, variables: Sequence[Tensor]) -> None:
+        if not self.use_ema:
+            return
+        k = self.gradient_accumulation_steps or 1
+        n = self._step // k
+        for var in variables:
+            avg = self._records[id(var)].slots["average"]
+            momentum = float(self.ema_momentum) if n != 0 else 0.0
+            m = self._const(momentum, var.dtype, var.device)
+            avg.copy_(m * avg + (1 - m) * var)
+        f = self.ema_overwrite_frequency
+        if f and (n + 1) % f == 0:
+            for var in variables:
+                var.copy_(self._records[id(var)].slots["average"])
+
+    def finalize_variable_values(self, var_list: Any) -> None:
+        """With ``use_ema``, overwrites each variable with its moving average (else a no-op)."""
+        if not self.use_ema:
+            return
+        with torch.no_grad():
+            for var in self._flatten_var_list(var_list):
+                record = self._records.get(id(var))
+                if record is not None and "average" in record.slots:
+                    var.copy_(record.slots["average"])
+
+    def scale_loss(self, loss: Tensor) -> Tensor:
+        """``loss * loss_scale_factor`` (identity when it is None)."""
+        return loss if self.loss_scale_factor is None else loss * self.loss_scale_factor
+
+    # ------------------------------------------------------------------------------------------
+    # config
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments (TF's keys); ``from_config`` rebuilds an equal optimizer."""
+        config: dict[str, Any] = {"name": self._name}
+        feature_keys = (
+            "weight_decay",
+            "clipnorm",
+            "global_clipnorm",
+            "clipvalue",
+            "use_ema",
+            "ema_momentum",
+            "ema_overwrite_frequency",
+            "loss_scale_factor",
+            "gradient_accumulation_steps",
+        )
+        defaults = {"use_ema": False, "ema_momentum": 0.99}
+        for key in feature_keys:
+            value = getattr(self, key)
+            if self.keras3_config or (value is not None and value != defaults.get(key)):
+                config[key] = value
+        if self.jit_compile:
+            config["jit_compile"] = True
+        if self.implementation != "auto":
+            config["implementation"] = self.implementation
+        for decl in declared(type(self)):
+            if isinstance(decl, Hyper):
+                if decl.name in self._hypers:
+                    if decl.name == "decay" and self.keras3_config and not self._decay_active():
+                        continue
+                    config[decl.name] = self._serialize_hyperparameter(decl.name)
+            elif decl.config:
+                config[decl.name] = getattr(self, decl.name)
+        return config
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> Optimizer:
+        """Creates an optimizer from ``get_config()`` output (``lr`` → ``learning_rate``)."""
+        from .optimizers.schedules import deserialize
+
+        if not isinstance(config, dict):
+            raise TypeError(f"`config` must be a dict; got {type(config).__name__}.")
+        config = dict(config)
+        if "lr" in config:
+            config["learning_rate"] = config.pop("lr")
+        if isinstance(config.get("learning_rate"), dict):
+            config["learning_rate"] = deserialize(
+                config["learning_rate"], custom_objects=custom_objects
+            )
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        return f"<kerasopt.optimizers.{type(self).__name__} name={self._name!r} iterations={self._step}>"
+
+    # hyperparameters that are math constants of a rule but stored as plain attributes
+    @staticmethod
+    def _isfinite(x: float) -> bool:
+        return math.isfinite(x)

@@ -1,0 +1,82 @@
+"""SGD with optional (Nesterov) momentum — TF's ``tf.keras.optimizers.SGD``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._hyper import Hyper, Param, non_negative, number_value, unit_interval
+from ..optimizer import Coefficients, Optimizer
+
+
+class SGD(Optimizer):
+    """Gradient descent with optional momentum (TF's SGD).
+
+    Update rule (SPEC.md 1.10)::
+
+        momentum == 0:  var -= lr * g
+        otherwise:      accum = accum * momentum - lr * g
+                        var += accum                       (nesterov: var += accum * momentum - lr * g)
+
+    Unlike ``torch.optim.SGD`` (``buf = momentum * buf + g; p -= lr * buf``), the learning rate is
+    folded into the velocity, so changing the learning rate mid-training changes future steps
+    differently; slot ``momentum`` holds ``accum``. Sparse gradients update only their rows.
+
+    Args:
+        learning_rate: float, schedule or callable. Defaults to 0.01.
+        momentum: float in [0, 1]. Defaults to 0.0.
+        nesterov: whether to apply Nesterov momentum.
+        name: defaults to ``"SGD"``.
+        **kwargs: the base-class keywords (``clipnorm``, ``decay``, ``weight_decay``, ...).
+
+    Example:
+        >>> import kerasopt as ko
+        >>> var = ko.Variable(1.0)
+        >>> opt = ko.optimizers.SGD(learning_rate=0.1, momentum=0.9)
+        >>> _ = opt.minimize(lambda: (var**2) / 2.0, [var])
+        >>> round(float(var), 6)
+        0.9
+        >>> _ = opt.minimize(lambda: (var**2) / 2.0, [var])
+        >>> round(float(var), 6)
+        0.71
+    """
+
+    learning_rate = Hyper(0.01, check=non_negative)
+    momentum = Hyper(0.0, check=unit_interval)
+    nesterov = Param(False, convert=bool)
+
+    def __init__(
+        self,
+        learning_rate: Any = 0.01,
+        momentum: Any = 0.0,
+        nesterov: bool = False,
+        name: str = "SGD",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name=name, learning_rate=learning_rate, **kwargs)
+        self.momentum = momentum
+        self.nesterov = nesterov
+
+    def slot_names(self) -> tuple[str, ...]:
+        # TF creates the slot when momentum is a tensor/callable or > 0.
+        value = number_value(self._hypers["momentum"])
+        return (
+            ("momentum",)
+            if value is None or value > 0 or callable(self._hypers["momentum"])
+            else ()
+        )
+
+    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
+        c["momentum"] = self._hyper_t("momentum", dtype, device)
+
+    def update(self, var: Any, grad: Any, *slots: Any, c: Coefficients) -> None:
+        if not slots:
+            var.sub_(grad * c.lr_t)
+            return
+        (accum,) = slots
+        accum.copy_(accum * c.momentum - grad * c.lr_t)
+        if self.nesterov:
+            var.add_(accum * c.momentum - grad * c.lr_t)
+        else:
+            var.add_(accum)
