@@ -308,23 +308,12 @@ def test_add_slot_initializers():
 
 
 # -- config and serialization ----------------------------------------------------------------
-LEGACY_CONFIGS = {
-    "SGD": {"name": "SGD", "learning_rate": 0.01, "decay": 0.0, "momentum": 0.0, "nesterov": False},
-    "Adam": {
-        "name": "Adam",
-        "learning_rate": 0.001,
-        "decay": 0.0,
-        "beta_1": 0.9,
-        "beta_2": 0.999,
-        "epsilon": 1e-07,
-        "amsgrad": False,
-    },
-}
+WITH_DEFAULTS = [s for s in OPTIMIZERS if s.default_config is not None]
 
 
-@pytest.mark.parametrize("name", sorted(LEGACY_CONFIGS))
-def test_default_config_matches_tf(name):
-    assert getattr(ko.optimizers, name)().get_config() == LEGACY_CONFIGS[name]
+@pytest.mark.parametrize("spec", WITH_DEFAULTS, ids=[s.name for s in WITH_DEFAULTS])
+def test_default_config_matches_tf(spec):
+    assert getattr(ko.optimizers, spec.name)().get_config() == spec.default_config
 
 
 @pytest.mark.parametrize(("spec", "config"), cases(), ids=case_ids())
@@ -359,6 +348,8 @@ def test_from_config_maps_lr_and_callable_serializes_as_value():
 @pytest.mark.parametrize("spec", OPTIMIZERS, ids=[s.name for s in OPTIMIZERS])
 def test_get_by_name_case_insensitive(spec):
     assert type(ko.optimizers.get(spec.name.lower())).__name__ == spec.name
+    for alias in spec.aliases:
+        assert type(ko.optimizers.get(alias)).__name__ == spec.name
     assert type(ko.optimizers.get(spec.name.upper())).__name__ == spec.name
     inst = ko.optimizers.get(spec.name)
     assert ko.optimizers.get(inst) is inst

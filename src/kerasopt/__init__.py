@@ -10,10 +10,11 @@ Example:
 """
 
 from . import optimizers
+from .checkpoint import load, save
 from .optimizer import Optimizer
 from .sparse import IndexedSlices
 from .tape import GradientTape
 from .variables import Variable
 
-__all__ = ["GradientTape", "IndexedSlices", "Optimizer", "Variable", "optimizers"]
+__all__ = ["GradientTape", "IndexedSlices", "Optimizer", "Variable", "load", "optimizers", "save"]
 __version__ = "0.1.0"

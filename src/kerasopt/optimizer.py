@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import _engines
+from . import _engines, _state
 from ._hyper import (
     _UNSET,
     Hyper,
@@ -220,6 +220,7 @@ class Optimizer:
         self._built = False
         self._group_cache: dict[tuple[Any, ...], list[_Group]] = {}
         self._constants: dict[tuple[Any, ...], Tensor] = {}
+        self._pending_slots: dict[str, dict[str, Tensor]] = {}
         self._exclude_ids: set[int] = set()
         self._exclude_names: re.Pattern[str] | None = None
         self._legacy_hooks = type(self)._resource_apply_dense is not Optimizer._resource_apply_dense
@@ -543,15 +544,17 @@ class Optimizer:
 
     # ------------------------------------------------------------------------------------------
     # variables
+    def _new_name(self, var: Tensor, index: int) -> str:
+        """The name a variable gets when first seen as the ``index``-th variable."""
+        name = self._names_hint.get(id(var)) or getattr(var, "name", None)
+        return name if isinstance(name, str) else f"variable_{index}"
+
     def _record(self, var: Tensor) -> _Record:
         record = self._records.get(id(var))
         if record is None:
             self._ensure_home(var.device)
             index = len(self._records)
-            name = self._names_hint.get(id(var)) or getattr(var, "name", None)
-            if not isinstance(name, str):
-                name = f"variable_{index}"
-            record = _Record(var, name, index)
+            record = _Record(var, self._new_name(var, index), index)
             self._records[id(var)] = record
         return record
 
@@ -571,6 +574,23 @@ class Optimizer:
         self._create_state([v for v in variables if id(v) not in self._records])
 
     def _create_state(self, new_vars: Sequence[Tensor]) -> None:
+        # Creation is undone if loaded state does not fit the new variables: all or nothing.
+        undo = (len(self._slot_order), list(self._slot_names), self._built, len(self._opt_weights))
+        try:
+            self._create_state_unchecked(new_vars)
+            if self._pending_slots:
+                _state.adopt_pending(self, [self._records[id(v)] for v in new_vars])
+        except Exception:
+            for var in new_vars:
+                self._records.pop(id(var), None)
+            del self._slot_order[undo[0] :]
+            self._slot_names[:] = undo[1]
+            self._built = undo[2]
+            del self._opt_weights[undo[3] :]
+            self._group_cache.clear()
+            raise
+
+    def _create_state_unchecked(self, new_vars: Sequence[Tensor]) -> None:
         if not self._built:
             self._built = True
             if new_vars:
@@ -752,7 +772,9 @@ class Optimizer:
         if k:
             update = (self._step + 1) % k == 0
             if update:
-                pairs = [(self._accumulated(g, v, k), v) for g, v in pairs]
+                unseen = [v for _, v in pairs if id(v) not in self._records]
+                index = {id(v): len(self._records) + i for i, v in enumerate(unseen)}
+                pairs = [(self._accumulated(g, v, k, index.get(id(v), 0)), v) for g, v in pairs]
         if update:
             pairs = self._clip(pairs)
             for transform in self.gradient_transformers:
@@ -890,12 +912,17 @@ class Optimizer:
     def _map_grad(g: Grad, fn: Callable[[Tensor], Tensor]) -> Grad:
         return g.with_values(fn(g.values)) if isinstance(g, IndexedSlices) else fn(g)
 
-    def _accumulated(self, g: Grad, var: Tensor, k: int) -> Tensor:
+    def _accumulated(self, g: Grad, var: Tensor, k: int, new_index: int) -> Tensor:
         record = self._records.get(id(var))
         dense = self._densify(g, var) if isinstance(g, IndexedSlices) else g
-        if record is None:  # first sight on an update call: the accumulator is still zero
-            return (dense + torch.zeros_like(dense)) / k
-        return (dense + record.slots["gradient_accumulator"]) / k
+        if record is not None:
+            return (dense + record.slots["gradient_accumulator"]) / k
+        # First sight on an update call: the accumulator is zero, or what a loaded state holds.
+        loaded = self._pending_slots.get(self._new_name(var, new_index), {})
+        acc = loaded.get("gradient_accumulator")
+        if acc is None or tuple(acc.shape) != tuple(dense.shape) or acc.dtype != dense.dtype:
+            acc = torch.zeros_like(dense)  # a mismatch is reported when the state is adopted
+        return (dense + acc.to(dense.device)) / k
 
     def _clip(self, pairs: list[tuple[Grad, Tensor]]) -> list[tuple[Grad, Tensor]]:
         if self.clipvalue is not None:
@@ -1226,6 +1253,45 @@ class Optimizer:
     def scale_loss(self, loss: Tensor) -> Tensor:
         """``loss * loss_scale_factor`` (identity when it is None)."""
         return loss if self.loss_scale_factor is None else loss * self.loss_scale_factor
+
+    # ------------------------------------------------------------------------------------------
+    # state
+    def state_dict(self) -> dict[str, Tensor]:
+        """The optimizer's state as a flat ``dict[str, Tensor]`` keyed by variable and slot names.
+
+        Keys: ``iterations``, ``hyper/<name>`` (hyperparameters set as numbers),
+        ``weight/<name>`` (optimizer-level weights) and ``slot/<variable name>/<slot name>``.
+        Variable names are ``kerasopt.Variable.name``, the ``named_parameters()`` key when an
+        ``nn.Module`` (or a dict of named tensors) was passed as ``var_list``/to ``build``, else
+        ``variable_<n>`` in order of first use. Saves with ``torch.save``; loads with
+        ``torch.load(weights_only=True)``; works with ``torch.distributed.checkpoint``.
+
+        Raises:
+            ValueError: two variables share a name.
+
+        Example:
+            >>> import torch, kerasopt as ko
+            >>> model = torch.nn.Linear(2, 1)
+            >>> opt = ko.optimizers.Adam()
+            >>> opt.build(model)
+            >>> sorted(opt.state_dict())[:3]
+            ['hyper/beta_1', 'hyper/beta_2', 'hyper/decay']
+            >>> [k for k in opt.state_dict() if k.startswith("slot/bias")]
+            ['slot/bias/m', 'slot/bias/v']
+        """
+        return _state.state_dict(self)
+
+    def load_state_dict(self, state_dict: Any) -> None:
+        """Restores ``state_dict()`` output; checks every key, shape and dtype first.
+
+        State of variables this optimizer has not seen yet is kept and adopted (checked again)
+        when they first appear, so it may be loaded before the first step.
+
+        Raises:
+            ValueError: a key, shape or dtype that does not fit (the message names the key);
+                the optimizer is then unchanged.
+        """
+        _state.load_state_dict(self, state_dict)
 
     # ------------------------------------------------------------------------------------------
     # config

@@ -1,0 +1,196 @@
+"""Optimizer state as a flat ``dict[str, Tensor]`` keyed by names, never by position.
+
+Keys:
+
+- ``iterations``: the (raw) step counter, int64;
+- ``hyper/<name>``: the value of each hyperparameter set as a number (float64, so the exact
+  Python value round-trips); callables and schedules are code, not state: their position is
+  ``iterations``;
+- ``weight/<name>``: optimizer-level weights (Nadam's ``momentum_cache``);
+- ``slot/<variable name>/<slot name>``: every slot, including the EMA ``average`` and the
+  ``gradient_accumulator``.
+
+Wrappers add their own prefixes (``loss_scale/...``, ``inner/...``). Everything is a tensor, so the
+dict saves with ``torch.save`` and loads with ``torch.load(weights_only=True)``, and
+``torch.distributed.checkpoint`` handles it natively. Loading checks every key, shape and dtype
+before it assigns anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from ._hyper import number_value
+
+if TYPE_CHECKING:
+    from .optimizer import Optimizer
+
+
+class StateError(ValueError):
+    """A state dict does not fit this optimizer (the message names the key)."""
+
+
+def variable_names(opt: Optimizer) -> dict[str, Any]:
+    """name → record; two variables with one name make state ambiguous, so that is an error."""
+    out: dict[str, Any] = {}
+    for record in opt._records.values():
+        if record.name in out:
+            raise StateError(
+                f"Two variables of optimizer {opt.name!r} are both named {record.name!r}: state is "
+                "keyed by variable name. Give them distinct names (kerasopt.Variable(name=...), or "
+                "pass the nn.Module / a dict of named tensors as var_list)."
+            )
+        out[record.name] = record
+    return out
+
+
+def state_dict(opt: Optimizer) -> dict[str, Tensor]:
+    state: dict[str, Tensor] = {"iterations": opt._raw_iterations.detach().clone()}
+    for name, source in opt._hypers.items():
+        value = number_value(source) if not callable(source) else None
+        if value is not None:
+            state[f"hyper/{name}"] = torch.tensor(value, dtype=torch.float64)
+    for name, tensor in opt._opt_weights:
+        state[f"weight/{name}"] = tensor.detach().clone()
+    for var_name, record in variable_names(opt).items():
+        for slot_name, slot in record.slots.items():
+            state[f"slot/{var_name}/{slot_name}"] = slot.detach().clone()
+    for var_name, slots in opt._pending_slots.items():
+        for slot_name, slot in slots.items():
+            key = f"slot/{var_name}/{slot_name}" if var_name else f"weight/{slot_name}"
+            state.setdefault(key, slot.clone())
+    return state
+
+
+def _expect(key: str, value: Any, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    if not isinstance(value, Tensor):
+        raise StateError(f"State key {key!r} must hold a tensor; got {type(value).__name__}.")
+    if value.layout != torch.strided:
+        raise StateError(f"State key {key!r} must hold a dense tensor; got layout {value.layout}.")
+    if tuple(value.shape) != shape:
+        raise StateError(f"State key {key!r} has shape {tuple(value.shape)}, expected {shape}.")
+    if value.dtype != dtype:
+        raise StateError(f"State key {key!r} has dtype {value.dtype}, expected {dtype}.")
+
+
+def load_state_dict(opt: Optimizer, state: Mapping[str, Any]) -> None:
+    """Validates all of ``state`` against ``opt``, then assigns it (all or nothing)."""
+    if not isinstance(state, Mapping):
+        raise StateError(f"A state dict must be a mapping of str to tensors; got {type(state).__name__}.")
+    for key in state:
+        if not isinstance(key, str):
+            raise StateError(f"State dict keys must be strings; got {key!r}.")
+    if "iterations" not in state:
+        raise StateError("State dict has no 'iterations' key: it is not an optimizer state dict.")
+    _expect("iterations", state["iterations"], (), torch.int64)
+    if int(state["iterations"]) < 0:
+        raise StateError("State key 'iterations' is negative.")
+
+    hypers: dict[str, float] = {}
+    weights: dict[str, Tensor] = {}
+    slots: dict[str, dict[str, Tensor]] = {}
+    pending: dict[str, dict[str, Tensor]] = {}
+    own_weights = dict(opt._opt_weights)
+    records = variable_names(opt)
+    for key, value in state.items():
+        if key == "iterations":
+            continue
+        kind, _, rest = key.partition("/")
+        if kind == "hyper":
+            if rest not in opt._hypers:
+                raise StateError(f"State key {key!r}: optimizer {opt.name!r} has no hyperparameter {rest!r}.")
+            _expect(key, value, (), value.dtype if isinstance(value, Tensor) else torch.float64)
+            if not value.is_floating_point():
+                raise StateError(f"State key {key!r} must be a floating tensor.")
+            number = float(value)
+            if number != number or number in (float("inf"), float("-inf")):
+                raise StateError(f"State key {key!r} is not finite.")
+            hypers[rest] = number
+        elif kind == "weight":
+            if rest not in own_weights and not opt.built:
+                _expect(key, value, tuple(value.shape) if isinstance(value, Tensor) else (), _dtype_of(key, value))
+                pending.setdefault("", {})[rest] = value  # adopted when the optimizer builds
+                continue
+            if rest not in own_weights:
+                raise StateError(f"State key {key!r}: optimizer {opt.name!r} has no weight {rest!r}.")
+            ref = own_weights[rest]
+            _expect(key, value, tuple(ref.shape), ref.dtype)
+            weights[rest] = value
+        elif kind == "slot" and "/" in rest:
+            var_name, _, slot_name = rest.rpartition("/")
+            record = records.get(var_name)
+            if record is None:
+                # Not seen yet: kept and checked against the variable when it first appears.
+                _expect(key, value, tuple(value.shape) if isinstance(value, Tensor) else (), _dtype_of(key, value))
+                if not value.is_floating_point():
+                    raise StateError(f"State key {key!r} must be a floating tensor.")
+                pending.setdefault(var_name, {})[slot_name] = value
+                continue
+            existing = record.slots.get(slot_name)
+            if existing is None:
+                raise StateError(
+                    f"State key {key!r}: variable {var_name!r} has no slot {slot_name!r} in "
+                    f"optimizer {opt.name!r} (its slots are {sorted(record.slots)})."
+                )
+            _expect(key, value, tuple(existing.shape), existing.dtype)
+            slots.setdefault(var_name, {})[slot_name] = value
+        else:
+            raise StateError(f"Unknown state key {key!r} for optimizer {opt.name!r}.")
+
+    # Everything checked: assign.
+    with torch.no_grad():
+        opt.iterations = int(state["iterations"])
+        for name, number in hypers.items():
+            if not callable(opt._hypers[name]):
+                opt._set_hyper(name, number)
+        for name, value in weights.items():
+            own_weights[name].copy_(value)
+        for var_name, values in slots.items():
+            record = records[var_name]
+            for slot_name, value in values.items():
+                record.slots[slot_name].copy_(value)
+        opt._pending_slots = {name: {k: v.detach().clone() for k, v in d.items()} for name, d in pending.items()}
+        opt._group_cache.clear()
+
+
+def _dtype_of(key: str, value: Any) -> torch.dtype:
+    if not isinstance(value, Tensor):
+        raise StateError(f"State key {key!r} must hold a tensor; got {type(value).__name__}.")
+    return value.dtype
+
+
+def adopt_pending(opt: Optimizer, records: list[Any]) -> None:
+    """Copies loaded state into the slots of variables seen for the first time (all or nothing).
+
+    Pending optimizer-level weights are kept under the empty variable name ``""``.
+    """
+    todo = []
+    own_weights = dict(opt._opt_weights)
+    for name, value in opt._pending_slots.get("", {}).items():
+        if name not in own_weights:
+            raise StateError(f"Loaded state key 'weight/{name}': optimizer {opt.name!r} has no such weight.")
+        _expect(f"weight/{name}", value, tuple(own_weights[name].shape), own_weights[name].dtype)
+        todo.append((own_weights[name], value))
+    for record in records:
+        values = opt._pending_slots.get(record.name)
+        if not values:
+            continue
+        for slot_name, value in values.items():
+            key = f"slot/{record.name}/{slot_name}"
+            slot = record.slots.get(slot_name)
+            if slot is None:
+                raise StateError(
+                    f"Loaded state key {key!r}: variable {record.name!r} has no slot {slot_name!r} "
+                    f"in optimizer {opt.name!r} (its slots are {sorted(record.slots)})."
+                )
+            _expect(key, value, tuple(slot.shape), slot.dtype)
+            todo.append((slot, value))
+    for slot, value in todo:
+        slot.copy_(value.to(slot.device))
+    for record in records:
+        opt._pending_slots.pop(record.name, None)
+    opt._pending_slots.pop("", None)
