@@ -3,6 +3,7 @@
 import copy
 import io
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -135,7 +136,9 @@ def test_constraint_and_name_validation() -> None:
 
     assert Variable(1.0, constraint=clip).constraint is clip
     assert Variable(1.0).constraint is None
-    with pytest.raises(ValueError, match="The `constraint` argument must be a callable."):
+    with pytest.raises(
+        ValueError, match=re.escape("The `constraint` argument must be a callable.")
+    ):
         Variable(1.0, constraint=3.0)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="name must be a string"):
         Variable(1.0, name=3)  # type: ignore[arg-type]
@@ -393,3 +396,13 @@ def test_torch_optim_updates_a_variable_in_place() -> None:
     opt.step()
     assert type(v) is Variable
     np.testing.assert_array_equal(v.numpy(), [0.0, 0.0])
+
+
+def test_float_and_format_read_the_value_without_warning() -> None:
+    v = Variable(2.5, name="lr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns on float() of a tensor requiring grad
+        assert float(v) == 2.5
+        assert f"{v:.3f}" == "2.500"
+    assert int(Variable(7, trainable=False)) == 7
+    assert f"{v}" == repr(v)

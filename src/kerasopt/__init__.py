@@ -13,8 +13,8 @@ from . import optimizers
 from .checkpoint import load, save
 from .optimizer import Optimizer
 from .sparse import IndexedSlices
-from .tape import GradientTape
+from .tape import GradientTape, UnconnectedGradients
 from .variables import Variable
 
-__all__ = ["GradientTape", "IndexedSlices", "Optimizer", "Variable", "load", "optimizers", "save"]
+__all__ = ["GradientTape", "IndexedSlices", "Optimizer", "UnconnectedGradients", "Variable", "load", "optimizers", "save"]
 __version__ = "0.1.0"

@@ -175,6 +175,36 @@ def _leaves(structure: Any, path: str = "") -> Iterator[tuple[str, Any]]:
         yield path, structure
 
 
+def _leaves_along(structure: Any, other: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """Yields `(path, leaf, part)`: the part of `other` found at each leaf of `structure`.
+
+    `other` (output gradients) must nest like `structure` (the target) down to its leaves,
+    where it may hold anything (a tensor, a nested list of numbers, None). `other=None` stands
+    for None at every leaf.
+    """
+    if other is None:
+        for leaf_path, leaf in _leaves(structure, path):
+            yield leaf_path, leaf, None
+    elif isinstance(structure, (list, tuple)):
+        if not isinstance(other, (list, tuple)) or len(other) != len(structure):
+            raise ValueError(
+                f"gradient(): output_gradients{path} must be a sequence of {len(structure)} "
+                f"entries like target{path}, got {type(other).__name__}."
+            )
+        for index, (item, part) in enumerate(zip(structure, other)):
+            yield from _leaves_along(item, part, f"{path}[{index}]")
+    elif isinstance(structure, Mapping):
+        if not isinstance(other, Mapping) or set(other) != set(structure):
+            raise ValueError(
+                f"gradient(): output_gradients{path} must be a mapping with the keys of "
+                f"target{path}."
+            )
+        for key, item in structure.items():
+            yield from _leaves_along(item, other[key], f"{path}[{key!r}]")
+    else:
+        yield path, structure, other
+
+
 def _pack(structure: Any, values: Iterator[Any]) -> Any:
     """Rebuilds `structure`'s nesting with its leaves replaced, in `_leaves` order, by `values`."""
     if isinstance(structure, (list, tuple)):
@@ -490,7 +520,7 @@ class GradientTape:
             flat_targets.append(leaf)
         if not flat_targets:
             raise ValueError("gradient(): target holds no tensors.")
-        weights = self._output_gradients(flat_targets, output_gradients)
+        weights = self._output_gradients(target, output_gradients)
 
         if isinstance(sources, Iterator):
             sources = list(sources)
@@ -552,27 +582,17 @@ class GradientTape:
         return _pack(sources, iter(flat_grads))
 
     @staticmethod
-    def _output_gradients(
-        targets: list[torch.Tensor], output_gradients: Any
-    ) -> list[torch.Tensor | None]:
-        """Flattens `output_gradients` against `targets`, checking structure and shapes."""
-        if output_gradients is None:
-            return [None] * len(targets)
-        flat = [leaf for _, leaf in _leaves(output_gradients)]
-        if len(flat) != len(targets):
-            raise ValueError(
-                f"gradient(): output_gradients has {len(flat)} entries but target has "
-                f"{len(targets)}; they must have the same structure."
-            )
+    def _output_gradients(target: Any, output_gradients: Any) -> list[torch.Tensor | None]:
+        """Flattens `output_gradients` along `target`'s structure, checking shapes."""
         weights: list[torch.Tensor | None] = []
-        for index, (target, weight) in enumerate(zip(targets, flat)):
+        for path, tensor, weight in _leaves_along(target, output_gradients):
             if weight is not None:
                 if not isinstance(weight, torch.Tensor):
-                    weight = torch.as_tensor(weight, dtype=target.dtype, device=target.device)
-                if weight.shape != target.shape:
+                    weight = torch.as_tensor(weight, dtype=tensor.dtype, device=tensor.device)
+                if weight.shape != tensor.shape:
                     raise ValueError(
-                        f"gradient(): output_gradients entry {index} has shape "
-                        f"{tuple(weight.shape)} but its target has shape {tuple(target.shape)}."
+                        f"gradient(): output_gradients{path} has shape {tuple(weight.shape)} "
+                        f"but target{path} has shape {tuple(tensor.shape)}."
                     )
             weights.append(weight)
         return weights

@@ -339,6 +339,18 @@ class Variable(torch.nn.Parameter):
         array = self.numpy()
         return array if dtype is None else array.astype(dtype, copy=False)
 
+    def __float__(self) -> float:
+        # float(tf_variable) reads the value; torch warns on a tensor that requires grad because
+        # the result leaves autograd, which is the point of reading a variable.
+        return float(self.detach())
+
+    def __format__(self, format_spec: str) -> str:
+        # torch applies a format spec only to 0-d tensors of exact type torch.Tensor, so
+        # f"{var:.3f}" would raise for a Variable (and an nn.Parameter).
+        if format_spec and self.dim() == 0:
+            return format(self.detach().item(), format_spec)
+        return super().__format__(format_spec)
+
     def __repr__(self, *, tensor_contents: Any = None) -> str:  # type: ignore[override]
         # `tensor_contents` mirrors torch.Tensor.__repr__'s signature; it is not used.
         try:
