@@ -39,6 +39,12 @@ class OptSpec:
     default_weight_decay: float | None = None
     # relative tolerance in float32 for this optimizer (rules with divisions amplify rounding)
     rtol32: float = 2e-5
+    # get_config() of a default-constructed optimizer, exactly as TensorFlow returns it
+    default_config: dict[str, Any] | None = None
+    # False where TF rejects a LearningRateSchedule learning rate (Nadam)
+    schedules: bool = True
+    # extra lower-case names kerasopt.optimizers.get() must accept
+    aliases: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def ids(self) -> list[str]:
@@ -67,6 +73,13 @@ OPTIMIZERS: list[OptSpec] = [
             {"learning_rate": 0.05, "momentum": 0.9},
             {"learning_rate": 0.05, "momentum": 0.7, "nesterov": True},
         ),
+        default_config={
+            "name": "SGD",
+            "learning_rate": 0.01,
+            "decay": 0.0,
+            "momentum": 0.0,
+            "nesterov": False,
+        },
     ),
     OptSpec(
         "Adam",
@@ -75,6 +88,329 @@ OPTIMIZERS: list[OptSpec] = [
             {"learning_rate": 0.02, "beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-3},
             {"learning_rate": 0.01, "amsgrad": True},
         ),
+        default_config={
+            "name": "Adam",
+            "learning_rate": 0.001,
+            "decay": 0.0,
+            "beta_1": 0.9,
+            "beta_2": 0.999,
+            "epsilon": 1e-07,
+            "amsgrad": False,
+        },
+    ),
+    OptSpec(
+        "Adagrad",
+        (
+            {"learning_rate": 0.1},
+            {"learning_rate": 0.05, "initial_accumulator_value": 0.0, "epsilon": 1e-3},
+            {"learning_rate": 0.02, "initial_accumulator_value": 0.5, "epsilon": None},
+        ),
+        default_config={
+            "name": "Adagrad",
+            "learning_rate": 0.001,
+            "decay": 0.0,
+            "initial_accumulator_value": 0.1,
+            "epsilon": 1e-07,
+        },
+    ),
+    OptSpec(
+        "Adadelta",
+        (
+            {"learning_rate": 1.0, "epsilon": 1e-2},
+            {"learning_rate": 0.5, "rho": 0.9, "epsilon": 1e-3},
+        ),
+        default_config={
+            "name": "Adadelta",
+            "learning_rate": 0.001,
+            "decay": 0.0,
+            "rho": 0.95,
+            "epsilon": 1e-07,
+        },
+    ),
+    OptSpec(
+        "Adamax",
+        (
+            {"learning_rate": 0.01},
+            {"learning_rate": 0.02, "beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-3},
+        ),
+        default_config={
+            "name": "Adamax",
+            "learning_rate": 0.001,
+            "decay": 0.0,
+            "beta_1": 0.9,
+            "beta_2": 0.999,
+            "epsilon": 1e-07,
+        },
+    ),
+    OptSpec(
+        "Ftrl",
+        (
+            {"learning_rate": 0.1},
+            {
+                "learning_rate": 0.05,
+                "learning_rate_power": -0.7,
+                "initial_accumulator_value": 0.5,
+                "l1_regularization_strength": 0.2,
+                "l2_regularization_strength": 0.02,
+            },
+            {
+                "learning_rate": 0.1,
+                "learning_rate_power": 0.0,
+                "l1_regularization_strength": 0.2,
+                "l2_shrinkage_regularization_strength": 0.05,
+                "beta": 0.3,
+            },
+        ),
+        default_config={
+            "name": "Ftrl",
+            "learning_rate": 0.001,
+            "decay": 0.0,
+            "initial_accumulator_value": 0.1,
+            "learning_rate_power": -0.5,
+            "l1_regularization_strength": 0.0,
+            "l2_regularization_strength": 0.0,
+            "beta": 0.0,
+            "l2_shrinkage_regularization_strength": 0.0,
+        },
+    ),
+    # -- newer generation (SPEC Part 2 §3.1-§3.4): only learning_rate is float32-stored --------
+    OptSpec(
+        "AdamW",
+        (
+            {"learning_rate": 0.01},
+            {
+                "learning_rate": 0.02,
+                "weight_decay": 0.1,
+                "beta_1": 0.8,
+                "beta_2": 0.99,
+                "epsilon": 1e-3,
+            },
+            {"learning_rate": 0.01, "weight_decay": 0.0, "amsgrad": True},
+        ),
+        float32_hypers=KERAS3_HYPERS,
+        sparse=False,
+        default_weight_decay=0.004,
+        default_config={
+            "name": "AdamW",
+            "learning_rate": 0.001,
+            "weight_decay": 0.004,
+            "clipnorm": None,
+            "global_clipnorm": None,
+            "clipvalue": None,
+            "use_ema": False,
+            "ema_momentum": 0.99,
+            "ema_overwrite_frequency": None,
+            "loss_scale_factor": None,
+            "gradient_accumulation_steps": None,
+            "beta_1": 0.9,
+            "beta_2": 0.999,
+            "epsilon": 1e-07,
+            "amsgrad": False,
+        },
+    ),
+    OptSpec(
+        "Lion",
+        (
+            {"learning_rate": 0.01},
+            {"learning_rate": 0.02, "beta_1": 0.5, "beta_2": 0.9, "weight_decay": 0.05},
+            {"learning_rate": 0.01, "beta_1": 1.0},  # step = sign(m): 0 on the first step
+        ),
+        float32_hypers=KERAS3_HYPERS,
+        sparse=False,
+        default_config={
+            "name": "Lion",
+            "learning_rate": 0.001,
+            "weight_decay": None,
+            "clipnorm": None,
+            "global_clipnorm": None,
+            "clipvalue": None,
+            "use_ema": False,
+            "ema_momentum": 0.99,
+            "ema_overwrite_frequency": None,
+            "loss_scale_factor": None,
+            "gradient_accumulation_steps": None,
+            "beta_1": 0.9,
+            "beta_2": 0.99,
+        },
+    ),
+    OptSpec(
+        "Lamb",
+        (
+            # beta_2 = 0.99, not the default 0.999: bfloat16 rounds 0.999 to 1, so Keras's Lamb
+            # divides v by 1 - 1^t = 0 and stops moving (test_newer_optimizers checks that),
+            # which the half-precision harness (config rounded, then float64) cannot model.
+            {"learning_rate": 0.01, "beta_2": 0.99},
+            {
+                "learning_rate": 0.02,
+                "beta_1": 0.8,
+                "beta_2": 0.99,
+                "epsilon": 1e-3,
+                "weight_decay": 0.1,
+            },
+        ),
+        float32_hypers=KERAS3_HYPERS,
+        sparse=False,
+        elementwise=False,
+        default_config={
+            "name": "Lamb",
+            "learning_rate": 0.001,
+            "weight_decay": None,
+            "clipnorm": None,
+            "global_clipnorm": None,
+            "clipvalue": None,
+            "use_ema": False,
+            "ema_momentum": 0.99,
+            "ema_overwrite_frequency": None,
+            "loss_scale_factor": None,
+            "gradient_accumulation_steps": None,
+            "beta_1": 0.9,
+            "beta_2": 0.999,
+            "epsilon": 1e-07,
+        },
+    ),
+    OptSpec(
+        "Adafactor",
+        (
+            {"learning_rate": 0.01},  # rho_t = lr
+            {  # rho_t = 1/sqrt(t); update clipping active
+                "learning_rate": 2.0,
+                "beta_2_decay": -0.5,
+                "epsilon_1": 1e-20,
+                "epsilon_2": 1e-2,
+                "clip_threshold": 0.5,
+                "relative_step": False,
+                "weight_decay": 0.05,
+            },
+        ),
+        float32_hypers=KERAS3_HYPERS,
+        sparse=False,
+        elementwise=False,
+        default_config={
+            "name": "Adafactor",
+            "learning_rate": 0.001,
+            "weight_decay": None,
+            "clipnorm": None,
+            "global_clipnorm": None,
+            "clipvalue": None,
+            "use_ema": False,
+            "ema_momentum": 0.99,
+            "ema_overwrite_frequency": None,
+            "loss_scale_factor": None,
+            "gradient_accumulation_steps": None,
+            "beta_2_decay": -0.8,
+            "epsilon_1": 1e-30,
+            "epsilon_2": 0.001,
+            "clip_threshold": 1.0,
+            "relative_step": True,
+        },
+    ),
+    # Muon (SPEC Part 2 §3.5): the table's variables are unnamed ("variable_<i>"), so routing is
+    # by rank only (rank 2 -> Muon path); name-based routing is tested in tests/test_muon.py.
+    OptSpec(
+        "Muon",
+        (
+            {"learning_rate": 0.01},  # nesterov, rms_rate scaling, both weight decays
+            {
+                "learning_rate": 0.02,
+                "adam_beta_1": 0.8,
+                "adam_beta_2": 0.99,
+                "adam_weight_decay": 0.01,
+                "epsilon": 1e-3,
+                "weight_decay": None,
+                "adam_lr_ratio": 0.1,
+                "momentum": 0.9,
+                "ns_steps": 3,
+                "nesterov": False,
+                "rms_rate": None,
+            },
+            {
+                "learning_rate": 0.01,
+                "adam_weight_decay": None,
+                "weight_decay": 0.1,
+                "exclude_layers": ["^out_"],  # matches no "variable_<i>"
+                "exclude_embeddings": False,
+                "muon_a": 2.0,
+                "muon_b": -1.5,
+                "muon_c": 0.5,
+                "rms_rate": 0.5,
+            },
+        ),
+        float32_hypers=KERAS3_HYPERS,
+        sparse=False,
+        elementwise=False,
+        default_weight_decay=0.004,
+        default_config={
+            "name": "Muon",
+            "learning_rate": 0.001,
+            "weight_decay": 0.004,
+            "clipnorm": None,
+            "global_clipnorm": None,
+            "clipvalue": None,
+            "use_ema": False,
+            "ema_momentum": 0.99,
+            "ema_overwrite_frequency": None,
+            "loss_scale_factor": None,
+            "gradient_accumulation_steps": None,
+            "adam_beta_1": 0.9,
+            "adam_beta_2": 0.999,
+            "adam_weight_decay": 0.004,
+            "epsilon": 1e-07,
+            "exclude_layers": [],
+            "exclude_embeddings": True,
+            "muon_a": 3.4445,
+            "muon_b": -4.775,
+            "muon_c": 2.0315,
+            "adam_lr_ratio": 1,
+            "momentum": 0.95,
+            "ns_steps": 5,
+            "nesterov": True,
+            "rms_rate": 0.2,
+        },
+    ),
+    OptSpec(
+        "RMSprop",
+        (
+            {"learning_rate": 0.01},
+            {"learning_rate": 0.01, "rho": 0.8, "epsilon": 1e-3, "centered": True},
+            {"learning_rate": 0.01, "momentum": 0.9},
+            {"learning_rate": 0.02, "rho": 0.95, "momentum": 0.5, "centered": True},
+        ),
+        default_config={
+            "name": "RMSprop",
+            "learning_rate": 0.001,
+            "decay": 0.0,
+            "rho": 0.9,
+            "momentum": 0.0,
+            "epsilon": 1e-07,
+            "centered": False,
+        },
+    ),
+    OptSpec(
+        "Nadam",
+        (
+            # beta_2 < 1 in bfloat16 (0.999 rounds to 1 there: v' = 0/0, NaN in TF as here, and
+            # the engine test's torch.equal fails on NaN)
+            {"learning_rate": 0.01, "beta_2": 0.99},
+            {
+                "learning_rate": 0.02,
+                "beta_1": 0.8,
+                "beta_2": 0.99,
+                "epsilon": 1e-3,
+                # small: kerasopt's float64 u is float32(0.96) as in TF, the reference's 0.96
+                # exactly; the gap grows with schedule_decay * learning_rate (0.01 * 0.02 exceeds
+                # the float64 rtol of 1e-10 by step 3)
+                "schedule_decay": 0.002,
+            },
+        ),
+        default_config={
+            "name": "Nadam",
+            "learning_rate": 0.001,
+            "decay": 0.004,
+            "beta_1": 0.9,
+            "beta_2": 0.999,
+            "epsilon": 1e-07,
+        },
+        schedules=False,  # Nadam rejects LearningRateSchedule learning rates (SPEC 1.10)
     ),
 ]
 

@@ -118,7 +118,8 @@ def test_ema_average_matches_reference_for_every_optimizer(spec, config):
         run.step(t, [to64(g) for g in grads])
         mu = 0.7 if t > 1 else 0.0
         averages = [
-            mu * (averages[i] if averages else 0) + (1 - mu) * run.vars[i] for i in range(len(SHAPES))
+            mu * (averages[i] if averages else 0) + (1 - mu) * run.vars[i]
+            for i in range(len(SHAPES))
         ]
         for i, var in enumerate(variables):
             np.testing.assert_allclose(to64(opt.get_slot(var, "average")), averages[i], rtol=1e-10)

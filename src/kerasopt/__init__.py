@@ -16,5 +16,14 @@ from .sparse import IndexedSlices
 from .tape import GradientTape, UnconnectedGradients
 from .variables import Variable
 
-__all__ = ["GradientTape", "IndexedSlices", "Optimizer", "UnconnectedGradients", "Variable", "load", "optimizers", "save"]
+__all__ = [
+    "GradientTape",
+    "IndexedSlices",
+    "Optimizer",
+    "UnconnectedGradients",
+    "Variable",
+    "load",
+    "optimizers",
+    "save",
+]
 __version__ = "0.1.0"

@@ -156,6 +156,5 @@ def declared(cls: type) -> list[Hyper | Param]:
     for klass in reversed(cls.__mro__):
         for key, value in vars(klass).items():
             if isinstance(value, (Hyper, Param)):
-                seen.pop(key, None)
-                seen[key] = value
+                seen[key] = value  # a redeclaration keeps the base's position (TF's key order)
     return list(seen.values())

@@ -80,7 +80,9 @@ def _expect(key: str, value: Any, shape: tuple[int, ...], dtype: torch.dtype) ->
 def load_state_dict(opt: Optimizer, state: Mapping[str, Any]) -> None:
     """Validates all of ``state`` against ``opt``, then assigns it (all or nothing)."""
     if not isinstance(state, Mapping):
-        raise StateError(f"A state dict must be a mapping of str to tensors; got {type(state).__name__}.")
+        raise StateError(
+            f"A state dict must be a mapping of str to tensors; got {type(state).__name__}."
+        )
     for key in state:
         if not isinstance(key, str):
             raise StateError(f"State dict keys must be strings; got {key!r}.")
@@ -102,7 +104,9 @@ def load_state_dict(opt: Optimizer, state: Mapping[str, Any]) -> None:
         kind, _, rest = key.partition("/")
         if kind == "hyper":
             if rest not in opt._hypers:
-                raise StateError(f"State key {key!r}: optimizer {opt.name!r} has no hyperparameter {rest!r}.")
+                raise StateError(
+                    f"State key {key!r}: optimizer {opt.name!r} has no hyperparameter {rest!r}."
+                )
             _expect(key, value, (), value.dtype if isinstance(value, Tensor) else torch.float64)
             if not value.is_floating_point():
                 raise StateError(f"State key {key!r} must be a floating tensor.")
@@ -112,11 +116,18 @@ def load_state_dict(opt: Optimizer, state: Mapping[str, Any]) -> None:
             hypers[rest] = number
         elif kind == "weight":
             if rest not in own_weights and not opt.built:
-                _expect(key, value, tuple(value.shape) if isinstance(value, Tensor) else (), _dtype_of(key, value))
+                _expect(
+                    key,
+                    value,
+                    tuple(value.shape) if isinstance(value, Tensor) else (),
+                    _dtype_of(key, value),
+                )
                 pending.setdefault("", {})[rest] = value  # adopted when the optimizer builds
                 continue
             if rest not in own_weights:
-                raise StateError(f"State key {key!r}: optimizer {opt.name!r} has no weight {rest!r}.")
+                raise StateError(
+                    f"State key {key!r}: optimizer {opt.name!r} has no weight {rest!r}."
+                )
             ref = own_weights[rest]
             _expect(key, value, tuple(ref.shape), ref.dtype)
             weights[rest] = value
@@ -125,7 +136,12 @@ def load_state_dict(opt: Optimizer, state: Mapping[str, Any]) -> None:
             record = records.get(var_name)
             if record is None:
                 # Not seen yet: kept and checked against the variable when it first appears.
-                _expect(key, value, tuple(value.shape) if isinstance(value, Tensor) else (), _dtype_of(key, value))
+                _expect(
+                    key,
+                    value,
+                    tuple(value.shape) if isinstance(value, Tensor) else (),
+                    _dtype_of(key, value),
+                )
                 if not value.is_floating_point():
                     raise StateError(f"State key {key!r} must be a floating tensor.")
                 pending.setdefault(var_name, {})[slot_name] = value
@@ -153,7 +169,9 @@ def load_state_dict(opt: Optimizer, state: Mapping[str, Any]) -> None:
             record = records[var_name]
             for slot_name, value in values.items():
                 record.slots[slot_name].copy_(value)
-        opt._pending_slots = {name: {k: v.detach().clone() for k, v in d.items()} for name, d in pending.items()}
+        opt._pending_slots = {
+            name: {k: v.detach().clone() for k, v in d.items()} for name, d in pending.items()
+        }
         opt._group_cache.clear()
 
 
@@ -172,7 +190,9 @@ def adopt_pending(opt: Optimizer, records: list[Any]) -> None:
     own_weights = dict(opt._opt_weights)
     for name, value in opt._pending_slots.get("", {}).items():
         if name not in own_weights:
-            raise StateError(f"Loaded state key 'weight/{name}': optimizer {opt.name!r} has no such weight.")
+            raise StateError(
+                f"Loaded state key 'weight/{name}': optimizer {opt.name!r} has no such weight."
+            )
         _expect(f"weight/{name}", value, tuple(own_weights[name].shape), own_weights[name].dtype)
         todo.append((own_weights[name], value))
     for record in records:

@@ -9,6 +9,7 @@ previous checkpoint intact.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -36,7 +37,10 @@ def save(path: PathLike, optimizer: Any, model: torch.nn.Module | None = None) -
         >>> int(opt2.iterations), torch.equal(model2.weight, model.weight)
         (1, True)
     """
-    payload: dict[str, Any] = {"format": "kerasopt-checkpoint-1", "optimizer": optimizer.state_dict()}
+    payload: dict[str, Any] = {
+        "format": "kerasopt-checkpoint-1",
+        "optimizer": optimizer.state_dict(),
+    }
     if model is not None:
         payload["model"] = model.state_dict()
     target = Path(path)
@@ -48,10 +52,8 @@ def save(path: PathLike, optimizer: Any, model: torch.nn.Module | None = None) -
             os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
@@ -64,7 +66,9 @@ def load(path: PathLike, optimizer: Any, model: torch.nn.Module | None = None) -
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError / RuntimeError for foreign content
-        raise StateError(f"{os.fspath(path)!r} is not a kerasopt checkpoint that loads safely: {e}") from e
+        raise StateError(
+            f"{os.fspath(path)!r} is not a kerasopt checkpoint that loads safely: {e}"
+        ) from e
     if not isinstance(payload, dict) or payload.get("format") != "kerasopt-checkpoint-1":
         raise StateError(f"{os.fspath(path)!r} is not a kerasopt checkpoint.")
     if model is not None:

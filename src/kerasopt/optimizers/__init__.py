@@ -5,14 +5,41 @@ from __future__ import annotations
 from typing import Any
 
 from ..optimizer import Optimizer
+from ..wrappers.loss_scale import LossScaleOptimizer
+from ..wrappers.multi import MultiOptimizer, OptimizerMap
 from . import schedules
+from .adadelta import Adadelta
+from .adafactor import Adafactor
+from .adagrad import Adagrad
 from .adam import Adam
+from .adamax import Adamax
+from .adamw import AdamW
+from .ftrl import Ftrl
+from .lamb import Lamb
+from .lion import Lion
+from .muon import Muon
+from .nadam import Nadam
+from .rmsprop import RMSprop
 from .sgd import SGD
 
 __all__ = [
     "SGD",
+    "Adadelta",
+    "Adafactor",
+    "Adagrad",
     "Adam",
+    "AdamW",
+    "Adamax",
+    "Ftrl",
+    "Lamb",
+    "Lion",
+    "LossScaleOptimizer",
+    "MultiOptimizer",
+    "Muon",
+    "Nadam",
     "Optimizer",
+    "OptimizerMap",
+    "RMSprop",
     "deserialize",
     "get",
     "schedules",
@@ -29,7 +56,10 @@ def _register(*classes: type[Optimizer]) -> None:
         _REGISTRY[cls.__name__.lower()] = cls
 
 
-_register(SGD, Adam)
+_register(AdamW, Lion, Lamb, Adafactor)
+_register(RMSprop, Nadam)
+_register(SGD, Adam, Adagrad, Adadelta, Adamax, Ftrl)
+_register(Muon)
 
 
 def serialize(optimizer: Optimizer) -> dict[str, Any]:

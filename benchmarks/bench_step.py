@@ -1,0 +1,201 @@
+"""Optimizer step time: kerasopt's engines against torch.optim, as ratios measured in the same run.
+
+Prints one table per workload: median step time (min/max) over many steps after warm-up, the ratio
+to torch.optim's for-loop, foreach and fused implementations (where torch has them), the bytes an
+optimizer moves per parameter, the achieved bandwidth and its share of the measured roofline.
+
+    python benchmarks/bench_step.py                       # every optimizer, all three workloads
+    python benchmarks/bench_step.py --optimizers Adam SGD --workloads large --steps 20
+    python benchmarks/bench_step.py --scale 0.1           # 10x smaller workloads (quick look)
+
+Numbers on a shared machine are noisy: compare ratios within one run, never lone times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+import kerasopt as ko
+
+# Bytes read + written per float32 parameter by one step (var, grad and slots; e.g. Adam reads
+# var, grad, m, v and writes var, m, v: 7 x 4 bytes).
+BYTES_PER_PARAM = {
+    "SGD": 12,  # read var, grad; write var (momentum: 20)
+    "Adam": 28,
+    "AdamW": 28,
+    "Adamax": 28,
+    "Adagrad": 20,
+    "Adadelta": 28,
+    "RMSprop": 20,
+    "Nadam": 28,
+    "Ftrl": 28,
+    "Lion": 20,
+    "Lamb": 28,
+    "Adafactor": 20,
+    "Muon": 20,
+}
+
+TORCH_EQUIVALENT: dict[str, tuple[str, dict[str, Any]]] = {
+    "SGD": ("SGD", {"lr": 0.01}),
+    "Adam": ("Adam", {"lr": 1e-3}),
+    "AdamW": ("AdamW", {"lr": 1e-3}),
+    "Adagrad": ("Adagrad", {"lr": 1e-3}),
+    "Adadelta": ("Adadelta", {"lr": 1e-3}),
+    "Adamax": ("Adamax", {"lr": 1e-3}),
+    "RMSprop": ("RMSprop", {"lr": 1e-3}),
+    "Nadam": ("NAdam", {"lr": 1e-3}),
+    "Adafactor": ("Adafactor", {"lr": 1e-3}),
+}
+FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}
+
+
+@dataclass
+class Workload:
+    name: str
+    shapes: list[tuple[int, ...]]
+
+    @property
+    def params(self) -> int:
+        return sum(int(torch.Size(s).numel()) for s in self.shapes)
+
+
+def workloads(scale: float) -> dict[str, Workload]:
+    d = max(64, int(1024 * scale**0.5) // 64 * 64)
+    layers = 12
+    # transformer-like: embeddings, per layer qkv/out/mlp weights + biases + norms (~150 tensors)
+    shapes: list[tuple[int, ...]] = [(8 * d, d), (512, d)]
+    for _ in range(layers):
+        shapes += [(3 * d, d), (3 * d,), (d, d), (d,), (4 * d, d), (4 * d,), (d, 4 * d), (d,)]
+        shapes += [(d,), (d,), (d,), (d,)]
+    shapes += [(d,), (d,)]
+    n_small = max(50, int(2000 * min(scale, 1.0)))
+    small = [(1024 + (i * 97) % 3072,) for i in range(n_small)]
+    one = [(int(50_000_000 * scale),)]
+    return {
+        "transformer": Workload(f"transformer ({len(shapes)} tensors)", shapes),
+        "many_small": Workload(f"many small ({len(small)} tensors)", small),
+        "large": Workload("one large tensor", one),
+    }
+
+
+def make_params(w: Workload, seed: int = 0) -> tuple[list[torch.nn.Parameter], list[torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g) * 0.02) for s in w.shapes]
+    grads = [torch.randn(s, generator=g) * 0.01 for s in w.shapes]
+    return params, grads
+
+
+def time_steps(step: Callable[[], None], steps: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def roofline_gbs(n: int = 20_000_000, repeats: int = 10) -> float:
+    """Measured streaming bandwidth (a + b -> c: 12 bytes per element), in GB/s."""
+    a, b, c = torch.randn(n), torch.randn(n), torch.empty(n)
+    times = time_steps(lambda: torch.add(a, b, out=c), repeats, 3)
+    return 12 * n / min(times) / 1e9
+
+
+def bench_kerasopt(
+    name: str, impl: str, w: Workload, steps: int, warmup: int
+) -> tuple[list[float], float]:
+    params, grads = make_params(w)
+    kwargs: dict[str, Any] = (
+        {"implementation": impl} if impl != "compiled" else {"jit_compile": True}
+    )
+    opt = getattr(ko.optimizers, name)(**kwargs)
+    pairs = list(zip(grads, params))
+    t0 = time.perf_counter()
+    opt.apply_gradients(pairs)
+    first = time.perf_counter() - t0
+    times = time_steps(lambda: opt.apply_gradients(pairs), steps, warmup)
+    return times, first
+
+
+def bench_torch(name: str, mode: str, w: Workload, steps: int, warmup: int) -> list[float]:
+    cls_name, kw = TORCH_EQUIVALENT[name]
+    params, grads = make_params(w)
+    for p, g in zip(params, grads):
+        p.grad = g
+    extra: dict[str, Any] = {"foreach": False} if mode == "loop" else {mode: True}
+    opt = getattr(torch.optim, cls_name)(params, **kw, **extra)
+    return time_steps(opt.step, steps, warmup)
+
+
+def fmt_ms(times: list[float]) -> str:
+    return f"{statistics.median(times) * 1e3:8.2f} ({min(times) * 1e3:.1f}-{max(times) * 1e3:.1f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--optimizers", nargs="*", default=sorted(BYTES_PER_PARAM))
+    parser.add_argument("--workloads", nargs="*", default=["transformer", "many_small", "large"])
+    parser.add_argument("--impls", nargs="*", default=["per_tensor", "foreach", "compiled"])
+    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    roof = roofline_gbs()
+    print(f"torch {torch.__version__}, {args.threads} threads, roofline (a+b->c) {roof:.1f} GB/s")
+    wl = workloads(args.scale)
+    for key in args.workloads:
+        w = wl[key]
+        print(f"\n## {w.name}: {w.params / 1e6:.1f}M params")
+        print(
+            f"{'optimizer':<10} {'impl':<14} {'median ms (min-max)':<24} {'vs loop':>8} {'vs foreach':>10} {'vs fused':>9} {'GB/s':>6} {'%roof':>6} {'1st step s':>10}"
+        )
+        for name in args.optimizers:
+            base: dict[str, float] = {}
+            rows: list[tuple[str, list[float], float | None]] = []
+            if name in TORCH_EQUIVALENT:
+                modes = ["loop", "foreach"] + (["fused"] if name in FUSED else [])
+                for mode in modes:
+                    times = bench_torch(name, mode, w, args.steps, args.warmup)
+                    base[mode] = statistics.median(times)
+                    rows.append((f"torch {mode}", times, None))
+                    gc.collect()
+            for impl in args.impls:
+                try:
+                    times, first = bench_kerasopt(name, impl, w, args.steps, args.warmup)
+                except Exception as e:  # report and go on: one failure should not hide the table
+                    print(f"{name:<10} {impl:<14} failed: {type(e).__name__}: {e}", file=sys.stderr)
+                    continue
+                rows.append((impl, times, first))
+                gc.collect()
+            for label, times, first in rows:
+                med = statistics.median(times)
+                ratios = [
+                    f"{med / base[m]:.2f}x" if m in base else "-"
+                    for m in ("loop", "foreach", "fused")
+                ]
+                gbs = BYTES_PER_PARAM[name] * w.params / med / 1e9
+                first_s = f"{first:.2f}" if first is not None else ""
+                print(
+                    f"{name:<10} {label:<14} {fmt_ms(times):<24} {ratios[0]:>8} {ratios[1]:>10} {ratios[2]:>9} {gbs:6.1f} {100 * gbs / roof:5.0f}% {first_s:>10}"
+                )
+            sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,535 @@
+"""``MultiOptimizer`` and ``OptimizerMap``: different optimizers for different variables.
+
+Keras 3's ``keras.optimizers.MultiOptimizer`` (SPEC.md Part 2 §3.7). Variables are routed by
+their registered name (``kerasopt.Variable.name``, or the ``named_parameters()`` key / dict key
+when an ``nn.Module`` or a ``{name: tensor}`` dict is passed). The wrapper holds no optimizer
+math: each inner optimizer runs its own full pipeline on its variables.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..optimizer import Optimizer, _Plan, _var_label
+from .loss_scale import LossScaleOptimizer
+
+__all__ = ["MultiOptimizer", "OptimizerMap"]
+
+
+class OptimizerMap(MutableMapping[str, Optimizer]):
+    """A mapping from variable names (exact keys or regular expressions) to optimizers.
+
+    Lookup ``m[name]``: an exact key wins; otherwise every key is a regular expression tested
+    with ``re.fullmatch(key, name)``: one match gives its optimizer, several raise
+    ``ValueError``, none gives ``default_optimizer``. So ``"encoder"`` matches only the name
+    ``encoder``; use ``r"encoder\\..*"`` for every parameter of an ``encoder`` submodule.
+
+    Args:
+        default_optimizer: the optimizer of every variable no key matches.
+        optimizer_map: optional initial ``{key: optimizer}`` entries (checked like
+            ``m[key] = optimizer``).
+
+    Raises:
+        TypeError: ``default_optimizer`` is not an optimizer, or ``optimizer_map`` is not a dict.
+        ValueError: an invalid entry (see ``__setitem__``).
+
+    Example:
+        >>> import kerasopt as ko
+        >>> adam, sgd = ko.optimizers.Adam(), ko.optimizers.SGD()
+        >>> m = ko.optimizers.OptimizerMap(sgd, {"decoder": adam})
+        >>> m["encoder.0.weight"] = adam
+        >>> m[r"encoder\\..*"] = ko.optimizers.SGD(0.1, name="enc")
+        >>> m["decoder"].name, m["encoder.0.weight"].name, m["encoder.1.bias"].name
+        ('Adam', 'Adam', 'enc')
+        >>> m["decoder.0.weight"].name
+        'SGD'
+    """
+
+    def __init__(
+        self, default_optimizer: Optimizer, optimizer_map: dict[str, Optimizer] | None = None
+    ) -> None:
+        if not isinstance(default_optimizer, Optimizer):
+            raise TypeError(
+                f"default_optimizer must be a Keras Optimizer instance. Received: {default_optimizer}"
+            )
+        if optimizer_map is not None and not isinstance(optimizer_map, dict):
+            raise TypeError(f"optimizer_map must be a dictionary. Received: {optimizer_map}")
+        self._default_optimizer = default_optimizer
+        self._optimizer_map: dict[str, Optimizer] = {}
+        for key, optimizer in (optimizer_map or {}).items():
+            self[key] = optimizer
+
+    @property
+    def default_optimizer(self) -> Optimizer:
+        """The optimizer of variables no key matches."""
+        return self._default_optimizer
+
+    def __getitem__(self, key: str) -> Optimizer:
+        if key in self._optimizer_map:
+            return self._optimizer_map[key]
+        matching = [pattern for pattern in self._optimizer_map if re.fullmatch(pattern, key)]
+        if len(matching) > 1:
+            raise ValueError(f"Multiple optimizers assigned to variable {key}.")
+        if len(matching) == 1:
+            return self._optimizer_map[matching[0]]
+        return self._default_optimizer
+
+    def __setitem__(self, key: str, optimizer: Optimizer) -> None:
+        """Maps ``key`` (a variable name or a regular expression) to ``optimizer``.
+
+        Raises:
+            ValueError: ``key`` already present or not a string; ``optimizer`` not an optimizer,
+                or a ``LossScaleOptimizer`` / ``MultiOptimizer``.
+        """
+        if key in self._optimizer_map:
+            raise ValueError(
+                f"'{key}' already exists in the OptimizerMap with value "
+                f"{self._optimizer_map[key]}. Please make sure to not use duplicated keys."
+            )
+        if not isinstance(key, str):
+            raise ValueError(f"key must be a string. Received: {key}")
+        if not isinstance(optimizer, Optimizer):
+            raise ValueError(f"optimizer must be a Keras Optimizer instance. Received: {optimizer}")
+        if isinstance(optimizer, (MultiOptimizer, LossScaleOptimizer)):
+            raise ValueError(f"{type(optimizer).__name__} cannot be nested inside an OptimizerMap.")
+        self._optimizer_map[key] = optimizer
+
+    def __contains__(self, key: object) -> bool:
+        # Exact keys only: the Mapping default would say True for every name (lookup never
+        # fails, it falls back to the default optimizer).
+        return key in self._optimizer_map
+
+    def __delitem__(self, key: str) -> None:
+        del self._optimizer_map[key]
+
+    def __len__(self) -> int:
+        return len(self._optimizer_map)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._optimizer_map)
+
+    def __call__(self, variable: Tensor) -> Optimizer:
+        """The optimizer of ``variable``, looked up by its ``name`` attribute."""
+        name = getattr(variable, "name", None)
+        if not isinstance(name, str):
+            raise ValueError(
+                f"OptimizerMap routes variables by name, but {_var_label(variable)} has none: "
+                "look it up as `m[name]`, or give MultiOptimizer an nn.Module or a "
+                "{name: tensor} dict."
+            )
+        return self[name]
+
+    def __repr__(self) -> str:
+        return (
+            f"OptimizerMap(default_optimizer={self._default_optimizer!r}, "
+            f"optimizer_map={self._optimizer_map!r})"
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        """``{default_optimizer: serialized, optimizer_map: {key: serialized}}``."""
+        from ..optimizers import serialize
+
+        return {
+            "default_optimizer": serialize(self._default_optimizer),
+            "optimizer_map": {k: serialize(v) for k, v in self._optimizer_map.items()},
+        }
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> OptimizerMap:
+        """Rebuilds the map from ``get_config()`` output."""
+        from ..optimizers import deserialize
+
+        def load(value: Any) -> Any:
+            return deserialize(value, custom_objects) if isinstance(value, dict) else value
+
+        entries = config.get("optimizer_map") or {}
+        if not isinstance(entries, dict):
+            raise TypeError(f"optimizer_map must be a dictionary. Received: {entries}")
+        return cls(load(config["default_optimizer"]), {k: load(v) for k, v in entries.items()})
+
+
+class MultiOptimizer(Optimizer):
+    """Applies different optimizers to different variables (Keras 3's MultiOptimizer).
+
+    Each variable is assigned, once, at ``build`` (the first ``apply_gradients`` /
+    ``minimize``), to the optimizer its map returns. Every step then validates all groups first
+    (each inner optimizer's plan), so an invalid gradient anywhere changes nothing, and only then
+    lets each inner optimizer with at least one gradient run its own full pipeline (its clipping,
+    weight decay, EMA, accumulation and ``iterations``). The MultiOptimizer's own ``iterations``
+    counts its calls.
+
+    **Update rule**: none of its own; per group, the inner optimizer's rule, exactly as if that
+    optimizer were used alone on its variables.
+
+    torch.optim expresses this with parameter groups of one optimizer class; here each group may
+    use a different algorithm with its own state and step counter.
+
+    Args:
+        optimizer_map: an ``OptimizerMap`` (routes by variable name) or any callable
+            ``variable -> optimizer``.
+        loss_scale_factor: static loss scale, pushed to every inner optimizer (replacing
+            theirs, including with None).
+        name: defaults to ``"MultiOptimizer"``.
+
+    Example:
+        >>> import torch, kerasopt as ko
+        >>> model = torch.nn.Linear(2, 1)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.fill_(1.0), model.bias.fill_(1.0)
+        >>> adam, sgd = ko.optimizers.Adam(0.1), ko.optimizers.SGD(0.5)
+        >>> opt = ko.optimizers.MultiOptimizer(ko.optimizers.OptimizerMap(sgd, {"bias": adam}))
+        >>> _ = opt.minimize(lambda: model(torch.ones(1, 2)).sum(), model)
+        >>> model.weight.tolist(), [round(b, 4) for b in model.bias.tolist()]
+        ([[0.5, 0.5]], [0.9])
+        >>> [int(o.iterations) for o in opt.optimizers], int(opt.iterations)
+        ([1, 1], 1)
+    """
+
+    def __init__(
+        self,
+        optimizer_map: OptimizerMap | Callable[[Tensor], Optimizer],
+        loss_scale_factor: float | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name, loss_scale_factor=loss_scale_factor)
+        if not callable(optimizer_map):
+            raise TypeError(
+                "optimizer_map must be an OptimizerMap or a callable returning an optimizer for "
+                f"a variable. Received: {optimizer_map}"
+            )
+        self._optimizer_map = optimizer_map
+        self._inner_optimizers: list[Optimizer] = []
+        if isinstance(optimizer_map, OptimizerMap):
+            for opt in [*optimizer_map.values(), optimizer_map.default_optimizer]:
+                if not any(opt is o for o in self._inner_optimizers):
+                    self._inner_optimizers.append(opt)
+        self._dummy_learning_rate = torch.zeros((), dtype=torch.float32)
+        self._var_list: list[Tensor] = []
+        self._var_to_optimizer: dict[int, int] = {}
+        self.loss_scale_factor = loss_scale_factor  # push to the inner optimizers
+
+    # ------------------------------------------------------------------------------------------
+    # attributes
+    @property
+    def loss_scale_factor(self) -> float | None:
+        """The static loss scale; setting it sets every inner optimizer's too."""
+        return self.__dict__.get("_loss_scale_factor")
+
+    @loss_scale_factor.setter
+    def loss_scale_factor(self, value: float | None) -> None:
+        object.__setattr__(self, "_loss_scale_factor", value)
+        for opt in self.__dict__.get("_inner_optimizers", ()):
+            opt.loss_scale_factor = value
+
+    @property
+    def learning_rate(self) -> Any:
+        raise AttributeError(
+            "Learning rate cannot be accessed on a MultiOptimizer. Access the learning rate on "
+            "the individual sub-optimizers instead."
+        )
+
+    @learning_rate.setter
+    def learning_rate(self, value: Any) -> None:
+        raise AttributeError(
+            "Learning rate cannot be set on a MultiOptimizer. Set the learning rate on the "
+            "individual sub-optimizers instead."
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("learning_rate", "lr"):
+            # The property's own AttributeError lands here (Python retries __getattr__).
+            raise AttributeError(
+                "Learning rate cannot be accessed on a MultiOptimizer. Access the learning rate "
+                "on the individual sub-optimizers instead."
+            )
+        return super().__getattr__(name)
+
+    @property
+    def optimizers(self) -> list[Optimizer]:
+        """The inner optimizers: the map's values in insertion order, the default, then any
+        further optimizer a callable map returned at build, in first-seen order."""
+        return list(self._inner_optimizers)
+
+    @property
+    def optimizer_map(self) -> OptimizerMap | Callable[[Tensor], Optimizer]:
+        return self._optimizer_map
+
+    # ------------------------------------------------------------------------------------------
+    # routing
+    def build(self, var_list: Any) -> None:
+        """Assigns each variable to its optimizer and builds each inner optimizer on its share.
+
+        Runs once (later calls do nothing). Inner optimizers that receive no variable stay
+        unbuilt.
+
+        Raises:
+            ValueError: the map gives something that is not an optimizer, or a
+                ``LossScaleOptimizer`` / ``MultiOptimizer``; a variable listed twice; a
+                variable without a name routed through an ``OptimizerMap``.
+        """
+        if self._built:
+            return
+        variables = self._flatten_var_list(var_list)
+        names = [self._names_hint.get(id(v)) or getattr(v, "name", None) for v in variables]
+        # Route everything before changing anything.
+        assigned: list[Optimizer] = []
+        seen: set[int] = set()
+        for var, name in zip(variables, names):
+            if id(var) in seen:
+                raise ValueError(
+                    f"Variable {self._label(var)} appears more than once in `var_list`."
+                )
+            seen.add(id(var))
+            assigned.append(self._route(var, name))
+        if variables:
+            self._ensure_home(variables[0].device)
+            self._dummy_learning_rate = self._dummy_learning_rate.to(self._home)
+        groups: dict[int, list[Tensor]] = {}
+        for var, name, opt in zip(variables, names, assigned):
+            index = next((i for i, o in enumerate(self._inner_optimizers) if o is opt), None)
+            if index is None:
+                opt.loss_scale_factor = self.loss_scale_factor
+                self._inner_optimizers.append(opt)
+                index = len(self._inner_optimizers) - 1
+            self._var_to_optimizer[id(var)] = index
+            groups.setdefault(index, []).append(var)
+            if isinstance(name, str):
+                # The inner optimizer names slots and matches weight-decay exclusions by it.
+                opt._names_hint.setdefault(id(var), name)
+        for index, group in groups.items():
+            self._inner_optimizers[index].build(group)
+        self._var_list = list(variables)
+        self._built = True
+
+    def _route(self, var: Tensor, name: Any) -> Optimizer:
+        label = repr(name) if isinstance(name, str) else _var_label(var)
+        if isinstance(self._optimizer_map, OptimizerMap):
+            if not isinstance(name, str):
+                raise ValueError(
+                    f"MultiOptimizer routes variables by name, but variable {label} has none: "
+                    "pass an nn.Module or a {name: tensor} dict, or use kerasopt.Variable(name=...)."
+                )
+            opt: Any = self._optimizer_map[name]
+        else:
+            opt = self._optimizer_map(var)
+        if not isinstance(opt, Optimizer):
+            raise ValueError(f"Optimizer for variable {label} is not an Optimizer instance.")
+        if isinstance(opt, (MultiOptimizer, LossScaleOptimizer)):
+            raise ValueError(
+                f"Optimizer for variable {label} is a {type(opt).__name__}, which cannot be used "
+                "inside a MultiOptimizer."
+            )
+        return opt
+
+    def _group_of(self, var: Tensor) -> int:
+        index = self._var_to_optimizer.get(id(var))
+        if index is None:
+            raise ValueError(
+                f"Unknown variable: {self._label(var)}. This optimizer can only be called for the "
+                "variables it was originally built with. When working with a new set of "
+                "variables, you should recreate a new optimizer instance."
+            )
+        return index
+
+    # ------------------------------------------------------------------------------------------
+    # steps
+    def apply(self, grads: Sequence[Any], trainable_variables: Any = None) -> Tensor:
+        """Routes each gradient to its optimizer; each runs its own full pipeline.
+
+        Args:
+            grads: one gradient (or None) per variable: always the full list the optimizer was
+                built with.
+            trainable_variables: the variables (tensors, an ``nn.Module`` or a named dict), in
+                the order of ``grads``; defaults to the built list. The first call builds.
+
+        Returns:
+            The MultiOptimizer's ``iterations`` after the call (unchanged when ``grads`` is
+            empty).
+
+        Raises:
+            ValueError: not built and no variables; a count mismatch; an unknown variable; no
+                gradient at all; any inner optimizer's validation error. Nothing changes then.
+        """
+        grads = list(grads)
+        if not grads:
+            return self.iterations
+        if trainable_variables is None:
+            if not self._built:
+                raise ValueError(
+                    "When passing `grads` without `variables`, the optimizer must already be "
+                    "built on a list of variables. Call `optimizer.build(trainable_variables)` "
+                    "first."
+                )
+            variables = self._var_list
+        else:
+            variables = self._flatten_var_list(trainable_variables)
+            if not self._built:
+                self.build(variables)
+        for count in (len(self._var_list), len(variables)):
+            if len(grads) != count:
+                raise ValueError(
+                    "Gradients must match trainable variables one-to-one. Received "
+                    f"{len(grads)} gradients and {count} variables."
+                )
+        pairs: list[list[tuple[Any, Tensor]]] = [[] for _ in self._inner_optimizers]
+        dropped: list[str] = []
+        for grad, var in zip(grads, variables):
+            index = self._group_of(var)
+            if grad is None:
+                dropped.append(self._name_of(var))
+            else:
+                pairs[index].append((grad, var))
+        if not any(pairs):
+            names = tuple(self._name_of(v) for v in variables)
+            raise ValueError(f"No gradients provided for any variable: {names}.")
+        if dropped:
+            warnings.warn(
+                f"Gradients do not exist for variables {dropped} when minimizing the loss. If "
+                "you're using `model.compile()`, did you forget to provide a `loss` argument?",
+                UserWarning,
+                stacklevel=2,
+            )
+        # Every group is validated before any group is applied.
+        plans: list[tuple[Optimizer, _Plan]] = [
+            (opt, opt._plan(group)) for opt, group in zip(self._inner_optimizers, pairs) if group
+        ]
+        with torch.no_grad():
+            for opt, plan in plans:
+                opt._commit(plan)
+        self._raw_iterations.add_(1)
+        self._step += 1
+        return self.iterations
+
+    def apply_gradients(
+        self,
+        grads_and_vars: Iterable[tuple[Any, Tensor]],
+        name: str | None = None,
+        experimental_aggregate_gradients: bool = True,
+    ) -> Tensor:
+        """``apply(grads, vars)`` on (gradient, variable) pairs (the full built list).
+
+        Example:
+            >>> import torch, kerasopt as ko
+            >>> a, b = ko.Variable(1.0, name="a"), ko.Variable(1.0, name="b")
+            >>> m = ko.optimizers.OptimizerMap(ko.optimizers.SGD(1.0), {"b": ko.optimizers.SGD(0.5)})
+            >>> opt = ko.optimizers.MultiOptimizer(m)
+            >>> _ = opt.apply_gradients([(torch.tensor(1.0), a), (torch.tensor(1.0), b)])
+            >>> float(a), float(b)
+            (0.0, 0.5)
+        """
+        items = list(grads_and_vars)
+        for position, item in enumerate(items):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise TypeError(
+                    f"`grads_and_vars` item {position} must be a (gradient, variable) pair; got {item!r}."
+                )
+        if not items:
+            return self.iterations
+        return self.apply([g for g, _ in items], [v for _, v in items])
+
+    # ------------------------------------------------------------------------------------------
+    # state
+    def variables(self) -> list[Tensor]:
+        """Own ``[iterations, learning_rate (a dummy 0.0)]``, then each inner optimizer's."""
+        out = [self._raw_iterations, self._dummy_learning_rate]
+        for opt in self._inner_optimizers:
+            out.extend(opt.variables())
+        return out
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Assigns ``weights`` in ``variables()`` order, split among the inner optimizers.
+
+        Raises:
+            ValueError: not built yet, or a count or shape mismatch (nothing is assigned then).
+        """
+        if not self._built:
+            raise ValueError(
+                "You are calling `set_weights()` on an optimizer that has not yet been built. "
+                "Please call `optimizer.build(trainable_variables)` to create the optimizer "
+                "weights before calling `set_weights()`."
+            )
+        params = self.variables()
+        if len(params) != len(weights):
+            raise ValueError(
+                f"You called `set_weights(weights)` on optimizer {self._name} with a weight list of "
+                f"length {len(weights)}, but the optimizer was expecting {len(params)} weights."
+            )
+        values = []
+        for i, (param, w) in enumerate(zip(params, weights)):
+            value = torch.as_tensor(np.asarray(w) if not isinstance(w, Tensor) else w)
+            if tuple(value.shape) != tuple(param.shape):
+                raise ValueError(
+                    f"Optimizer weight {i} shape {tuple(param.shape)} not compatible with provided "
+                    f"weight shape {tuple(value.shape)}"
+                )
+            values.append(value)
+        self.iterations = values[0]
+        self._dummy_learning_rate.copy_(values[1].to(torch.float32))
+        offset = 2
+        for opt in self._inner_optimizers:
+            count = len(opt.variables())
+            share = values[offset : offset + count]
+            if opt.built:
+                opt.set_weights(share)
+            else:
+                opt.iterations = share[0]
+            offset += count
+
+    def get_slot(self, var: Tensor, slot_name: str) -> Tensor:
+        """The slot ``slot_name`` of ``var``, from the inner optimizer that owns ``var``."""
+        return self._inner_optimizers[self._group_of(var)].get_slot(var, slot_name)
+
+    def finalize_variable_values(self, var_list: Any) -> None:
+        """Lets each inner optimizer finalize its own variables (EMA overwrite, if enabled)."""
+        groups: dict[int, list[Tensor]] = {}
+        for var in self._flatten_var_list(var_list):
+            groups.setdefault(self._group_of(var), []).append(var)
+        for index, group in groups.items():
+            self._inner_optimizers[index].finalize_variable_values(group)
+
+    # ------------------------------------------------------------------------------------------
+    # config
+    def get_config(self) -> dict[str, Any]:
+        """``{optimizer_map, loss_scale_factor, name}``.
+
+        An ``OptimizerMap`` is serialized; a plain callable map is kept as the object itself
+        (``from_config`` accepts it back, but it is not JSON-serializable).
+        """
+        from ..optimizers import serialize
+
+        optimizer_map: Any = self._optimizer_map
+        if isinstance(optimizer_map, OptimizerMap):
+            # serialize() takes anything with get_config (typed for optimizers)
+            optimizer_map = serialize(cast(Any, optimizer_map))
+        return {
+            "optimizer_map": optimizer_map,
+            "loss_scale_factor": self.loss_scale_factor,
+            "name": self._name,
+        }
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> MultiOptimizer:
+        """Deserializes the map, then calls the constructor."""
+        from ..optimizers import deserialize
+
+        if not isinstance(config, dict):
+            raise TypeError(f"`config` must be a dict; got {type(config).__name__}.")
+        config = dict(config)
+        if isinstance(config.get("optimizer_map"), dict):
+            config["optimizer_map"] = deserialize(config["optimizer_map"], custom_objects)
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(o) for o in self._inner_optimizers)
+        return f"<kerasopt.optimizers.MultiOptimizer name={self._name!r} optimizers=[{inner}]>"
