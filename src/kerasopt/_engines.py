@@ -4,11 +4,13 @@ Every engine calls the optimizer's single ``update(var, grad, *slots, c=...)`` r
 
 - ``per_tensor``: a plain loop, one call per variable with ordinary tensors;
 - ``foreach``: one call per group with ``TensorList`` arguments, so each operation of the rule is
-  one ``torch._foreach_*`` call over the group.
+  one ``torch._foreach_*`` call over the group;
+- ``compiled``: the rule under ``torch.compile`` over 1-D views in power-of-two chunks
+  (see ``_compiled.py``); Keras's ``jit_compile=True`` selects it.
 
-Both perform the same IEEE operations in the same order, so their results are bit-identical
-(the tests hold them to it). Rules that need the whole tensor (``elementwise = False``) always run
-per tensor.
+Per-tensor and foreach perform the same IEEE operations in the same order, so their results are
+bit-identical (the tests hold them to it); compiled results are within a few ulp (the compiler
+may fuse operations). Rules that need the whole tensor (``elementwise = False``) run per tensor.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from typing import Any
 
 from torch import Tensor
 
+from ._compiled import run_compiled
 from ._tensorlist import TensorList
 
-ENGINES = ("auto", "per_tensor", "foreach")
+ENGINES = ("auto", "per_tensor", "foreach", "compiled")
 
 Rule = Callable[..., Any]
 
@@ -47,6 +50,9 @@ def run_foreach(
 
 
 def select(implementation: str, elementwise: bool) -> Callable[..., None]:
+    """The engine for a group. ``auto`` is the foreach engine (see README: Engines)."""
     if not elementwise or implementation == "per_tensor":
         return run_per_tensor
+    if implementation == "compiled":
+        return run_compiled
     return run_foreach

@@ -148,7 +148,7 @@ class Optimizer:
             ``lr / (1 + decay * iterations)``), ``lr`` (deprecated alias of ``learning_rate``),
             ``weight_decay``, ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,
             ``loss_scale_factor``, ``gradient_accumulation_steps``, ``jit_compile`` and
-            ``implementation`` (``"auto"``, ``"foreach"`` or ``"per_tensor"``).
+            ``implementation`` (``"auto"``, ``"foreach"``, ``"per_tensor"`` or ``"compiled"``).
 
     Raises:
         TypeError: for an unexpected keyword argument.
@@ -249,7 +249,9 @@ class Optimizer:
         self.loss_scale_factor = kwargs.pop("loss_scale_factor", None)
         self.gradient_accumulation_steps = kwargs.pop("gradient_accumulation_steps", None)
         self.jit_compile = bool(kwargs.pop("jit_compile", False))
-        self.implementation = kwargs.pop("implementation", "auto")
+        self.implementation = kwargs.pop(
+            "implementation", "compiled" if self.jit_compile else "auto"
+        )
         self._validate_features()
 
     # ------------------------------------------------------------------------------------------
@@ -1316,7 +1318,7 @@ class Optimizer:
                 config[key] = value
         if self.jit_compile:
             config["jit_compile"] = True
-        if self.implementation != "auto":
+        if self.implementation not in ("auto", "compiled" if self.jit_compile else "auto"):
             config["implementation"] = self.implementation
         for decl in declared(type(self)):
             if isinstance(decl, Hyper):

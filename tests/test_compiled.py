@@ -1,0 +1,88 @@
+"""The compiled engine: the same rule under torch.compile, within a few ulp of eager, no recompiles."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch._dynamo.utils
+
+import kerasopt as ko
+from kerasopt import _compiled
+from tests.helpers import make_grads, make_optimizer, make_vars
+from tests.specs import OPTIMIZERS
+
+ELEMENTWISE = [s for s in OPTIMIZERS if s.elementwise]
+# 0-d and size-1 variables run through the foreach engine; the others are compiled in chunks.
+SHAPES = [(), (5,), (3, 4), (7,)]
+
+
+def _graphs() -> int:
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+
+
+@pytest.mark.parametrize("spec", ELEMENTWISE, ids=[s.name for s in ELEMENTWISE])
+def test_compiled_within_a_few_ulp_of_eager(spec):
+    config = spec.configs[-1]
+    results = []
+    for implementation in ("per_tensor", "compiled"):
+        variables = make_vars(SHAPES, torch.float32, seed=3)
+        opt = make_optimizer(spec, config, implementation=implementation)
+        for grads in make_grads(SHAPES, 3, torch.float32, seed=4):
+            opt.apply_gradients(zip(grads, variables))
+        results.append((opt, variables))
+    (eager_opt, eager_vars), (comp_opt, comp_vars) = results
+    for a, b in zip(eager_vars, comp_vars):
+        torch.testing.assert_close(b, a, rtol=4e-6, atol=1e-7)
+        for name in eager_opt._records[id(a)].slots:
+            torch.testing.assert_close(
+                comp_opt.get_slot(b, name), eager_opt.get_slot(a, name), rtol=4e-6, atol=1e-7
+            )
+
+
+def test_no_recompile_on_hyperparameter_change_schedule_or_new_optimizer():
+    sched = ko.optimizers.schedules.ExponentialDecay(0.1, 1, 0.5)
+    variables = make_vars(SHAPES, torch.float32, seed=5)
+    opt = ko.optimizers.Adam(sched, jit_compile=True)
+    grads = make_grads(SHAPES, 1, torch.float32, seed=6)[0]
+    opt.apply_gradients(zip(grads, variables))
+    before = _graphs()
+    for _ in range(3):  # the schedule moves every step
+        opt.apply_gradients(zip(grads, variables))
+    opt.beta_1 = 0.5
+    opt.learning_rate = ko.optimizers.schedules.ExponentialDecay(0.3, 2, 0.5)
+    opt.apply_gradients(zip(grads, variables))
+    # Another optimizer of the same class, other sizes: the compiled graphs are shared.
+    others = make_vars([(9,), (2, 2)], torch.float32, seed=7)
+    ko.optimizers.Adam(0.01, jit_compile=True).apply_gradients(
+        zip(make_grads([(9,), (2, 2)], 1, torch.float32)[0], others)
+    )
+    assert _graphs() == before
+
+
+def test_jit_compile_round_trips_and_selects_compiled():
+    opt = ko.optimizers.SGD(0.1, jit_compile=True)
+    assert opt.implementation == "compiled"
+    cfg = opt.get_config()
+    assert cfg["jit_compile"] is True and "implementation" not in cfg
+    assert ko.optimizers.SGD.from_config(cfg).implementation == "compiled"
+
+
+def test_chunks_are_powers_of_two_bounded():
+    assert _compiled._chunks(150) == [32, 32, 32, 32, 16, 4, 2]
+    assert all(n & (n - 1) == 0 for n in _compiled._chunks(2000))
+    assert _compiled._chunks(1) == [1]
+
+
+def test_compile_failure_falls_back_to_foreach(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(_compiled, "_compiled", lambda key: broken)
+    monkeypatch.setattr(_compiled, "_BROKEN", set())
+    a = make_vars(SHAPES, torch.float32, seed=8)
+    b = [torch.nn.Parameter(v.detach().clone()) for v in a]
+    grads = make_grads(SHAPES, 1, torch.float32, seed=9)[0]
+    with pytest.warns(RuntimeWarning, match="compiled engine is unavailable here"):
+        ko.optimizers.Adam(0.1, jit_compile=True).apply_gradients(zip(grads, a))
+    ko.optimizers.Adam(0.1, implementation="foreach").apply_gradients(zip(grads, b))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
