@@ -67,10 +67,16 @@ def test_jit_compile_round_trips_and_selects_compiled():
     assert ko.optimizers.SGD.from_config(cfg).implementation == "compiled"
 
 
-def test_chunks_are_powers_of_two_bounded():
-    assert _compiled._chunks(150) == [32, 32, 32, 32, 16, 4, 2]
-    assert all(n & (n - 1) == 0 for n in _compiled._chunks(2000))
-    assert _compiled._chunks(1) == [1]
+def test_one_graph_whatever_the_number_and_sizes_of_tensors():
+    shapes_a = [(40,)] * 20 + [(3, 3)]  # equal sizes first: no duck-sizing guards
+    shapes_b = [(i + 2,) for i in range(37)]
+    variables = make_vars(shapes_a, torch.float32, seed=11)
+    opt = ko.optimizers.Lion(jit_compile=True)
+    opt.apply_gradients(zip(make_grads(shapes_a, 1, torch.float32)[0], variables))
+    before = _graphs()
+    others = make_vars(shapes_b, torch.float32, seed=12)
+    opt.apply_gradients(zip(make_grads(shapes_b, 1, torch.float32)[0], others))
+    assert _graphs() == before
 
 
 def test_compile_failure_falls_back_to_foreach(monkeypatch):
@@ -86,3 +92,12 @@ def test_compile_failure_falls_back_to_foreach(monkeypatch):
         ko.optimizers.Adam(0.1, jit_compile=True).apply_gradients(zip(grads, a))
     ko.optimizers.Adam(0.1, implementation="foreach").apply_gradients(zip(grads, b))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_auto_compiles_large_groups_only():
+    from kerasopt import _engines
+
+    assert _engines.select("auto", True, 10) is _engines.run_foreach
+    assert _engines.select("auto", True, _engines.AUTO_COMPILE_NUMEL) is _engines.run_compiled
+    assert _engines.select("auto", False, 1 << 30) is _engines.run_per_tensor
+    assert _engines.select("foreach", True, 1 << 30) is _engines.run_foreach

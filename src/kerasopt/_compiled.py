@@ -1,16 +1,16 @@
 """The compiled engine ("graph mode"): the same update rule under ``torch.compile``.
 
-The rule runs over 1-D views of the variables, gradients and slots, in chunks whose lengths are
-powers of two (at most ``MAX_CHUNK``). Shapes are dynamic, so one compiled graph serves every
-chunk of that length whatever the tensor sizes; coefficients are 0-d tensor inputs, so changing a
-hyperparameter or stepping a schedule never recompiles. Each (rule, chunk length, dtype, device)
-gets its own compiled code object, so the number of graphs is bounded (at most
-``log2(MAX_CHUNK) + 1`` per rule and dtype) whatever the number of tensors, and optimizers of the
-same class share them.
+The rule runs over 1-D views of the variables, gradients and slots in chunks of exactly ``CHUNK``
+tensors (the last chunk is padded with two-element scratch tensors that nothing reads). Shapes are
+dynamic and traced without duck sizing, so **one** compiled graph per (rule, dtype, slot count,
+device) serves every chunk whatever the tensor sizes; optimizers of the same class share it, and
+coefficients are 0-d tensor inputs, so changing a hyperparameter or stepping a schedule never
+recompiles. Compile cost is therefore bounded by the number of rules and dtypes in use, not by
+the number of tensors.
 
 Tensors with fewer than two elements (size 1 would specialise the dynamic shapes) and
-non-contiguous variables run through the foreach engine instead; its results are bit-identical to
-the per-tensor rule, and the compiled ones are within a few ulp of it.
+non-contiguous variables run through the foreach engine instead: bit-identical to the per-tensor
+rule, while compiled results are within a few ulp of it.
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.fx.experimental import _config as fx_config
 
 from ._tensorlist import TensorList
 
-MAX_CHUNK = 32
+CHUNK = 16
 
 _CACHE: dict[tuple[Any, ...], Callable[..., None]] = {}
 _BROKEN: set[tuple[Any, ...]] = set()
+_SCRATCH: dict[tuple[Any, ...], list[Tensor]] = {}
 
 
 def _chunk_step(rule: Callable[..., None], variables: Any, grads: Any, slots: Any, c: Any) -> None:
@@ -47,13 +49,23 @@ def _compiled(key: tuple[Any, ...]) -> Callable[..., None]:
     return fn
 
 
-def _chunks(n: int) -> list[int]:
-    sizes = []
-    while n:
-        size = min(MAX_CHUNK, 1 << (n.bit_length() - 1))
-        sizes.append(size)
-        n -= size
-    return sizes
+def _flat(t: Tensor) -> Tensor:
+    """A 1-D alias of a contiguous tensor's storage that is not a view.
+
+    Views carry ``_base`` (and a parameter's ``requires_grad``), which dynamo guards on; the
+    scratch pads have neither, so every input is made the same plain kind of tensor.
+    """
+    out = torch.empty(0, dtype=t.dtype, device=t.device)
+    return out.set_(t.untyped_storage(), t.storage_offset(), (t.numel(),), (1,))
+
+
+def _scratch(dtype: torch.dtype, device: torch.device, count: int) -> list[Tensor]:
+    key = (dtype, device, count)
+    pads = _SCRATCH.get(key)
+    if pads is None:
+        pads = [torch.zeros(2, dtype=dtype, device=device) for _ in range(count)]
+        _SCRATCH[key] = pads
+    return pads
 
 
 def run_compiled(
@@ -70,20 +82,25 @@ def run_compiled(
         (flat if ok else eager).append(i)
     if flat:
         var0 = variables[flat[0]]
-        func = getattr(rule, "__func__", rule)
-        start = 0
-        for size in _chunks(len(flat)):
-            idx = flat[start : start + size]
-            start += size
-            key = (func, size, len(slots), var0.dtype, var0.device.type)
-            if key in _BROKEN:
-                eager.extend(idx)
-                continue
-            v = [variables[i].view(-1) for i in idx]
-            g = [grads[i].reshape(-1) for i in idx]
-            s = [[lst[i].view(-1) for i in idx] for lst in slots]
+        key = (getattr(rule, "__func__", rule), len(slots), var0.dtype, var0.device.type)
+        if key in _BROKEN:
+            eager.extend(flat)
+            flat = []
+        for start in range(0, len(flat), CHUNK):
+            idx = flat[start : start + CHUNK]
+            pad = CHUNK - len(idx)
+            scratch = _scratch(var0.dtype, var0.device, (2 + len(slots)) * pad) if pad else []
+            v = [_flat(variables[i]) for i in idx] + scratch[:pad]
+            g = [_flat(grads[i].contiguous()) for i in idx] + scratch[pad : 2 * pad]
+            s = [
+                [_flat(lst[i]) for i in idx] + scratch[(2 + k) * pad : (3 + k) * pad]
+                for k, lst in enumerate(slots)
+            ]
             try:
-                _compiled(key)(rule, v, g, s, c)
+                # Traced without duck sizing: equal sizes in a chunk must not become guards (each
+                # later chunk with other equalities would recompile). The patch is scoped here.
+                with fx_config.patch(use_duck_shape=False):  # type: ignore[attr-defined]
+                    _compiled(key)(rule, v, g, s, c)
             except Exception as e:  # compilation failed (e.g. no C++ compiler): run eagerly
                 _BROKEN.add(key)
                 warnings.warn(
@@ -92,7 +109,8 @@ def run_compiled(
                     RuntimeWarning,
                     stacklevel=4,
                 )
-                eager.extend(idx)
+                eager.extend(flat[start:])
+                break
     if eager:
         rule(
             TensorList([variables[i] for i in eager]),

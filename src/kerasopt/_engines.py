@@ -49,10 +49,16 @@ def run_foreach(
     rule(TensorList(variables), TensorList(grads), *(TensorList(s) for s in slots), c=c)
 
 
-def select(implementation: str, elementwise: bool) -> Callable[..., None]:
-    """The engine for a group. ``auto`` is the foreach engine (see README: Engines)."""
+# `auto` compiles a group once it holds this many elements: benchmarks/bench_step.py shows the
+# compiled engine at torch's fused speed there (several times faster than foreach), and a one-off
+# compile of a few seconds is then repaid within tens of steps. Smaller groups run foreach.
+AUTO_COMPILE_NUMEL = 1 << 22
+
+
+def select(implementation: str, elementwise: bool, numel: int = 0) -> Callable[..., None]:
+    """The engine for a group of ``numel`` elements (see README: Engines)."""
     if not elementwise or implementation == "per_tensor":
         return run_per_tensor
-    if implementation == "compiled":
+    if implementation == "compiled" or (implementation == "auto" and numel >= AUTO_COMPILE_NUMEL):
         return run_compiled
     return run_foreach

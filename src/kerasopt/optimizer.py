@@ -91,6 +91,7 @@ class _Group:
     positions: list[int]
     variables: list[Tensor]
     slots: list[list[Tensor]]
+    numel: int = 0
 
 
 @dataclass(eq=False)
@@ -1096,9 +1097,9 @@ class Optimizer:
             for var, grad in dense:
                 self._call_hook(self._resource_apply_dense, grad, var, apply_state)
             return
-        run = _engines.select(self.implementation, self.elementwise)
         for group in self._groups(dense):
             grads = [dense[i][1] for i in group.positions]
+            run = _engines.select(self.implementation, self.elementwise, group.numel)
             run(self.update, group.variables, grads, group.slots, apply_state[group.key])
 
     def _groups(self, dense: list[tuple[Tensor, Tensor]]) -> list[_Group]:
@@ -1116,6 +1117,7 @@ class Optimizer:
                     by_key[gkey] = group
                 group.positions.append(i)
                 group.variables.append(var)
+                group.numel += var.numel()
                 for lst, s in zip(group.slots, names):
                     lst.append(record.slots[s])
             groups = list(by_key.values())
