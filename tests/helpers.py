@@ -98,6 +98,7 @@ class RefRun:
                 else self.ref.adam_weight_decay
             )
         if wd is not None:
+            wd = float(np.float32(wd))  # TF casts the Python float through float32
             self.vars[i] = self.vars[i] - self.vars[i] * wd * self.lr
 
     def step(self, t: int, grads: list[Any], lr: float | None = None) -> None:

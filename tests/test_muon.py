@@ -339,7 +339,7 @@ def test_weight_decay_per_path_with_base_learning_rate():
     opt = Muon(learning_rate=0.1, weight_decay=0.2, adam_weight_decay=0.05, adam_lr_ratio=0.01)
     before, after = _decay_only_step(opt, variables)
     for var, b, a in zip(variables, before, after):
-        wd = 0.05 if _has_velocity(opt, var) else 0.2
+        wd = float(np.float32(0.05 if _has_velocity(opt, var) else 0.2))  # TF casts via float32
         np.testing.assert_array_equal(a, b - b * wd * lr, err_msg=var.name)
 
 

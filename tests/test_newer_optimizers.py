@@ -105,16 +105,17 @@ def test_adamw_is_adam_after_decoupled_decay_bitwise():
         assert torch.equal(a.detach(), b.detach())
 
 
-def test_adamw_first_step_closed_form_with_exact_betas():
+def test_adamw_first_step_closed_form_with_tf_beta_rounding():
     theta0, g = np.array([1.0, -2.0, 0.5]), np.array([0.3, -0.7, 2.0])
     var = f64(theta0)
     opt = ko.optimizers.AdamW(learning_rate=0.01, weight_decay=0.1)
     opt.apply_gradients([(g64(g), var)])
     lr = float(np.float32(0.01))  # only the learning rate is float32-stored
-    b1, b2, eps = 0.9, 0.999, 1e-7  # exact
+    b1, b2, eps = 0.9, 0.999, 1e-7  # Python floats: exact in `1 - beta` and epsilon ...
     m, v = g * (1 - b1), g * g * (1 - b2)
-    alpha = lr * np.sqrt(1 - b2) / (1 - b1)
-    expected = theta0 * (1 - lr * 0.1) - (m * alpha) / (np.sqrt(v) + eps)
+    # ... but TF's `tf.pow(tf.cast(beta, float64), t)` rounds beta to float32 first
+    alpha = lr * np.sqrt(1 - np.float32(b2).item()) / (1 - np.float32(b1).item())
+    expected = theta0 * (1 - lr * float(np.float32(0.1))) - (m * alpha) / (np.sqrt(v) + eps)
     np.testing.assert_allclose(var.numpy(), expected, rtol=1e-14)
     assert opt.get_slot(var, "m").numpy().tolist() == (g * (1 - b1)).tolist()
 
@@ -166,13 +167,15 @@ def test_lion_step_is_lr_times_sign_and_zero_stays():
     opt.apply_gradients([(g, var)])
     assert var.numpy().tolist() == [1.0 - 0.125, -1.0 + 0.125, 0.5, 0.25 + 0.125]
     assert opt.get_slot(var, "momentum") is opt.get_slot(var, "m")
-    np.testing.assert_allclose(opt.get_slot(var, "m").numpy(), (1 - 0.99) * g.numpy(), rtol=1e-15)
+    # TF's tf.cast(beta, float64) rounds the betas to float32 first
+    b1, b2 = np.float32(0.9).item(), np.float32(0.99).item()
+    np.testing.assert_allclose(opt.get_slot(var, "m").numpy(), (1 - b2) * g.numpy(), rtol=1e-15)
     # Second step: the sign of the interpolation, not of the gradient.
-    m = (1 - 0.99) * g.numpy()
+    m = (1 - b2) * g.numpy()
     g2 = np.array([-0.001, 1.0, 0.0, 0.0])
     before = var.numpy().copy()
     opt.apply_gradients([(g64(g2), var)])
-    step = np.sign(0.9 * m + (1 - 0.9) * g2) * 0.125
+    step = np.sign(b1 * m + (1 - b1) * g2) * 0.125
     np.testing.assert_array_equal(var.numpy(), before - step)
 
 
@@ -180,8 +183,12 @@ def test_lion_step_is_lr_times_sign_and_zero_stays():
 def test_lamb_zero_variable_takes_unit_trust_ratio():
     var = f64([0.0])
     ko.optimizers.Lamb(learning_rate=0.1).apply_gradients([(g64([1.0]), var)])
-    # r = 1 (‖θ‖ = 0); u = 1 / (1 + 1e-7)
-    assert float(var) == pytest.approx(-0.1, rel=1e-6)
+    # r = 1 (‖θ‖ = 0); u = m̂ / (√v̂ + 1e-7) ≈ 1, with the bias corrections' betas
+    # float32-rounded as Keras 3's ops.cast on TF gives them (≈ 6.8e-6 from 1 in float64)
+    b1, b2 = np.float32(0.9).item(), np.float32(0.999).item()
+    u = (0.1 / (1 - b1)) / (np.sqrt((1 - 0.999) / (1 - b2)) + 1e-7)
+    assert float(var) == pytest.approx(-np.float32(0.1).item() * u, rel=1e-14)
+    assert float(var) == pytest.approx(-0.1, rel=1e-5)
 
 
 def test_lamb_step_norm_is_lr_times_variable_norm():

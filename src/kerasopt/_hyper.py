@@ -13,6 +13,7 @@ Both are descriptors, so ``opt.beta_1 = 0.8`` validates and takes effect at the 
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Callable
@@ -148,6 +149,21 @@ class Param:
 def epsilon_or_default(value: Any) -> float:
     """TF's ``epsilon or backend.epsilon()``: None and 0 become 1e-7 (a quirk kept on purpose)."""
     return 1e-7 if not value else float(value)
+
+
+def tf_cast_value(value: float) -> float:
+    """The value TF's ``tf.cast(python_float, dtype)`` produces, for any float ``dtype``.
+
+    ``tf.cast`` (and Keras 3's ``ops.cast`` on the TensorFlow backend) first turns a Python float
+    into a float32 tensor, so the number is float32-rounded before it reaches a float64 (or half)
+    variable's dtype. Rounding to float32 and then to a narrower type gives what TF gives.
+    """
+    return _float32_rounded(float(value))
+
+
+@functools.lru_cache(maxsize=256)
+def _float32_rounded(value: float) -> float:
+    return float(torch.tensor(value, dtype=torch.float32))
 
 
 def declared(cls: type) -> list[Hyper | Param]:

@@ -35,6 +35,7 @@ from ._hyper import (
     non_negative,
     number_value,
     positive_int_or_none,
+    tf_cast_value,
 )
 from .sparse import IndexedSlices, deduplicate, from_torch_sparse
 
@@ -331,7 +332,8 @@ class Optimizer:
             self._hyper_tensors[name] = tensor
         v = number_value(value)
         if v is not None:
-            tensor.fill_(v)  # float32 rounding, as TF's float32 hyperparameter variables
+            # float32 rounding, as TF's float32 hyperparameter variables (overflow gives inf)
+            tensor.copy_(torch.tensor(v, dtype=torch.float64))
 
     def _hyper_read(self, name: str) -> Any:
         if name not in self._hypers:
@@ -1081,6 +1083,11 @@ class Optimizer:
         for s, r in zip(slots, slot_rows):
             s.index_copy_(0, indices, r)
 
+    def sums_duplicates(self) -> bool:
+        """Whether duplicate sparse indices are summed before ``update_sparse`` (TF: yes, except
+        plain SGD, which scatter-adds every row)."""
+        return True
+
     def _rule_slots(self, record: _Record) -> list[Tensor]:
         return [record.slots[s] for s in self.slot_names_for(record)]
 
@@ -1139,7 +1146,7 @@ class Optimizer:
                     grad.indices,
                 )
                 continue
-            g = deduplicate(grad)
+            g = deduplicate(grad) if self.sums_duplicates() else grad
             record = self._records[id(var)]
             c = apply_state[(var.device, var.dtype)]
             self.update_sparse(var, g.indices, g.values, *self._rule_slots(record), c=c)
@@ -1226,8 +1233,9 @@ class Optimizer:
             if wd is None:
                 continue
             c = apply_state[(var.device, var.dtype)]
-            # Keras: variable - variable * wd * lr
-            var.sub_(var * self._const(wd, var.dtype, var.device) * c["lr_t"])
+            # Keras: variable - variable * cast(wd) * lr; fidelity: TF's cast of a Python float
+            # goes through float32 (visible in float64).
+            var.sub_(var * self._const(tf_cast_value(wd), var.dtype, var.device) * c["lr_t"])
 
     def _update_ema(self, variables: Sequence[Tensor]) -> None:
         if not self.use_ema:

@@ -221,7 +221,7 @@ class RMSpropRef(Reference):
 
 @register
 class NadamRef(Reference):
-    """Legacy Nadam (``u = 0.96``, ``d = schedule_decay``), per step:
+    """Legacy Nadam (``u = 0.96`` as float32, ``d = schedule_decay``), per step:
     ``mu_t = beta_1*(1 - 0.5*u^(d*t))``, ``mu_next = beta_1*(1 - 0.5*u^(d*(t+1)))``,
     ``m_sched = momentum_cache*mu_t`` (stored back), ``m_sched_next = m_sched*mu_next``.
     Dense: ``g' = g/(1-m_sched)``; ``m = beta_1*m + (1-beta_1)*g``; ``m' = m/(1-m_sched_next)``;
@@ -253,7 +253,8 @@ class NadamRef(Reference):
         self._step_t = None
 
     def begin_step(self, t):
-        u, d, b1 = 0.96, self.schedule_decay, self.beta_1
+        # TF's `tf.cast(0.96, dtype)` goes through float32: u = float32(0.96) even in float64.
+        u, d, b1 = float(np.float32(0.96)), self.schedule_decay, self.beta_1
         self.mu_t = b1 * (1 - 0.5 * u ** (d * t))
         self.mu_next = b1 * (1 - 0.5 * u ** (d * (t + 1)))
         self.m_sched = self.momentum_cache * self.mu_t
@@ -319,7 +320,8 @@ class FtrlRef(Reference):
         self.initial_accumulator_value = initial_accumulator_value
         self.l1 = l1_regularization_strength
         self.l2 = l2_regularization_strength
-        self.l2_shrinkage = l2_shrinkage_regularization_strength
+        # TF's `_prepare_local` does `tf.cast(l2_shrinkage, dtype)`: float32-rounded.
+        self.l2_shrinkage = float(np.float32(l2_shrinkage_regularization_strength))
         self.beta = beta
 
     def init_slots(self, var):

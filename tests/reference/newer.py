@@ -18,6 +18,15 @@ def _f64(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
+def _tf_cast(x: float) -> float:
+    """A Python float as TF's ``tf.cast(x, dtype)`` gives it: via a float32 tensor.
+
+    tf_keras and Keras 3 (TF backend) cast some Python-float hyperparameters this way (Adam's and
+    Lamb's beta powers, Lion's betas, Adafactor's epsilon_2), which shows in float64.
+    """
+    return float(np.float32(x))
+
+
 def _rms(x: np.ndarray) -> float:
     return np.sqrt(np.mean(np.square(x)))
 
@@ -32,7 +41,8 @@ class _DenseOnly(Reference):
 class AdamWRef(_DenseOnly):
     """AdamW update step (decay is the harness's): ``m += (g-m)(1-beta_1)``;
     ``v += (g^2-v)(1-beta_2)``; (amsgrad ``vhat = max(vhat, v)``, used for v);
-    ``alpha = lr*sqrt(1-beta_2^t)/(1-beta_1^t)``; ``var -= (m*alpha)/(sqrt(v)+eps)``."""
+    ``alpha = lr*sqrt(1-beta_2^t)/(1-beta_1^t)``; ``var -= (m*alpha)/(sqrt(v)+eps)``.
+    The powers use the betas float32-rounded (TF's ``tf.cast``); ``1 - beta`` is exact."""
 
     def __init__(
         self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **_
@@ -44,7 +54,8 @@ class AdamWRef(_DenseOnly):
     def dense(self, var, grad, slots, t, lr):
         var, g = _f64(var), _f64(grad)
         m, v = slots["m"], slots["v"]
-        alpha = lr * np.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
+        b1p, b2p = _tf_cast(self.beta_1) ** t, _tf_cast(self.beta_2) ** t
+        alpha = lr * np.sqrt(1 - b2p) / (1 - b1p)
         m[...] = m + (g - m) * (1 - self.beta_1)
         v[...] = v + (np.square(g) - v) * (1 - self.beta_2)
         if self.amsgrad:
@@ -56,12 +67,12 @@ class AdamWRef(_DenseOnly):
 @register
 class LionRef(_DenseOnly):
     """Lion: ``c = beta_1*m + (1-beta_1)*g``; ``var -= lr*sign(c)`` (sign(0) = 0);
-    ``m = beta_2*m + (1-beta_2)*g``."""
+    ``m = beta_2*m + (1-beta_2)*g``, with both betas float32-rounded (TF's ``tf.cast``)."""
 
     slot_names = ("m",)
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.99, **_):
-        self.beta_1, self.beta_2 = beta_1, beta_2
+        self.beta_1, self.beta_2 = _tf_cast(beta_1), _tf_cast(beta_2)
 
     def dense(self, var, grad, slots, t, lr):
         var, g = _f64(var), _f64(grad)
@@ -77,7 +88,7 @@ class LambRef(_DenseOnly):
     """Lamb: ``m += (g-m)(1-beta_1)``; ``v += (g^2-v)(1-beta_2)``;
     ``u = (m/(1-beta_1^t)) / (sqrt(v/(1-beta_2^t)) + eps)``;
     ``r = ||var||/||u||`` if both norms > 0 else 1 (L2 over the whole tensor);
-    ``var -= r*lr*u``."""
+    ``var -= r*lr*u``. The powers use the betas float32-rounded (TF's ``tf.cast``)."""
 
     slot_names = ("m", "v")
 
@@ -89,7 +100,8 @@ class LambRef(_DenseOnly):
         m, v = slots["m"], slots["v"]
         m[...] = m + (g - m) * (1 - self.beta_1)
         v[...] = v + (np.square(g) - v) * (1 - self.beta_2)
-        u = (m / (1 - self.beta_1**t)) / (np.sqrt(v / (1 - self.beta_2**t)) + self.epsilon)
+        b1p, b2p = _tf_cast(self.beta_1) ** t, _tf_cast(self.beta_2) ** t
+        u = (m / (1 - b1p)) / (np.sqrt(v / (1 - b2p)) + self.epsilon)
         w_norm, u_norm = np.sqrt(np.sum(np.square(var))), np.sqrt(np.sum(np.square(u)))
         r = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
         return var - r * lr * u
@@ -120,7 +132,7 @@ class AdafactorRef(_DenseOnly):
         **_,
     ):
         self.beta_2_decay = beta_2_decay
-        self.epsilon_1, self.epsilon_2 = epsilon_1, epsilon_2
+        self.epsilon_1, self.epsilon_2 = epsilon_1, _tf_cast(epsilon_2)  # tf.cast: float32
         self.clip_threshold = clip_threshold
         self.relative_step = relative_step
 
@@ -164,7 +176,8 @@ class MuonRef(Reference):
     Muon path: ``m = momentum*m + g``; ``G = g + momentum*m`` (nesterov) else ``m``;
     ``var -= lr*NS(G)*sqrt(max(rows, cols))*rms_rate`` (factor omitted if rms_rate is None).
     AdamW path (no amsgrad, lr*adam_lr_ratio): ``m += (g-m)(1-b1)``; ``v += (g^2-v)(1-b2)``;
-    ``var -= (m*alpha)/(sqrt(v)+eps)``, ``alpha = lr*ratio*sqrt(1-b2^t)/(1-b1^t)``.
+    ``var -= (m*alpha)/(sqrt(v)+eps)``, ``alpha = lr*ratio*sqrt(1-b2^t)/(1-b1^t)``, where the
+    powers use the betas float32-rounded and ``lr*ratio`` is a float32 product (Keras 3 on TF).
     Both weight decays (``weight_decay``, ``adam_weight_decay``) are the harness's job."""
 
     slot_names = ("momentum", "velocity")  # velocity: AdamW-path variables only
@@ -233,7 +246,8 @@ class MuonRef(Reference):
         m = slots["momentum"]
         if adamw:
             b1, b2, v = self.adam_beta_1, self.adam_beta_2, slots["velocity"]
-            alpha = lr * self.adam_lr_ratio * np.sqrt(1 - b2**t) / (1 - b1**t)
+            adam_lr = float(np.float32(lr) * np.float32(self.adam_lr_ratio))
+            alpha = adam_lr * np.sqrt(1 - _tf_cast(b2) ** t) / (1 - _tf_cast(b1) ** t)
             m[...] = m + (g - m) * (1 - b1)
             v[...] = v + (np.square(g) - v) * (1 - b2)
             return var - (m * alpha) / (np.sqrt(v) + self.epsilon)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._hyper import Hyper, Param, non_negative
+from .._hyper import Hyper, Param, non_negative, tf_cast_value
 from ..optimizer import Coefficients, Optimizer
 
 if TYPE_CHECKING:
@@ -125,7 +125,8 @@ class Adafactor(Optimizer):
         c["beta_2_t"] = 1 - torch.pow(local_step, self._const(self.beta_2_decay, dtype, device))
         c["one_minus_beta_2_t"] = 1 - c.beta_2_t
         c["epsilon_1"] = self._const(self.epsilon_1, dtype, device)
-        c["epsilon_2"] = self._const(self.epsilon_2, dtype, device)
+        # fidelity: tf_keras uses `tf.cast(epsilon_2, dtype)`, float32-rounded (shows in float64).
+        c["epsilon_2"] = self._const(tf_cast_value(self.epsilon_2), dtype, device)
         c["clip_threshold"] = self._const(self.clip_threshold, dtype, device)
         c["one"] = self._const(1.0, dtype, device)
 

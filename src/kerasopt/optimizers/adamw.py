@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._hyper import Param
+from .._hyper import Param, tf_cast_value
 from ..optimizer import Coefficients
 from .adam import Adam
 
@@ -18,8 +18,10 @@ class AdamW(Adam):
 
     The base class applies the decay ``var -= var * weight_decay * lr`` to every variable not
     excluded by ``exclude_from_weight_decay``, then this rule takes Adam's step; only
-    ``learning_rate`` is stored in float32, ``beta_1``, ``beta_2`` and ``epsilon`` are used
-    exactly (Keras 3 keeps them as Python floats).
+    ``learning_rate`` is stored in float32. ``beta_1``, ``beta_2`` and ``epsilon`` are Python
+    floats (as in Keras 3): ``1 - beta`` and ``epsilon`` are exact in the variable's dtype, while
+    the bias-correction powers use ``beta`` as TensorFlow's ``tf.cast`` gives it (float32-rounded,
+    which shows in float64).
 
     Update rule (SPEC.md Part 2 §3.1), ``t = iterations + 1``, after the base's weight decay::
 
@@ -59,8 +61,8 @@ class AdamW(Adam):
         ['m', 'v']
     """
 
-    # Keras 3 keeps these as Python floats: exact in the variable's dtype, not float32-rounded
-    # (Adam's legacy declarations are float32 hyperparameters).
+    # Keras 3 keeps these as Python floats, not float32 variables (Adam's legacy declarations
+    # are float32 hyperparameters); see `prepare` for where TF rounds them anyway.
     beta_1 = Param(0.9)
     beta_2 = Param(0.999)
     epsilon = Param(1e-7)  # used as given: no `epsilon or 1e-7`
@@ -109,8 +111,13 @@ class AdamW(Adam):
 
     def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
         local_step = self._local_step(dtype, device)
-        beta_1_power = torch.pow(self._const(self.beta_1, dtype, device), local_step)
-        beta_2_power = torch.pow(self._const(self.beta_2, dtype, device), local_step)
+        # fidelity: tf_keras and Keras 3 (TF backend) compute `tf.pow(tf.cast(beta, dtype), t)`,
+        # and `tf.cast` of a Python float goes through float32 (checked against TF 2.21 in
+        # float64: tests/test_tf_golden.py).
+        beta_1_t = self._const(tf_cast_value(self.beta_1), dtype, device)
+        beta_2_t = self._const(tf_cast_value(self.beta_2), dtype, device)
+        beta_1_power = torch.pow(beta_1_t, local_step)
+        beta_2_power = torch.pow(beta_2_t, local_step)
         c["alpha"] = c.lr_t * torch.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         # Keras computes `1 - self.beta_1` on the Python float, then converts it.
         c["one_minus_beta_1_t"] = self._const(1 - self.beta_1, dtype, device)

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .._hyper import Hyper, Param, non_negative, number_value
+from .._hyper import Hyper, Param, non_negative, number_value, tf_cast_value
 from ..optimizer import Coefficients, Optimizer
 
 
@@ -121,8 +121,10 @@ class Ftrl(Optimizer):
         c["l1"] = self._hyper_t("l1_regularization_strength", dtype, device)
         c["power"] = -self._hyper_t("learning_rate_power", dtype, device)
         c["sqrt_power"] = self._is_sqrt_power(dtype)
+        # fidelity: TF's `_prepare_local` does `tf.cast(l2_shrinkage, dtype)`, which goes through
+        # float32 (SPEC 1.4 calls it exact; TF 2.21 rounds it, which shows in float64).
         c["two_l2_shrinkage"] = 2 * self._const(
-            self.l2_shrinkage_regularization_strength, dtype, device
+            tf_cast_value(self.l2_shrinkage_regularization_strength), dtype, device
         )
 
     def update(

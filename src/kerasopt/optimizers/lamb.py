@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._hyper import Hyper, Param, non_negative
+from .._hyper import Hyper, Param, non_negative, tf_cast_value
 from ..optimizer import Coefficients, Optimizer
 
 
@@ -73,8 +73,12 @@ class Lamb(Optimizer):
 
     def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
         local_step = self._local_step(dtype, device)
-        beta_1_power = torch.pow(self._const(self.beta_1, dtype, device), local_step)
-        beta_2_power = torch.pow(self._const(self.beta_2, dtype, device), local_step)
+        # fidelity: Keras 3 computes `ops.power(ops.cast(beta, dtype), t)`; on TensorFlow that
+        # cast goes through float32, which shows in float64 (checked against TF 2.21).
+        beta_1_t = self._const(tf_cast_value(self.beta_1), dtype, device)
+        beta_2_t = self._const(tf_cast_value(self.beta_2), dtype, device)
+        beta_1_power = torch.pow(beta_1_t, local_step)
+        beta_2_power = torch.pow(beta_2_t, local_step)
         c["one_minus_beta_1_power"] = 1.0 - beta_1_power
         c["one_minus_beta_2_power"] = 1.0 - beta_2_power
         # Keras computes `1 - self.beta_1` on the Python float, then converts it.

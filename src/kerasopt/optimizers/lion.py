@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .._hyper import Hyper, Param, non_negative, number_value
+from .._hyper import Hyper, Param, non_negative, number_value, tf_cast_value
 from ..optimizer import Coefficients, Optimizer
 
 
@@ -80,8 +80,10 @@ class Lion(Optimizer):
 
     def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
         # Keras casts beta to the variable's dtype first, then subtracts in that dtype.
-        c["beta_1"] = self._const(self.beta_1, dtype, device)
-        c["beta_2"] = self._const(self.beta_2, dtype, device)
+        # fidelity: that cast (`tf.cast` / Keras 3's `ops.cast` on TF) turns the Python float
+        # into float32 first, which shows in float64 (checked against TF 2.21).
+        c["beta_1"] = self._const(tf_cast_value(self.beta_1), dtype, device)
+        c["beta_2"] = self._const(tf_cast_value(self.beta_2), dtype, device)
         c["one_minus_beta_1"] = 1.0 - c.beta_1
         c["one_minus_beta_2"] = 1.0 - c.beta_2
 

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._hyper import Hyper, Param, non_negative, number_value
+from .._hyper import Hyper, Param, non_negative, number_value, tf_cast_value
 from ..optimizer import Coefficients, Optimizer, _Record
 
 
@@ -203,9 +203,16 @@ class Muon(Optimizer):
     # -- math ----------------------------------------------------------------------------------
     def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
         local_step = self._local_step(dtype, device)
-        adam_beta_1_power = torch.pow(self._const(self.adam_beta_1, dtype, device), local_step)
-        adam_beta_2_power = torch.pow(self._const(self.adam_beta_2, dtype, device), local_step)
-        adam_lr = c.lr_t * self._const(self.adam_lr_ratio, dtype, device)
+        # fidelity: Keras 3 computes `ops.power(ops.cast(beta, dtype), t)`; on TensorFlow that
+        # cast goes through float32, which shows in float64 (checked against TF 2.21).
+        adam_beta_1_t = self._const(tf_cast_value(self.adam_beta_1), dtype, device)
+        adam_beta_2_t = self._const(tf_cast_value(self.adam_beta_2), dtype, device)
+        adam_beta_1_power = torch.pow(adam_beta_1_t, local_step)
+        adam_beta_2_power = torch.pow(adam_beta_2_t, local_step)
+        # fidelity: Keras 3 multiplies the float32 learning rate by `adam_lr_ratio` before the
+        # cast to the variable's dtype, so the product is float32-rounded (shows in float64).
+        ratio = self._const(self.adam_lr_ratio, torch.float32, device)
+        adam_lr = (c.lr_t.to(torch.float32) * ratio).to(dtype)
         c["alpha"] = adam_lr * torch.sqrt(1 - adam_beta_2_power) / (1 - adam_beta_1_power)
         # Keras 3 computes (1 - beta) on the Python floats, then converts to the variable dtype.
         c["one_minus_adam_beta_1"] = self._const(1 - self.adam_beta_1, dtype, device)

@@ -167,6 +167,19 @@ def _one_minus_f32(alpha: _Scalar, device: torch.device) -> torch.Tensor:
     return torch.full((), 1.0 - float(alpha), dtype=torch.float32, device=device)
 
 
+def _cos32(x: torch.Tensor) -> torch.Tensor:
+    """The cosine of a 0-d float32 tensor, correctly rounded to float32.
+
+    fidelity: TensorFlow evaluates a schedule's 0-d cosine with the C library's ``cosf``. Torch's
+    float32 kernel is up to an ulp off: it disagreed with TF 2.21 (glibc) at 13 of 549 cosine
+    schedule steps, the float64 cosine rounded once at 1 (glibc's ``cosf`` is not always
+    correctly rounded either; tests/test_tf_golden.py). MPS has no float64: float32 there.
+    """
+    if x.device.type == "mps":
+        return torch.cos(x)
+    return torch.cos(x.double()).float()
+
+
 # ---------------------------------------------------------------------------------------------
 # Base class
 # ---------------------------------------------------------------------------------------------
@@ -619,7 +632,7 @@ class CosineDecay(LearningRateSchedule):
     ) -> torch.Tensor:
         completed_fraction = s / decay_steps
         pi = torch.full((), math.pi, dtype=torch.float32, device=s.device)
-        cosine_decayed = 0.5 * (1.0 + torch.cos(pi * completed_fraction))
+        cosine_decayed = 0.5 * (1.0 + _cos32(pi * completed_fraction))
         one_minus_alpha = _one_minus_f32(self.alpha, s.device)
         decayed = one_minus_alpha * cosine_decayed + _f32(self.alpha, s.device)
         return decay_from_lr * decayed
@@ -736,7 +749,7 @@ class CosineDecayRestarts(LearningRateSchedule):
 
         m_fac = torch.pow(m_mul, i_restart)
         pi = torch.full((), math.pi, dtype=torch.float32, device=device)
-        cosine_decayed = 0.5 * m_fac * (1.0 + torch.cos(pi * completed_fraction))
+        cosine_decayed = 0.5 * m_fac * (1.0 + _cos32(pi * completed_fraction))
         # fidelity: here Keras casts alpha to float32 before `1 - alpha` (unlike CosineDecay).
         decayed = (1 - alpha) * cosine_decayed + alpha
         return lr0 * decayed

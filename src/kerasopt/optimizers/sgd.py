@@ -70,6 +70,16 @@ class SGD(Optimizer):
     def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
         c["momentum"] = self._hyper_t("momentum", dtype, device)
 
+    def sums_duplicates(self) -> bool:
+        # TF's plain SGD scatter-adds -g * lr row by row, duplicates included (no summing first).
+        return bool(self.slot_names())
+
+    def update_sparse(self, var: Any, indices: Any, values: Any, *slots: Any, c: Coefficients) -> None:
+        if slots:
+            super().update_sparse(var, indices, values, *slots, c=c)
+        else:
+            var.index_add_(0, indices, -values * c.lr_t)
+
     def update(self, var: Any, grad: Any, *slots: Any, c: Coefficients) -> None:
         if not slots:
             var.sub_(grad * c.lr_t)
