@@ -74,7 +74,9 @@ class SGD(Optimizer):
         # TF's plain SGD scatter-adds -g * lr row by row, duplicates included (no summing first).
         return bool(self.slot_names())
 
-    def update_sparse(self, var: Any, indices: Any, values: Any, *slots: Any, c: Coefficients) -> None:
+    def update_sparse(
+        self, var: Any, indices: Any, values: Any, *slots: Any, c: Coefficients
+    ) -> None:
         if slots:
             super().update_sparse(var, indices, values, *slots, c=c)
         else:
