@@ -44,7 +44,9 @@ def _compiled(key: tuple[Any, ...]) -> Callable[..., None]:
         # A distinct code object per key gives each its own dynamo cache (and recompile budget).
         code = _chunk_step.__code__.replace(co_name=f"kerasopt_compiled_step_{len(_CACHE)}")
         raw = types.FunctionType(code, _chunk_step.__globals__, code.co_name)
-        fn = torch.compile(raw, dynamic=True, fullgraph=True)
+        # dynamic_threads: every loop gets a parallel scope. Without it inductor decides from the
+        # first trace's sizes, and a shared graph would run a later large tensor on one thread.
+        fn = torch.compile(raw, dynamic=True, fullgraph=True, options={"cpp.dynamic_threads": True})
         _CACHE[key] = fn
     return fn
 
@@ -82,7 +84,9 @@ def run_compiled(
         (flat if ok else eager).append(i)
     if flat:
         var0 = variables[flat[0]]
-        key = (getattr(rule, "__func__", rule), len(slots), var0.dtype, var0.device.type)
+        # The rule's function and its optimizer class: one graph per class, shared by instances.
+        owner = type(getattr(rule, "__self__", None))
+        key = (getattr(rule, "__func__", rule), owner, len(slots), var0.dtype, var0.device.type)
         if key in _BROKEN:
             eager.extend(flat)
             flat = []

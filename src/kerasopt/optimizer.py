@@ -93,6 +93,7 @@ class _Group:
     variables: list[Tensor]
     slots: list[list[Tensor]]
     numel: int = 0
+    weight_decay: float | None = None
 
 
 @dataclass(eq=False)
@@ -1107,7 +1108,23 @@ class Optimizer:
         for group in self._groups(dense):
             grads = [dense[i][1] for i in group.positions]
             run = _engines.select(self.implementation, self.elementwise, group.numel)
-            run(self.update, group.variables, grads, group.slots, apply_state[group.key])
+            c = apply_state[group.key]
+            rule = self.update
+            if group.weight_decay is not None:
+                # Decoupled weight decay runs in the same engine call as the rule, so the
+                # compiled engine fuses it into the update's single pass over memory.
+                device, dtype = group.key
+                c = Coefficients(
+                    c, weight_decay=self._const(tf_cast_value(group.weight_decay), dtype, device)
+                )
+                rule = self._update_with_weight_decay
+            run(rule, group.variables, grads, group.slots, c)
+
+    def _update_with_weight_decay(self, var: Any, grad: Any, *slots: Any, c: Coefficients) -> None:
+        # Keras: variable - variable * cast(wd) * lr; fidelity: TF's cast of a Python float goes
+        # through float32 (visible in float64).
+        var.sub_(var * c.weight_decay * c.lr_t)
+        self.update(var, grad, *slots, c=c)
 
     def _groups(self, dense: list[tuple[Tensor, Tensor]]) -> list[_Group]:
         key = tuple(id(v) for v, _ in dense)
@@ -1117,10 +1134,13 @@ class Optimizer:
             for i, (var, _) in enumerate(dense):
                 record = self._records[id(var)]
                 names = self.slot_names_for(record)
-                gkey = (var.device, var.dtype, names)
+                wd = self._weight_decay_for(record)
+                gkey = (var.device, var.dtype, names, wd)
                 group = by_key.get(gkey)
                 if group is None:
-                    group = _Group((var.device, var.dtype), [], [], [[] for _ in names])
+                    group = _Group(
+                        (var.device, var.dtype), [], [], [[] for _ in names], weight_decay=wd
+                    )
                     by_key[gkey] = group
                 group.positions.append(i)
                 group.variables.append(var)
@@ -1228,7 +1248,9 @@ class Optimizer:
         return bool(self._exclude_names is not None and self._exclude_names.search(record.name))
 
     def _apply_weight_decay(self, plan: _Plan, apply_state: dict[Any, Coefficients]) -> None:
-        for var, _ in [*plan.dense, *plan.sparse]:
+        """Decay for what the engines do not fuse it into: sparse pairs and seed-era hooks."""
+        pairs = [*plan.dense, *plan.sparse] if self._legacy_hooks else plan.sparse
+        for var, _ in pairs:
             wd = self._weight_decay_for(self._records[id(var)])
             if wd is None:
                 continue
