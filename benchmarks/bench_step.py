@@ -69,7 +69,8 @@ class Workload:
 
 
 def workloads(scale: float) -> dict[str, Workload]:
-    d = max(64, int(1024 * scale**0.5) // 64 * 64)
+    # width 576: 12 layers of 12*d*d weights + embeddings = ~50M parameters in 148 tensors
+    d = max(64, int(576 * scale**0.5) // 64 * 64)
     layers = 12
     # transformer-like: embeddings, per layer qkv/out/mlp weights + biases + norms (~150 tensors)
     shapes: list[tuple[int, ...]] = [(8 * d, d), (512, d)]

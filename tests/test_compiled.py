@@ -94,10 +94,33 @@ def test_compile_failure_falls_back_to_foreach(monkeypatch):
     assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
-def test_auto_compiles_large_groups_only():
+def test_engine_selection_rule():
     from kerasopt import _engines
 
-    assert _engines.select("auto", True, 10) is _engines.run_foreach
-    assert _engines.select("auto", True, _engines.AUTO_COMPILE_NUMEL) is _engines.run_compiled
-    assert _engines.select("auto", False, 1 << 30) is _engines.run_per_tensor
-    assert _engines.select("foreach", True, 1 << 30) is _engines.run_foreach
+    big, many = _engines.AUTO_COMPILE_NUMEL, _engines.FLAT_MIN_TENSORS
+    assert _engines.select("auto", True, 10, 3) is _engines.run_foreach
+    assert _engines.select("auto", True, big, 3) is _engines.run_compiled
+    assert _engines.select("auto", True, many * 1000, many) is _engines.run_flat
+    assert _engines.select("compiled", True, 10, 3) is _engines.run_compiled
+    assert _engines.select("compiled", True, many * 1000, many) is _engines.run_flat
+    assert _engines.select("auto", False, big, many) is _engines.run_per_tensor
+    assert _engines.select("foreach", True, big, many) is _engines.run_foreach
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD"])
+def test_flat_engine_for_many_small_tensors_matches_eager(name):
+    shapes = [(3 + i % 5,) if i % 3 else (2, 3) for i in range(70)]
+    results = []
+    for implementation in ("per_tensor", "compiled"):
+        variables = make_vars(shapes, torch.float32, seed=13)
+        opt = getattr(ko.optimizers, name)(0.05, implementation=implementation)
+        for grads in make_grads(shapes, 2, torch.float32, seed=14):
+            opt.apply_gradients(zip(grads, variables))
+        results.append((opt, variables))
+    (eager_opt, eager_vars), (flat_opt, flat_vars) = results
+    for a, b in zip(eager_vars, flat_vars):
+        torch.testing.assert_close(b, a, rtol=4e-6, atol=1e-7)
+        for slot in eager_opt._records[id(a)].slots:
+            torch.testing.assert_close(
+                flat_opt.get_slot(b, slot), eager_opt.get_slot(a, slot), rtol=4e-6, atol=1e-7
+            )

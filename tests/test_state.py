@@ -24,6 +24,7 @@ FEATURES = {
     "accumulation": {"gradient_accumulation_steps": 2},
     "weight_decay": {"weight_decay": 0.01},
     "sparse": {},
+    "loss_scale": {},
 }
 
 
@@ -54,7 +55,11 @@ def _make(spec, config, feature):
         schedule = ko.optimizers.schedules.ExponentialDecay(0.05, 2, 0.7)
         # Nadam rejects schedule objects (as TF does) but takes a callable of the step.
         cfg["learning_rate"] = schedule if spec.schedules else (lambda step: schedule(step))
-    return getattr(ko.optimizers, spec.name)(**cfg)
+    opt = getattr(ko.optimizers, spec.name)(**cfg)
+    if feature == "loss_scale":
+        # Growth every 2 good steps: the scale moves during the run, and must resume exactly.
+        return ko.optimizers.LossScaleOptimizer(opt, initial_scale=2.0**10, dynamic_growth_steps=2)
+    return opt
 
 
 def _train(opt, net, batches):
@@ -389,3 +394,55 @@ def test_fuzz_load_state_dict(data, with_iterations):
 def test_fuzz_from_config(name, config):
     with contextlib.suppress(ValueError, TypeError):
         ko.optimizers.deserialize({"class_name": name, "config": config})
+
+
+def test_loss_scale_state_round_trips_and_is_validated():
+    net, opt = (
+        Net(False),
+        ko.optimizers.LossScaleOptimizer(ko.optimizers.Adam(0.01), initial_scale=8.0),
+    )
+    _train(opt, net, _batches(2))
+    sd = opt.state_dict()
+    assert (
+        float(sd["loss_scale/current_loss_scale"]) == 8.0 and int(sd["loss_scale/good_steps"]) == 2
+    )
+    assert "inner/iterations" in sd
+    fresh = ko.optimizers.LossScaleOptimizer(ko.optimizers.Adam(0.01), initial_scale=8.0)
+    bad = dict(sd, **{"loss_scale/current_loss_scale": torch.tensor(float("inf"))})
+    with pytest.raises(ValueError, match="'loss_scale/current_loss_scale' is not finite"):
+        fresh.load_state_dict(bad)
+    bad = {k: v for k, v in sd.items() if k != "loss_scale/good_steps"}
+    with pytest.raises(ValueError, match="no 'loss_scale/good_steps' key"):
+        fresh.load_state_dict(bad)
+    assert int(fresh.iterations) == 0 and float(fresh.loss_scale) == 8.0
+    fresh.load_state_dict(sd)
+    assert int(fresh.iterations) == 2 and int(fresh.dynamic_counter) == 2
+
+
+def test_multi_optimizer_state_round_trip_all_or_nothing():
+    def make():
+        net = Net(False)
+        opt = ko.optimizers.MultiOptimizer(
+            ko.optimizers.OptimizerMap(
+                ko.optimizers.Adam(0.01), {"hidden\\..*": ko.optimizers.SGD(0.1, momentum=0.9)}
+            )
+        )
+        return net, opt
+
+    net, opt = make()
+    _train(opt, net, _batches(3))
+    sd = opt.state_dict()
+    assert any(k.startswith("optimizer_0/slot/hidden.weight/momentum") for k in sd)
+    net2, opt2 = make()
+    net2.load_state_dict(net.state_dict())
+    opt2.build(net2)
+    before = opt2.state_dict()
+    bad = dict(sd)
+    bad["optimizer_1/slot/out.bias/m"] = torch.zeros(7)
+    with pytest.raises(ValueError, match=r"'slot/out\.bias/m' has shape"):
+        opt2.load_state_dict(bad)
+    _unchanged(opt2, before)
+    opt2.load_state_dict(sd)
+    _train(opt, net, _batches(4)[3:])
+    _train(opt2, net2, _batches(4)[3:])
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), net2.parameters()))

@@ -5,8 +5,10 @@ Every engine calls the optimizer's single ``update(var, grad, *slots, c=...)`` r
 - ``per_tensor``: a plain loop, one call per variable with ordinary tensors;
 - ``foreach``: one call per group with ``TensorList`` arguments, so each operation of the rule is
   one ``torch._foreach_*`` call over the group;
-- ``compiled``: the rule under ``torch.compile`` over 1-D views in power-of-two chunks
-  (see ``_compiled.py``); Keras's ``jit_compile=True`` selects it.
+- ``compiled``: the rule under ``torch.compile`` over 1-D aliases in fixed-length chunks
+  (see ``_compiled.py``); Keras's ``jit_compile=True`` selects it;
+- ``flat``: for groups of many small tensors, the compiled rule on the group packed into one flat
+  tensor per operand (then copied back).
 
 Per-tensor and foreach perform the same IEEE operations in the same order, so their results are
 bit-identical (the tests hold them to it); compiled results are within a few ulp (the compiler
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ._compiled import run_compiled
@@ -55,10 +58,48 @@ def run_foreach(
 AUTO_COMPILE_NUMEL = 1 << 22
 
 
-def select(implementation: str, elementwise: bool, numel: int = 0) -> Callable[..., None]:
-    """The engine for a group of ``numel`` elements (see README: Engines)."""
+# Many small tensors: per-tensor work (kernel launches, guards) dominates, so the group is packed
+# into one flat tensor per operand, updated by one compiled call, and copied back. The copies cost
+# bandwidth (and transient memory) that small tensors can afford; large ones cannot.
+FLAT_MIN_TENSORS = 64
+FLAT_MAX_MEAN_NUMEL = 1 << 16
+
+
+def run_flat(
+    rule: Rule,
+    variables: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    slots: Sequence[Sequence[Tensor]],
+    c: Any,
+) -> None:
+    """Packs the group into flat tensors, runs the rule once (compiled), copies the results back."""
+    if not all(v.is_contiguous() for v in variables) or not all(
+        t.is_contiguous() for s in slots for t in s
+    ):
+        run_compiled(rule, variables, grads, slots, c)
+        return
+    sizes = [v.numel() for v in variables]
+    views = [v.detach().view(-1) for v in variables]
+    flat_var = torch.cat(views)
+    flat_grad = torch.cat([g.reshape(-1) for g in grads])
+    slot_views = [[t.view(-1) for t in lst] for lst in slots]
+    flat_slots = [torch.cat(lst) for lst in slot_views]
+    run_compiled(rule, [flat_var], [flat_grad], [[f] for f in flat_slots], c)
+    torch._foreach_copy_(views, list(flat_var.split(sizes)))
+    for lst, flat in zip(slot_views, flat_slots):
+        torch._foreach_copy_(lst, list(flat.split(sizes)))
+
+
+def select(
+    implementation: str, elementwise: bool, numel: int = 0, count: int = 1
+) -> Callable[..., None]:
+    """The engine for a group of ``count`` tensors with ``numel`` elements (README: Engines)."""
     if not elementwise or implementation == "per_tensor":
         return run_per_tensor
-    if implementation == "compiled" or (implementation == "auto" and numel >= AUTO_COMPILE_NUMEL):
+    if implementation == "foreach":
+        return run_foreach
+    if count >= FLAT_MIN_TENSORS and numel < FLAT_MAX_MEAN_NUMEL * count:
+        return run_flat
+    if implementation == "compiled" or numel >= AUTO_COMPILE_NUMEL:
         return run_compiled
     return run_foreach

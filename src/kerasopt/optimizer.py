@@ -1107,7 +1107,9 @@ class Optimizer:
             return
         for group in self._groups(dense):
             grads = [dense[i][1] for i in group.positions]
-            run = _engines.select(self.implementation, self.elementwise, group.numel)
+            run = _engines.select(
+                self.implementation, self.elementwise, group.numel, len(group.variables)
+            )
             c = apply_state[group.key]
             rule = self.update
             if group.weight_decay is not None:

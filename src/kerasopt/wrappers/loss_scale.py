@@ -496,6 +496,51 @@ class LossScaleOptimizer(Optimizer):
         self._optimizer.finalize_variable_values(var_list)
 
     # ------------------------------------------------------------------------------------------
+    # state
+    def state_dict(self) -> dict[str, Tensor]:
+        """The inner optimizer's state under ``inner/`` plus ``loss_scale/current_loss_scale``
+        and ``loss_scale/good_steps`` (dynamic scaling only)."""
+        state = {f"inner/{k}": v for k, v in self._optimizer.state_dict().items()}
+        for key, value in self.loss_scale_state.items():
+            state[f"loss_scale/{key}"] = value.detach().clone()
+        return state
+
+    def load_state_dict(self, state_dict: Any) -> None:
+        """Restores ``state_dict()`` output; everything is checked before anything changes.
+
+        Raises:
+            ValueError: a key, shape or dtype that does not fit (the message names the key).
+        """
+        from .._state import StateError, _expect
+
+        if not isinstance(state_dict, dict):
+            raise StateError(f"A state dict must be a dict; got {type(state_dict).__name__}.")
+        inner = {
+            k[len("inner/") :]: v
+            for k, v in state_dict.items()
+            if isinstance(k, str) and k.startswith("inner/")
+        }
+        own = {
+            k: v
+            for k, v in state_dict.items()
+            if not (isinstance(k, str) and k.startswith("inner/"))
+        }
+        expected = {f"loss_scale/{k}": v for k, v in self.loss_scale_state.items()}
+        for key, value in own.items():
+            if key not in expected:
+                raise StateError(f"Unknown state key {key!r} for LossScaleOptimizer.")
+            _expect(key, value, (), expected[key].dtype)
+        missing = sorted(set(expected) - set(own))
+        if missing:
+            raise StateError(f"State dict has no {missing[0]!r} key (dynamic loss scaling state).")
+        if own and not torch.isfinite(own["loss_scale/current_loss_scale"]):
+            raise StateError("State key 'loss_scale/current_loss_scale' is not finite.")
+        self._optimizer.load_state_dict(inner)  # validates all of its part before assigning
+        with torch.no_grad():
+            for key, value in own.items():
+                expected[key].copy_(value)
+
+    # ------------------------------------------------------------------------------------------
     # config
     def get_config(self) -> dict[str, Any]:
         """``{inner_optimizer: serialized inner, dynamic, initial_scale, dynamic_growth_steps}``."""

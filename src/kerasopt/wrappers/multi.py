@@ -438,6 +438,49 @@ class MultiOptimizer(Optimizer):
 
     # ------------------------------------------------------------------------------------------
     # state
+    def state_dict(self) -> dict[str, Tensor]:
+        """Own ``iterations`` plus each inner optimizer's state under ``optimizer_<i>/``."""
+        state = {"iterations": self._raw_iterations.detach().clone()}
+        for i, opt in enumerate(self._inner_optimizers):
+            state.update({f"optimizer_{i}/{k}": v for k, v in opt.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state_dict: Any) -> None:
+        """Restores ``state_dict()`` output into every inner optimizer, all or nothing.
+
+        Raises:
+            ValueError: a key, shape or dtype that does not fit (the message names the key).
+        """
+        from .._state import StateError, _expect
+
+        if not isinstance(state_dict, dict) or "iterations" not in state_dict:
+            raise StateError("A MultiOptimizer state dict needs an 'iterations' key.")
+        _expect("iterations", state_dict["iterations"], (), torch.int64)
+        parts: list[dict[str, Any]] = [{} for _ in self._inner_optimizers]
+        for key, value in state_dict.items():
+            if key == "iterations":
+                continue
+            prefix, _, rest = str(key).partition("/")
+            index = prefix.removeprefix("optimizer_")
+            if (
+                not prefix.startswith("optimizer_")
+                or not index.isdigit()
+                or int(index) >= len(parts)
+            ):
+                raise StateError(f"Unknown state key {key!r} for MultiOptimizer {self._name!r}.")
+            parts[int(index)][rest] = value
+        before = [opt.state_dict() for opt in self._inner_optimizers]
+        done = 0
+        try:
+            for opt, part in zip(self._inner_optimizers, parts):
+                opt.load_state_dict(part)
+                done += 1
+        except Exception:
+            for opt, old in zip(self._inner_optimizers[:done], before):
+                opt.load_state_dict(old)  # undo the inner optimizers already loaded
+            raise
+        self.iterations = int(state_dict["iterations"])
+
     def variables(self) -> list[Tensor]:
         """Own ``[iterations, learning_rate (a dummy 0.0)]``, then each inner optimizer's."""
         out = [self._raw_iterations, self._dummy_learning_rate]
