@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     roof = roofline_gbs()
-    print(f"torch {torch.__version__}, {args.threads} threads, in-place streaming roofline {roof:.1f} GB/s")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, in-place streaming roofline {roof:.1f} GB/s"
+    )
     wl = workloads(args.scale)
     for key in args.workloads:
         w = wl[key]

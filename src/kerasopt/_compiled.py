@@ -76,6 +76,7 @@ def run_compiled(
     grads: Sequence[Tensor],
     slots: Sequence[Sequence[Tensor]],
     c: Any,
+    cache: dict[str, Any] | None = None,
 ) -> None:
     eager: list[int] = []
     flat: list[int] = []

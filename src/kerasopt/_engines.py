@@ -37,6 +37,7 @@ def run_per_tensor(
     grads: Sequence[Tensor],
     slots: Sequence[Sequence[Tensor]],
     c: Any,
+    cache: dict[str, Any] | None = None,
 ) -> None:
     for i, (var, grad) in enumerate(zip(variables, grads)):
         rule(var, grad, *(s[i] for s in slots), c=c)
@@ -48,6 +49,7 @@ def run_foreach(
     grads: Sequence[Tensor],
     slots: Sequence[Sequence[Tensor]],
     c: Any,
+    cache: dict[str, Any] | None = None,
 ) -> None:
     rule(TensorList(variables), TensorList(grads), *(TensorList(s) for s in slots), c=c)
 
@@ -71,23 +73,50 @@ def run_flat(
     grads: Sequence[Tensor],
     slots: Sequence[Sequence[Tensor]],
     c: Any,
+    cache: dict[str, Any],
 ) -> None:
-    """Packs the group into flat tensors, runs the rule once (compiled), copies the results back."""
-    if not all(v.is_contiguous() for v in variables) or not all(
-        t.is_contiguous() for s in slots for t in s
-    ):
+    """Runs the rule once (compiled) on the group packed into flat tensors.
+
+    The group's slots are re-homed once into one flat buffer per slot name (``Tensor.set_`` keeps
+    each slot's identity; it becomes a window of the buffer), so they need no copies. Variables
+    and gradients are packed into persistent buffers each step and the variables copied back.
+    ``cache`` belongs to the group and lives as long as its composition does.
+    """
+    if "flat" not in cache:
+        cache["flat"] = all(v.is_contiguous() for v in variables) and all(
+            t.is_contiguous() for lst in slots for t in lst
+        )
+        if cache["flat"]:
+            sizes = [v.numel() for v in variables]
+            flat_slots = []
+            for lst in slots:
+                buf = torch.cat([t.reshape(-1) for t in lst])
+                offset = 0
+                for t, n in zip(lst, sizes):
+                    t.set_(buf.untyped_storage(), offset, t.shape, t.stride())
+                    offset += n
+                flat_slots.append([buf])
+            var_buf = (
+                torch.empty_like(flat_slots[0][0])
+                if flat_slots
+                else torch.cat([v.detach().reshape(-1) for v in variables])
+            )
+            cache.update(
+                sizes=sizes,
+                views=[v.detach().view(-1) for v in variables],
+                slots=flat_slots,
+                var_buf=var_buf,
+                var_parts=list(var_buf.split(sizes)),
+                grad_buf=torch.empty_like(var_buf),
+            )
+    if not cache["flat"]:
         run_compiled(rule, variables, grads, slots, c)
         return
-    sizes = [v.numel() for v in variables]
-    views = [v.detach().view(-1) for v in variables]
-    flat_var = torch.cat(views)
-    flat_grad = torch.cat([g.reshape(-1) for g in grads])
-    slot_views = [[t.view(-1) for t in lst] for lst in slots]
-    flat_slots = [torch.cat(lst) for lst in slot_views]
-    run_compiled(rule, [flat_var], [flat_grad], [[f] for f in flat_slots], c)
-    torch._foreach_copy_(views, list(flat_var.split(sizes)))
-    for lst, flat in zip(slot_views, flat_slots):
-        torch._foreach_copy_(lst, list(flat.split(sizes)))
+    var_buf, grad_buf = cache["var_buf"], cache["grad_buf"]
+    torch.cat(cache["views"], out=var_buf)
+    torch.cat([g.reshape(-1) for g in grads], out=grad_buf)
+    run_compiled(rule, [var_buf], [grad_buf], cache["slots"], c)
+    torch._foreach_copy_(cache["views"], cache["var_parts"])
 
 
 def select(

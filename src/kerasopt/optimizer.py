@@ -94,6 +94,7 @@ class _Group:
     slots: list[list[Tensor]]
     numel: int = 0
     weight_decay: float | None = None
+    cache: dict[str, Any] = field(default_factory=dict)  # the engine's, for this composition
 
 
 @dataclass(eq=False)
@@ -832,14 +833,15 @@ class Optimizer:
                     f"`grads_and_vars` item {position}: the variable must be a torch tensor "
                     f"(e.g. kerasopt.Variable or nn.Parameter); got {type(var).__name__}."
                 )
-            label = self._label(var)
             if id(var) in seen:
-                raise ValueError(f"Variable {label} appears more than once in `grads_and_vars`.")
+                raise ValueError(
+                    f"Variable {self._label(var)} appears more than once in `grads_and_vars`."
+                )
             seen.add(id(var))
             if grad is None:
                 dropped.append(self._name_of(var))
                 continue
-            kept.append((self._check_grad(grad, var, label), var))
+            kept.append((self._check_grad(grad, var), var))
         if not kept:
             names = [self._name_of(item[1]) for item in items if isinstance(item, (tuple, list))]
             raise ValueError(f"No gradients provided for any variable: {tuple(names)}.")
@@ -859,15 +861,16 @@ class Optimizer:
     def _label(self, var: Tensor) -> str:
         return repr(self._name_of(var))
 
-    def _check_grad(self, grad: Any, var: Tensor, label: str) -> Grad:
+    def _check_grad(self, grad: Any, var: Tensor) -> Grad:
+        # Labels are built only on the error paths: this runs for every pair of every step.
         if var.dtype not in FLOAT_DTYPES:
             raise ValueError(
-                f"Variable {label} has dtype {var.dtype}; optimizers update floating variables only "
+                f"Variable {self._label(var)} has dtype {var.dtype}; optimizers update floating variables only "
                 "(float16, bfloat16, float32, float64)."
             )
         if not var.is_leaf:
             raise ValueError(
-                f"Variable {label} is not a leaf tensor (it was computed from other tensors); "
+                f"Variable {self._label(var)} is not a leaf tensor (it was computed from other tensors); "
                 "pass the parameter itself."
             )
         if isinstance(grad, Tensor) and grad.layout == torch.sparse_coo:
@@ -875,15 +878,15 @@ class Optimizer:
         if isinstance(grad, IndexedSlices):
             if grad.dtype != var.dtype:
                 raise ValueError(
-                    f"Gradient for variable {label} has dtype {grad.dtype}, expected {var.dtype}."
+                    f"Gradient for variable {self._label(var)} has dtype {grad.dtype}, expected {var.dtype}."
                 )
             if grad.device != var.device:
                 raise ValueError(
-                    f"Gradient for variable {label} is on {grad.device}, the variable on {var.device}."
+                    f"Gradient for variable {self._label(var)} is on {grad.device}, the variable on {var.device}."
                 )
             if var.dim() == 0 or tuple(grad.values.shape[1:]) != tuple(var.shape[1:]):
                 raise ValueError(
-                    f"Sparse gradient for variable {label} has value rows of shape "
+                    f"Sparse gradient for variable {self._label(var)} has value rows of shape "
                     f"{tuple(grad.values.shape[1:])}, incompatible with the variable's shape "
                     f"{tuple(var.shape)}."
                 )
@@ -891,26 +894,26 @@ class Optimizer:
                 bool(grad.indices.min() < 0) or bool(grad.indices.max() >= var.shape[0])
             ):
                 raise ValueError(
-                    f"Sparse gradient for variable {label} has indices outside [0, {var.shape[0]})."
+                    f"Sparse gradient for variable {self._label(var)} has indices outside [0, {var.shape[0]})."
                 )
             return grad
         if not isinstance(grad, Tensor):
             raise TypeError(
-                f"Gradient for variable {label} must be a tensor, IndexedSlices or None; got "
+                f"Gradient for variable {self._label(var)} must be a tensor, IndexedSlices or None; got "
                 f"{type(grad).__name__}."
             )
         if grad.dtype != var.dtype:
             raise ValueError(
-                f"Gradient for variable {label} has dtype {grad.dtype}, expected {var.dtype}."
+                f"Gradient for variable {self._label(var)} has dtype {grad.dtype}, expected {var.dtype}."
             )
         if tuple(grad.shape) != tuple(var.shape):
             raise ValueError(
-                f"Gradient for variable {label} has shape {tuple(grad.shape)}, expected "
+                f"Gradient for variable {self._label(var)} has shape {tuple(grad.shape)}, expected "
                 f"{tuple(var.shape)}."
             )
         if grad.device != var.device:
             raise ValueError(
-                f"Gradient for variable {label} is on {grad.device}, the variable on {var.device}."
+                f"Gradient for variable {self._label(var)} is on {grad.device}, the variable on {var.device}."
             )
         return grad.detach()
 
@@ -1120,7 +1123,7 @@ class Optimizer:
                     c, weight_decay=self._const(tf_cast_value(group.weight_decay), dtype, device)
                 )
                 rule = self._update_with_weight_decay
-            run(rule, group.variables, grads, group.slots, c)
+            run(rule, group.variables, grads, group.slots, c, group.cache)
 
     def _update_with_weight_decay(self, var: Any, grad: Any, *slots: Any, c: Coefficients) -> None:
         # Keras: variable - variable * cast(wd) * lr; fidelity: TF's cast of a Python float goes

@@ -98,12 +98,14 @@ class Adam(Optimizer):
     def update(
         self, var: Any, grad: Any, m: Any, v: Any, vhat: Any = None, *, c: Coefficients
     ) -> None:
-        m.add_((grad - m) * c.one_minus_beta_1_t)
-        v.add_((grad * grad - v) * c.one_minus_beta_2_t)
+        # TF's kernel order; temporaries are updated in place (the same IEEE operations in the
+        # same order, half the allocations in the eager engines).
+        m.add_((grad - m).mul_(c.one_minus_beta_1_t))
+        v.add_((grad * grad).sub_(v).mul_(c.one_minus_beta_2_t))
         if vhat is not None:
             vhat.copy_(vhat.maximum(v))
             v = vhat
-        var.sub_((m * c.alpha) / (v.sqrt() + c.epsilon))
+        var.sub_((m * c.alpha).div_(v.sqrt().add_(c.epsilon)))
 
     def update_sparse(
         self,
