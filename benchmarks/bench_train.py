@@ -48,39 +48,44 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"MLP 256-512-512-10, batch {args.batch}, {args.threads} threads; median ms per training step"
     )
-    print(f"{'optimizer':<10} {'torch.optim':>12} {'kerasopt':>10} {'ratio':>7}")
+    print(
+        f"{'optimizer':<10} {'torch.optim':>12} {'kerasopt':>10} {'ratio':>7} {'jit_compile':>12} {'ratio':>7}"
+    )
     for name, torch_opt, ko_opt in [
         (
             "Adam",
             lambda p: torch.optim.Adam(p, lr=1e-3, foreach=True),
-            lambda: ko.optimizers.Adam(1e-3),
+            lambda jit: ko.optimizers.Adam(1e-3, jit_compile=jit),
         ),
         (
             "SGD",
             lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, foreach=True),
-            lambda: ko.optimizers.SGD(1e-2, momentum=0.9),
+            lambda jit: ko.optimizers.SGD(1e-2, momentum=0.9, jit_compile=jit),
         ),
     ]:
-        t_times: list[float] = []
-        k_times: list[float] = []
-        for _ in range(args.rounds):  # interleave rounds so drift hits both alike
-            m1 = make_model()
-            o1 = torch_opt(m1.parameters())
-            m2 = make_model()
-            o2 = ko_opt()
-            for _ in range(10):
+        times: dict[str, list[float]] = {"torch": [], "ko": [], "jit": []}
+        for _ in range(args.rounds):  # interleave rounds so drift hits all alike
+            m1, m2, m3 = make_model(), make_model(), make_model()
+            o1, o2, o3 = torch_opt(m1.parameters()), ko_opt(False), ko_opt(True)
+            for _ in range(10):  # warm-up (and the compile of the jit_compile run)
                 run_torch(m1, o1)
                 run_ko(m2, o2)
+                run_ko(m3, o3)
             for _ in range(args.steps // args.rounds):
                 t0 = time.perf_counter()
                 run_torch(m1, o1)
                 t1 = time.perf_counter()
                 run_ko(m2, o2)
                 t2 = time.perf_counter()
-                t_times.append(t1 - t0)
-                k_times.append(t2 - t1)
-        tm, km = statistics.median(t_times), statistics.median(k_times)
-        print(f"{name:<10} {tm * 1e3:12.3f} {km * 1e3:10.3f} {km / tm:6.2f}x")
+                run_ko(m3, o3)
+                t3 = time.perf_counter()
+                times["torch"].append(t1 - t0)
+                times["ko"].append(t2 - t1)
+                times["jit"].append(t3 - t2)
+        tm, km, jm = (statistics.median(times[k]) for k in ("torch", "ko", "jit"))
+        print(
+            f"{name:<10} {tm * 1e3:12.3f} {km * 1e3:10.3f} {km / tm:6.2f}x {jm * 1e3:12.3f} {jm / tm:6.2f}x"
+        )
     return 0
 
 

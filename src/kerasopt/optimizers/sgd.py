@@ -87,8 +87,9 @@ class SGD(Optimizer):
             var.sub_(grad * c.lr_t)
             return
         (accum,) = slots
-        accum.copy_(accum * c.momentum - grad * c.lr_t)
+        # accum * momentum - lr * g, in that order; the product is formed in place in accum.
+        accum.mul_(c.momentum).sub_(grad * c.lr_t)
         if self.nesterov:
-            var.add_(accum * c.momentum - grad * c.lr_t)
+            var.add_((accum * c.momentum).sub_(grad * c.lr_t))
         else:
             var.add_(accum)
