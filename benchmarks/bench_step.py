@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -142,6 +145,51 @@ def bench_torch(name: str, mode: str, w: Workload, steps: int, warmup: int) -> l
     return time_steps(opt.step, steps, warmup)
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory_child(name: str, impl: str, workload: str, scale: float) -> None:
+    """(In a subprocess) peak resident memory of 3 steps above the params+grads baseline."""
+    w = workloads(scale)[workload]
+    params, grads = make_params(w)
+    base = _rss_bytes()
+    if impl.startswith("torch "):
+        mode = impl.split()[1]
+        for p, g in zip(params, grads):
+            p.grad = g
+        cls_name, kw = TORCH_EQUIVALENT[name]
+        extra: dict[str, Any] = {"foreach": False} if mode == "loop" else {mode: True}
+        opt = getattr(torch.optim, cls_name)(params, **kw, **extra)
+        step: Callable[[], Any] = opt.step
+    else:
+        kwargs: dict[str, Any] = (
+            {"implementation": impl} if impl != "compiled" else {"jit_compile": True}
+        )
+        ko_opt = getattr(ko.optimizers, name)(**kwargs)
+        pairs = list(zip(grads, params))
+        step = lambda: ko_opt.apply_gradients(pairs)  # noqa: E731
+    for _ in range(3):
+        step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(max(0, peak - base))
+
+
+def peak_memory(name: str, impl: str, workload: str, scale: float) -> float | None:
+    """Peak memory (MB) an optimizer step adds above params + grads: slots and temporaries."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = (
+        f"import sys; sys.path.insert(0, {here!r}); import bench_step as b; "
+        f"b.torch.set_num_threads(2); b.peak_memory_child({name!r}, {impl!r}, {workload!r}, {scale!r})"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    try:
+        return int(out.stdout.strip().splitlines()[-1]) / 1e6
+    except (ValueError, IndexError):
+        return None
+
+
 def fmt_ms(times: list[float]) -> str:
     return f"{statistics.median(times) * 1e3:8.2f} ({min(times) * 1e3:.1f}-{max(times) * 1e3:.1f})"
 
@@ -157,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--memory", action="store_true", help="also measure peak memory (subprocesses)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     roof = roofline_gbs()
@@ -169,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n## {w.name}: {w.params / 1e6:.1f}M params")
         print(
             f"{'optimizer':<10} {'impl':<14} {'median ms (min-max)':<24} {'vs loop':>8} {'vs foreach':>10} {'vs fused':>9} {'GB/s':>6} {'%roof':>6} {'1st step s':>10}"
+            + (f" {'peak extra':>12}" if args.memory else "")
         )
         for name in args.optimizers:
             base: dict[str, float] = {}
@@ -196,8 +248,12 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 gbs = BYTES_PER_PARAM[name] * w.params / med / 1e9
                 first_s = f"{first:.2f}" if first is not None else ""
+                mem = ""
+                if args.memory:
+                    mb = peak_memory(name, label, key, args.scale)
+                    mem = f" {mb:9.0f} MB" if mb is not None else "           ?"
                 print(
-                    f"{name:<10} {label:<14} {fmt_ms(times):<24} {ratios[0]:>8} {ratios[1]:>10} {ratios[2]:>9} {gbs:6.1f} {100 * gbs / roof:5.0f}% {first_s:>10}"
+                    f"{name:<10} {label:<14} {fmt_ms(times):<24} {ratios[0]:>8} {ratios[1]:>10} {ratios[2]:>9} {gbs:6.1f} {100 * gbs / roof:5.0f}% {first_s:>10}{mem}"
                 )
             sys.stdout.flush()
     return 0

@@ -517,19 +517,8 @@ class Optimizer:
         """The values of ``weights`` as NumPy arrays (TF's order)."""
         return [w.detach().cpu().numpy().copy() for w in self.variables()]
 
-    def set_weights(self, weights: Sequence[Any]) -> None:
-        """Assigns ``weights`` (e.g. a TF optimizer's ``get_weights()``) in TF's order.
-
-        Raises:
-            ValueError: when the optimizer has no weights yet, or on a count or shape mismatch;
-                nothing is assigned then.
-        """
-        params = self.variables()
-        if len(params) == 1 and not self._built:
-            raise ValueError(
-                f"You called `set_weights(weights)` on optimizer {self._name} before it created its "
-                "weights: call `build(var_list)` or apply gradients first."
-            )
+    def _checked_weights(self, params: Sequence[Tensor], weights: Sequence[Any]) -> list[Tensor]:
+        """``weights`` as tensors after checking their count and shapes against ``params``."""
         if len(params) != len(weights):
             raise ValueError(
                 f"You called `set_weights(weights)` on optimizer {self._name} with a weight list of "
@@ -544,6 +533,22 @@ class Optimizer:
                     f"weight shape {tuple(value.shape)}"
                 )
             values.append(value)
+        return values
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Assigns ``weights`` (e.g. a TF optimizer's ``get_weights()``) in TF's order.
+
+        Raises:
+            ValueError: when the optimizer has no weights yet, or on a count or shape mismatch;
+                nothing is assigned then.
+        """
+        params = self.variables()
+        if len(params) == 1 and not self._built:
+            raise ValueError(
+                f"You called `set_weights(weights)` on optimizer {self._name} before it created its "
+                "weights: call `build(var_list)` or apply gradients first."
+            )
+        values = self._checked_weights(params, weights)
         with torch.no_grad():
             for param, value in zip(params, values):
                 param.copy_(value.to(param.dtype))

@@ -13,7 +13,6 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from typing import Any, cast
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -500,21 +499,7 @@ class MultiOptimizer(Optimizer):
                 "Please call `optimizer.build(trainable_variables)` to create the optimizer "
                 "weights before calling `set_weights()`."
             )
-        params = self.variables()
-        if len(params) != len(weights):
-            raise ValueError(
-                f"You called `set_weights(weights)` on optimizer {self._name} with a weight list of "
-                f"length {len(weights)}, but the optimizer was expecting {len(params)} weights."
-            )
-        values = []
-        for i, (param, w) in enumerate(zip(params, weights)):
-            value = torch.as_tensor(np.asarray(w) if not isinstance(w, Tensor) else w)
-            if tuple(value.shape) != tuple(param.shape):
-                raise ValueError(
-                    f"Optimizer weight {i} shape {tuple(param.shape)} not compatible with provided "
-                    f"weight shape {tuple(value.shape)}"
-                )
-            values.append(value)
+        values = self._checked_weights(self.variables(), weights)
         self.iterations = values[0]
         self._dummy_learning_rate.copy_(values[1].to(torch.float32))
         offset = 2
