@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -145,16 +144,22 @@ def bench_torch(name: str, mode: str, w: Workload, steps: int, warmup: int) -> l
     return time_steps(opt.step, steps, warmup)
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def peak_memory_child(name: str, impl: str, workload: str, scale: float) -> None:
     """(In a subprocess) peak resident memory of 3 steps above the params+grads baseline."""
     w = workloads(scale)[workload]
     params, grads = make_params(w)
-    base = _rss_bytes()
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the peak (VmHWM) to the current resident size
+    base = _status_bytes("VmRSS")
     if impl.startswith("torch "):
         mode = impl.split()[1]
         for p, g in zip(params, grads):
@@ -172,8 +177,7 @@ def peak_memory_child(name: str, impl: str, workload: str, scale: float) -> None
         step = lambda: ko_opt.apply_gradients(pairs)  # noqa: E731
     for _ in range(3):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(max(0, peak - base))
+    print(max(0, _status_bytes("VmHWM") - base))
 
 
 def peak_memory(name: str, impl: str, workload: str, scale: float) -> float | None:
