@@ -39,7 +39,7 @@ class SGD(Optimizer):
         0.9
         >>> _ = opt.minimize(lambda: (var**2) / 2.0, [var])
         >>> round(float(var), 6)
-        0.71
+        0.72
     """
 
     learning_rate = Hyper(0.01, check=non_negative)
