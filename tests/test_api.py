@@ -432,3 +432,15 @@ def test_subclass_without_sparse_hook_raises_clearly():
         DenseOnly().apply_gradients(
             [(ko.IndexedSlices(torch.ones(1, 1), torch.tensor([0]), (2, 1)), e)]
         )
+
+
+def test_numpy_gradients_are_accepted_and_dtype_checked():
+    v = ko.Variable(np.array([1.0, 2.0], dtype=np.float32), name="v")
+    opt = ko.optimizers.SGD(0.5)
+    opt.apply_gradients([(np.array([2.0, 2.0], dtype=np.float32), v)])
+    assert v.numpy().tolist() == [0.0, 1.0]
+    with pytest.raises(
+        ValueError,
+        match=r"Gradient for variable 'v' has dtype torch\.float64, expected torch\.float32",
+    ):
+        opt.apply_gradients([(np.array([2.0, 2.0]), v)])

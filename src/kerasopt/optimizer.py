@@ -878,6 +878,9 @@ class Optimizer:
                 f"Variable {self._label(var)} is not a leaf tensor (it was computed from other tensors); "
                 "pass the parameter itself."
             )
+        if isinstance(grad, np.ndarray):
+            # TF converts array gradients to tensors (their dtype is then checked like any other).
+            grad = torch.from_numpy(np.array(grad)).to(var.device)
         if isinstance(grad, Tensor) and grad.layout == torch.sparse_coo:
             grad = from_torch_sparse(grad)
         if isinstance(grad, IndexedSlices):
