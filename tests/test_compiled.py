@@ -124,3 +124,21 @@ def test_flat_engine_for_many_small_tensors_matches_eager(name):
             torch.testing.assert_close(
                 flat_opt.get_slot(b, slot), eager_opt.get_slot(a, slot), rtol=4e-6, atol=1e-7
             )
+
+
+def test_flat_engine_follows_a_variable_given_new_storage():
+    shapes = [(4,)] * 70
+    variables = make_vars(shapes, torch.float32, seed=15)
+    twins = [torch.nn.Parameter(v.detach().clone()) for v in variables]
+    opt_a = ko.optimizers.SGD(0.5, momentum=0.5, jit_compile=True)
+    opt_b = ko.optimizers.SGD(0.5, momentum=0.5, implementation="per_tensor")
+    grads = make_grads(shapes, 1, torch.float32, seed=16)[0]
+    opt_a.apply_gradients(zip(grads, variables))
+    opt_b.apply_gradients(zip(grads, twins))
+    with torch.no_grad():
+        variables[3].data = torch.full((4,), 7.0)  # new storage behind the same Parameter
+        twins[3].data = torch.full((4,), 7.0)
+    opt_a.apply_gradients(zip(grads, variables))
+    opt_b.apply_gradients(zip(grads, twins))
+    for a, b in zip(variables, twins):
+        torch.testing.assert_close(a, b, rtol=4e-6, atol=1e-7)

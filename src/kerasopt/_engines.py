@@ -112,6 +112,11 @@ def run_flat(
     if not cache["flat"]:
         run_compiled(rule, variables, grads, slots, c)
         return
+    ptrs = [v.data_ptr() for v in variables]
+    if ptrs != cache.setdefault("ptrs", ptrs):
+        # A variable got new storage (e.g. `param.data = ...`): the cached views are stale.
+        cache["views"] = [v.detach().view(-1) for v in variables]
+        cache["ptrs"] = ptrs
     var_buf, grad_buf = cache["var_buf"], cache["grad_buf"]
     torch.cat(cache["views"], out=var_buf)
     torch.cat([g.reshape(-1) for g in grads], out=grad_buf)

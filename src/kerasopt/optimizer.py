@@ -15,7 +15,6 @@ So a call that raises leaves every variable, slot and counter exactly as it was.
 from __future__ import annotations
 
 import inspect
-import math
 import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -1395,8 +1394,3 @@ class Optimizer:
 
     def __repr__(self) -> str:
         return f"<kerasopt.optimizers.{type(self).__name__} name={self._name!r} iterations={self._step}>"
-
-    # hyperparameters that are math constants of a rule but stored as plain attributes
-    @staticmethod
-    def _isfinite(x: float) -> bool:
-        return math.isfinite(x)
