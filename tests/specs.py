@@ -367,6 +367,43 @@ OPTIMIZERS: list[OptSpec] = [
             "rms_rate": 0.2,
         },
     ),
+    # ScheduleFreeAdamW (SPEC Part 2 §3.6). beta_2 < 1 in bfloat16 in every config: 0.999 rounds
+    # to 1 there, and v / (1 - 1^t) = 0/0 is NaN (in Keras too), which the half-precision
+    # harness cannot compare.
+    OptSpec(
+        "ScheduleFreeAdamW",
+        (
+            {"learning_rate": 0.01, "beta_2": 0.99},  # no warmup
+            {  # warmup over the first 3 of the 4 tested steps, weight decay on y
+                "learning_rate": 0.02,
+                "beta_1": 0.8,
+                "beta_2": 0.95,
+                "epsilon": 1e-3,
+                "warmup_steps": 3,
+                "weight_decay": 0.05,
+            },
+            {"learning_rate": 0.05, "beta_1": 0.5, "beta_2": 0.99, "warmup_steps": 10},
+        ),
+        float32_hypers=KERAS3_HYPERS,
+        sparse=False,
+        default_config={
+            "name": "ScheduleFreeAdamW",
+            "learning_rate": 0.0025,
+            "weight_decay": None,
+            "clipnorm": None,
+            "global_clipnorm": None,
+            "clipvalue": None,
+            "use_ema": False,
+            "ema_momentum": 0.99,
+            "ema_overwrite_frequency": None,
+            "loss_scale_factor": None,
+            "gradient_accumulation_steps": None,
+            "beta_1": 0.9,
+            "beta_2": 0.999,
+            "epsilon": 1e-08,
+            "warmup_steps": 0,
+        },
+    ),
     OptSpec(
         "RMSprop",
         (

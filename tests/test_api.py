@@ -303,8 +303,11 @@ def test_add_slot_initializers():
         v, "f", lambda shape, dtype: torch.full(shape, 3.0, dtype=dtype)
     ).tolist() == [3.0, 3.0]
     assert opt.add_slot(v, "s", shape=(3,)).shape == (3,)
+    t = torch.tensor([5.0, 6.0])
+    copied = opt.add_slot(v, "t", t)
+    assert copied.tolist() == [5.0, 6.0] and copied is not t
     assert opt.add_slot(v, "z", "ones").tolist() == [0.0, 0.0]  # created once
-    assert opt.get_slot_names() == ["z", "o", "c", "f", "s"]
+    assert opt.get_slot_names() == ["z", "o", "c", "f", "s", "t"]
 
 
 # -- config and serialization ----------------------------------------------------------------

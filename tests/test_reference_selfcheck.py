@@ -21,7 +21,7 @@ def step(ref, var, grad, t=1, lr=0.1, slots=None):
 def test_all_registered():
     assert set(REFERENCES) == {
         *("SGD", "Adam", "Adamax", "Adagrad", "Adadelta", "RMSprop", "Nadam", "Ftrl"),
-        *("AdamW", "Lion", "Lamb", "Adafactor", "Muon"),
+        *("AdamW", "Lion", "Lamb", "Adafactor", "Muon", "ScheduleFreeAdamW"),
     }
 
 

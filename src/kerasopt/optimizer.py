@@ -454,6 +454,8 @@ class Optimizer:
             if initializer not in ("zeros", "ones"):
                 raise ValueError(f"Unknown slot initializer {initializer!r} for slot {slot_name!r}")
             slot = torch.zeros(shape, **kw) if initializer == "zeros" else torch.ones(shape, **kw)
+        elif isinstance(initializer, Tensor):
+            slot = initializer.detach().to(**kw).expand(shape).clone()
         elif callable(initializer):
             slot = torch.as_tensor(initializer(shape, var.dtype)).to(**kw).expand(shape).clone()
         else:

@@ -1,4 +1,4 @@
-"""Float64 references of the newer-generation optimizers, from SPEC Part 2 §3.1–§3.5.
+"""Float64 references of the newer-generation optimizers, from SPEC Part 2 §3.1–§3.6.
 
 Weight decay (including Muon's two coefficients), clipping, EMA etc. are the harness's job: these
 rules are the ``update_step`` only. None of them has sparse semantics of its own: ``sparse``
@@ -261,3 +261,46 @@ class MuonRef(Reference):
     def sparse(self, var, indices, values, slots, t, lr, name=""):
         grad = dense_from_sparse(np.shape(var), indices, values)
         return self.dense(var, grad, slots, t, lr, name=name)
+
+
+@register
+class ScheduleFreeAdamWRef(_DenseOnly):
+    """Schedule-Free AdamW (SPEC Part 2 §3.6), the variable holding y. Slots ``momentum`` (z,
+    starts as a copy of the variable's initial value) and ``velocity`` (v, zeros); x is not
+    stored. With ``t`` the step: ``lr_t = lr*min(t/warmup_steps, 1)`` if warmup_steps > 0;
+    ``v += (g^2-v)(1-beta_2)``; ``z -= lr_t*g/(sqrt(v/(1-beta_2^t))+eps)``;
+    ``x_old = (y-(1-beta_1)*z_old)/beta_1`` (z before this step); ``w = 1/t``;
+    ``x = (1-w)*x_old + w*z``; ``y = (1-beta_1)*z + beta_1*x``. beta_1, beta_2 and epsilon are
+    float32-rounded (Keras 3's ``ops.cast`` on TF), ``1 - beta`` taken from the rounded value."""
+
+    slot_names = ("momentum", "velocity")
+
+    def __init__(
+        self,
+        learning_rate=0.0025,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        warmup_steps=0,
+        **_,
+    ):
+        self.beta_1, self.beta_2 = _tf_cast(beta_1), _tf_cast(beta_2)
+        self.epsilon = _tf_cast(epsilon)
+        self.warmup_steps = warmup_steps
+
+    def init_slots(self, var):
+        var = _f64(var)
+        return {"momentum": var.copy(), "velocity": np.zeros_like(var)}
+
+    def dense(self, var, grad, slots, t, lr):
+        y, g = _f64(var), _f64(grad)
+        z, v = slots["momentum"], slots["velocity"]
+        if self.warmup_steps > 0:
+            lr = lr * min(t / self.warmup_steps, 1.0)
+        z_old = z.copy()
+        v[...] = v + (np.square(g) - v) * (1 - self.beta_2)
+        z[...] = z - lr * g / (np.sqrt(v / (1 - self.beta_2**t)) + self.epsilon)
+        x_old = (y - (1 - self.beta_1) * z_old) / self.beta_1
+        w = 1.0 / t
+        x = (1 - w) * x_old + w * z
+        return (1 - self.beta_1) * z + self.beta_1 * x

@@ -20,6 +20,7 @@ from .lion import Lion
 from .muon import Muon
 from .nadam import Nadam
 from .rmsprop import RMSprop
+from .schedule_free_adamw import ScheduleFreeAdamW
 from .sgd import SGD
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "Optimizer",
     "OptimizerMap",
     "RMSprop",
+    "ScheduleFreeAdamW",
     "deserialize",
     "get",
     "schedules",
@@ -60,6 +62,7 @@ _register(AdamW, Lion, Lamb, Adafactor)
 _register(RMSprop, Nadam)
 _register(SGD, Adam, Adagrad, Adadelta, Adamax, Ftrl)
 _register(Muon)
+_register(ScheduleFreeAdamW)
 
 
 def serialize(optimizer: Optimizer) -> dict[str, Any]:
