@@ -142,3 +142,21 @@ def test_flat_engine_follows_a_variable_given_new_storage():
     opt_b.apply_gradients(zip(grads, twins))
     for a, b in zip(variables, twins):
         torch.testing.assert_close(a, b, rtol=4e-6, atol=1e-7)
+
+
+def test_compiled_agrees_on_mixed_dtype_groups_and_sparse():
+    dtypes = [torch.float32, torch.float64, torch.bfloat16]
+    tol = {torch.float32: (4e-6, 1e-7), torch.float64: (1e-12, 1e-14), torch.bfloat16: (2e-2, 1e-2)}
+    runs = []
+    for implementation in ("per_tensor", "compiled"):
+        variables = [v for dt in dtypes for v in make_vars([(5,), (2, 3)], dt, seed=17)]
+        emb = torch.nn.Parameter(torch.ones(6, 2))
+        opt = ko.optimizers.Adam(0.05, implementation=implementation)
+        for step in range(2):
+            grads = [g for dt in dtypes for g in make_grads([(5,), (2, 3)], 2, dt, seed=18)[step]]
+            sparse = ko.IndexedSlices(torch.full((2, 2), 0.5), torch.tensor([1, 1]), (6, 2))
+            opt.apply_gradients([*zip(grads, variables), (sparse, emb)])
+        runs.append([*variables, emb])
+    for a, b in zip(*runs):
+        rtol, atol = tol[a.dtype]
+        torch.testing.assert_close(b, a, rtol=rtol, atol=atol)
