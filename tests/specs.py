@@ -27,6 +27,20 @@ LEGACY_HYPERS = frozenset(
     }
 )
 KERAS3_HYPERS = frozenset({"learning_rate"})
+# get_config() keys every Keras 3 optimizer reports (SPEC Part 2 §1.9)
+KERAS3_BASE_KEYS = {
+    "name",
+    "learning_rate",
+    "weight_decay",
+    "clipnorm",
+    "global_clipnorm",
+    "clipvalue",
+    "use_ema",
+    "ema_momentum",
+    "ema_overwrite_frequency",
+    "loss_scale_factor",
+    "gradient_accumulation_steps",
+}
 
 
 @dataclass(frozen=True)

@@ -7,20 +7,8 @@ import pytest
 import torch
 
 import kerasopt as ko
+from tests.specs import KERAS3_BASE_KEYS
 
-KERAS3_BASE_KEYS = {
-    "name",
-    "learning_rate",
-    "weight_decay",
-    "clipnorm",
-    "global_clipnorm",
-    "clipvalue",
-    "use_ema",
-    "ema_momentum",
-    "ema_overwrite_frequency",
-    "loss_scale_factor",
-    "gradient_accumulation_steps",
-}
 OWN_KEYS = {
     "AdamW": {"beta_1", "beta_2", "epsilon", "amsgrad"},
     "Lion": {"beta_1", "beta_2"},

@@ -8,21 +8,9 @@ import torch
 
 import kerasopt as ko
 from tests.reference import REFERENCES
+from tests.specs import KERAS3_BASE_KEYS
 
 SFA = ko.optimizers.ScheduleFreeAdamW
-KERAS3_BASE_KEYS = {
-    "name",
-    "learning_rate",
-    "weight_decay",
-    "clipnorm",
-    "global_clipnorm",
-    "clipvalue",
-    "use_ema",
-    "ema_momentum",
-    "ema_overwrite_frequency",
-    "loss_scale_factor",
-    "gradient_accumulation_steps",
-}
 OWN_KEYS = {"beta_1", "beta_2", "epsilon", "warmup_steps"}
 
 
