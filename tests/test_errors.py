@@ -50,7 +50,6 @@ BAD_STEPS = {
         ValueError,
         r"No gradients provided for any variable: \('a', 'b'\)",
     ),
-    "empty": (lambda a, b, new: [], ValueError, r"No gradients provided for any variable"),
     "not_a_pair": (
         lambda a, b, new: [(torch.ones(3), a), torch.ones(2)],
         TypeError,
@@ -62,7 +61,7 @@ BAD_STEPS = {
         r"item 1: the variable must be a torch tensor",
     ),
     "bad_grad_type": (
-        lambda a, b, new: [(torch.ones(3), a), ([1.0, 1.0], b)],
+        lambda a, b, new: [(torch.ones(3), a), ("not a gradient", b)],
         TypeError,
         r"Gradient for variable 'b' must be a tensor, IndexedSlices or None",
     ),

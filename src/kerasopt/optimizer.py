@@ -15,6 +15,7 @@ So a call that raises leaves every variable, slot and counter exactly as it was.
 from __future__ import annotations
 
 import inspect
+import numbers
 import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -36,9 +37,19 @@ from ._hyper import (
     positive_int_or_none,
     tf_cast_value,
 )
+from ._schedules import LearningRateSchedule
+from ._schedules import deserialize as deserialize_schedule
+from ._schedules import serialize as serialize_schedule
 from .sparse import IndexedSlices, deduplicate, from_torch_sparse
+from .variables import Variable
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+COMPLEX_DTYPES = (torch.complex64, torch.complex128)
+
+
+def _differentiable(dtype: torch.dtype) -> bool:
+    return dtype in FLOAT_DTYPES or dtype in COMPLEX_DTYPES
+
 
 # Constructor keywords every optimizer accepts (Part 1 + Part 2 §1.1 of SPEC.md).
 _BASE_KWARGS = (
@@ -117,8 +128,6 @@ def _var_label(var: Tensor, names: dict[int, str] | None = None) -> str:
 
 def _requires_step_argument(fn: Callable[..., Any]) -> bool:
     """Whether a hyperparameter callable takes the step (a schedule) or nothing (TF's callables)."""
-    from .optimizers.schedules import LearningRateSchedule
-
     if isinstance(fn, LearningRateSchedule):
         return True
     try:
@@ -143,8 +152,9 @@ class Optimizer:
 
     Args:
         name: the optimizer's name (defaults to the class name).
-        gradient_aggregator: accepted for TF compatibility; gradients are aggregated by
-            ``torch.distributed`` (DDP/FSDP) before they reach the optimizer.
+        gradient_aggregator: a function from a list of (grad, var) pairs to such a list, run
+            first on every step (TF's replica aggregation; under DDP/FSDP ``torch.distributed``
+            has already reduced the gradients, so leave it ``None`` there).
         gradient_transformers: functions from a list of (grad, var) pairs to such a list, run after
             clipping.
         **kwargs: ``clipnorm``, ``clipvalue``, ``global_clipnorm``, ``decay`` (legacy
@@ -183,6 +193,11 @@ class Optimizer:
     interleave_slots: ClassVar[bool] = False
     #: Keras 3 optimizers report the full set of newer base keys in get_config
     keras3_config: ClassVar[bool] = False
+    #: whether the rule is defined for complex variables (TF: SGD, Adagrad, Adadelta, RMSprop)
+    supports_complex: ClassVar[bool] = False
+    #: how ``set_weights`` reads a Keras V1 optimizer's ``get_weights()`` (TF's per-class
+    #: overrides): ``"without_iterations"`` (Adagrad, Adadelta, RMSprop), ``"with_vhats"`` (Adam)
+    keras_v1_weights: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -197,6 +212,8 @@ class Optimizer:
         init = object.__setattr__
         init(self, "_hypers", {})
         init(self, "_hyper_tensors", {})
+        init(self, "_hyper_variables", {})
+        init(self, "_hyper_versions", {})
         init(self, "_step_callables", {})
         init(self, "_dynamic_hypers", set())
         init(self, "_params", {})
@@ -220,6 +237,8 @@ class Optimizer:
         self._home = torch.device("cpu")
         self._raw_iterations = torch.zeros((), dtype=torch.int64)
         self._step = 0  # Python mirror of _raw_iterations: control flow never reads the device
+        self._step_version = self._raw_iterations._version
+        self._iterations_adopted = False
         self._built = False
         self._group_cache: dict[tuple[Any, ...], list[_Group]] = {}
         self._constants: dict[tuple[Any, ...], Tensor] = {}
@@ -238,7 +257,7 @@ class Optimizer:
         if learning_rate is not _UNSET:
             self.learning_rate = learning_rate
         self.decay = kwargs.pop("decay", 0.0)
-        self._initial_decay = number_value(self._hypers["decay"]) or 0.0
+        self._initial_decay = number_value(self._hyper_source("decay")) or 0.0
         self.gradient_aggregator = gradient_aggregator
         self.gradient_transformers = list(gradient_transformers or [])
 
@@ -276,8 +295,6 @@ class Optimizer:
         d = self.__dict__
         if name in d.get("_dynamic_hypers", ()):
             return self._hyper_read(name)
-        if name == "lr" and "_hypers" in d:
-            return self._hyper_read("learning_rate")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _validate_features(self) -> None:
@@ -306,13 +323,16 @@ class Optimizer:
     # ------------------------------------------------------------------------------------------
     # hyperparameters
     def _set_hyper(self, name: str, value: Any) -> None:
-        """Sets hyperparameter ``name`` (TF's ``_set_hyper``): number, tensor, callable or schedule."""
+        """Sets hyperparameter ``name`` (TF's ``_set_hyper``): number, tensor, callable or schedule.
+
+        A number is written in place into the hyperparameter's float32 variable (the one
+        ``opt.learning_rate`` returns), so references to it stay valid, as in TF; a tensor is
+        kept by reference and read at every step; a callable or schedule replaces the value.
+        """
         check_hyper_value(name, value)
         if name not in {d.name for d in declared(type(self)) if isinstance(d, Hyper)}:
             self._dynamic_hypers.add(name)
         if name == "learning_rate" and "learning_rate" in self._hypers:
-            from .optimizers.schedules import LearningRateSchedule
-
             old = self._hypers["learning_rate"]
             if isinstance(old, LearningRateSchedule) and number_value(value) is not None:
                 raise TypeError(
@@ -320,40 +340,88 @@ class Optimizer:
                     "`learning_rate` constructor argument, hence its learning rate is not "
                     "settable. Assign another schedule or callable instead."
                 )
-        if isinstance(value, Tensor) and value.dim() == 0:
-            value = value.detach().clone()
+        if isinstance(value, Variable) and value is self._hyper_variables.get(name):
+            return  # `opt.lr = opt.lr` (e.g. `opt.lr += 0` after an in-place op)
+        tensor = self._hyper_tensors.get(name)
+        if tensor is None:
+            public = Variable._wrap(
+                torch.zeros((), dtype=torch.float32, device=self._home), False, name, None
+            )
+            self._hyper_variables[name] = public
+            # The engines read a plain alias of the public variable: same storage and version
+            # counter, so `opt.learning_rate.assign(x)` is seen by the next step.
+            tensor = public.detach()
+            self._hyper_tensors[name] = tensor
         self._hypers[name] = value
         if callable(value):
             self._step_callables[name] = _requires_step_argument(value)
         else:
             self._step_callables.pop(name, None)
-        tensor = self._hyper_tensors.get(name)
-        if tensor is None:
-            tensor = torch.zeros((), dtype=torch.float32, device=self._home)
-            self._hyper_tensors[name] = tensor
         v = number_value(value)
         if v is not None:
             # float32 rounding, as TF's float32 hyperparameter variables (overflow gives inf)
             tensor.copy_(torch.tensor(v, dtype=torch.float64))
+        self._hyper_versions[name] = tensor._version
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # copy.deepcopy / pickle copy the public hyperparameter variables and the engines'
+        # aliases separately: make the aliases views of the (new) public variables again.
+        self.__dict__.update(state)
+        for name, public in self._hyper_variables.items():
+            self._hyper_tensors[name] = public.detach()
+            self._hyper_versions[name] = public._version
+
+    def _hyper_source(self, name: str) -> Any:
+        """The hyperparameter's current source: a number, tensor, callable or schedule.
+
+        A number written straight into the public variable (``opt.lr.assign(x)``, Keras's
+        ``backend.set_value(opt.lr, x)``) is picked up here, by the variable's version counter.
+        """
+        value = self._hypers[name]
+        tensor = self._hyper_tensors[name]
+        if (
+            not callable(value)
+            and not isinstance(value, Tensor)
+            and tensor._version != self._hyper_versions[name]
+        ):
+            value = float(tensor)
+            self._hypers[name] = value
+            self._hyper_versions[name] = tensor._version
+        return value
 
     def _hyper_read(self, name: str) -> Any:
+        """What ``opt.<hyperparameter>`` returns: the float32 variable holding a number (assign
+        to it to change the value), or the tensor, callable or schedule that was set."""
         if name not in self._hypers:
             raise AttributeError(f"{type(self).__name__!r} object has no hyperparameter {name!r}")
         value = self._hypers[name]
-        if callable(value):
+        if callable(value) or isinstance(value, Tensor):
             return value
-        return torch.tensor(number_value(value), dtype=torch.float32)
+        return self._hyper_variables[name]
+
+    @property
+    def lr(self) -> Any:
+        """Deprecated alias of ``learning_rate`` (TF keeps it for backward compatibility)."""
+        return self._hyper_read("learning_rate")
+
+    @lr.setter
+    def lr(self, value: Any) -> None:
+        self.learning_rate = value
+
+    def __dir__(self) -> list[str]:
+        # TF lists the hyperparameters set with `_set_hyper` (and `lr`) among the attributes.
+        return sorted(set(super().__dir__()) | set(self.__dict__.get("_hypers", ())))
 
     def _get_hyper(self, name: str, dtype: torch.dtype | None = None) -> Any:
         """TF's ``_get_hyper``: the step-time value in ``dtype`` (schedules are returned as is)."""
-        from .optimizers.schedules import LearningRateSchedule
-
         value = self._hypers[name]
         if isinstance(value, LearningRateSchedule):
             return value
         tensor = self._hyper_tensors[name]
         if callable(value) and not self._in_step:
             tensor = self._evaluate_hyper(name, value)
+        elif dtype is None and not callable(value) and not isinstance(value, Tensor):
+            return self._hyper_variables[name]  # TF returns the hyperparameter variable
         return tensor if dtype is None else tensor.to(dtype)
 
     _in_step = False
@@ -370,11 +438,9 @@ class Optimizer:
         return out.copy_(v.reshape(())) if isinstance(v, Tensor) else out.fill_(v)
 
     def _serialize_hyperparameter(self, name: str) -> Any:
-        from .optimizers.schedules import LearningRateSchedule, serialize
-
-        value = self._hypers[name]
+        value = self._hyper_source(name)
         if isinstance(value, LearningRateSchedule):
-            return serialize(value)
+            return serialize_schedule(value)
         if callable(value):
             return float(self._evaluate_hyper(name, value))
         return value if not isinstance(value, Tensor) else float(value)
@@ -396,9 +462,34 @@ class Optimizer:
 
     @iterations.setter
     def iterations(self, value: int | Tensor) -> None:
+        if isinstance(value, Tensor):
+            # TF adopts the variable (e.g. a global step): the optimizer then increments it.
+            if value.dim() != 0 or value.dtype.is_floating_point or value.dtype.is_complex:
+                raise TypeError(
+                    "`iterations` must be set to a 0-d integer tensor (e.g. "
+                    "kerasopt.Variable(0, dtype=torch.int64, trainable=False)) or an int; got a "
+                    f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}."
+                )
+            if self._built:
+                raise RuntimeError(
+                    "Cannot set `iterations` to a new Variable after the Optimizer weights have "
+                    f"been created. Here it is attempting to set `iterations` to {value!r}."
+                )
+            self._raw_iterations = value
+            self._iterations_adopted = True
+            self._sync_step()
+            return
         v = int(value)
         self._raw_iterations.fill_(v)
-        self._step = v
+        self._sync_step()
+
+    def _sync_step(self) -> None:
+        """Refreshes the Python mirror of the counter when the tensor changed behind our back
+        (an adopted global step, ``opt.iterations.assign(...)``); reads no device otherwise."""
+        version = self._raw_iterations._version
+        if version != self._step_version:
+            self._step = int(self._raw_iterations)
+            self._step_version = version
 
     @property
     def built(self) -> bool:
@@ -460,6 +551,9 @@ class Optimizer:
             slot = torch.as_tensor(initializer(shape, var.dtype)).to(**kw).expand(shape).clone()
         else:
             slot = torch.full(shape, float(initializer), **kw)
+        # Slots are variables, as in TF (`get_slot(v, "m").assign(...)` in seed-era subclasses):
+        # a kerasopt.Variable over the same storage, no copy; the engines see a plain tensor.
+        slot = Variable._wrap(slot, False, f"{record.name}/{slot_name}", None)
         record.slots[slot_name] = slot
         if slot_name not in self._slot_names and slot_name not in _FEATURE_SLOTS:
             self._slot_names.append(slot_name)
@@ -545,15 +639,27 @@ class Optimizer:
         """
         params = self.variables()
         if len(params) == 1 and not self._built:
+            if len(weights) == 0:
+                return  # TF: a fresh optimizer has no weights, so an empty list fits
             raise ValueError(
                 f"You called `set_weights(weights)` on optimizer {self._name} before it created its "
                 "weights: call `build(var_list)` or apply gradients first."
             )
+        weights = list(weights)
+        if self.keras_v1_weights == "without_iterations" and len(params) == len(weights) + 1:
+            # TF: Keras V1 optimizers' weights lack the counter; it restarts at 0.
+            weights = [np.array(0), *weights]
+        elif (
+            self.keras_v1_weights == "with_vhats"
+            and len(weights) == 3 * ((len(params) - 1) // 2) + 1
+        ):
+            # TF: Keras V1 Adam stores `vhat` slots even without amsgrad; they are dropped.
+            weights = weights[: len(params)]
         values = self._checked_weights(params, weights)
         with torch.no_grad():
             for param, value in zip(params, values):
                 param.copy_(value.to(param.dtype))
-        self._step = int(self._raw_iterations)
+        self._sync_step()
 
     # ------------------------------------------------------------------------------------------
     # variables
@@ -576,9 +682,16 @@ class Optimizer:
         if self._records or device == self._home:
             return
         self._home = device
-        self._raw_iterations = self._raw_iterations.to(device)
-        for name, tensor in list(self._hyper_tensors.items()):
-            self._hyper_tensors[name] = tensor.to(device)
+        if not self._iterations_adopted:
+            self._raw_iterations = self._raw_iterations.to(device)
+            self._step_version = self._raw_iterations._version
+        for name, public in list(self._hyper_variables.items()):
+            # A new variable on the new home (torch cannot move a tensor across device types in
+            # place); done once, when the first variable is seen, before any step.
+            moved = Variable._wrap(public.detach().to(device), False, name, None)
+            self._hyper_variables[name] = moved
+            self._hyper_tensors[name] = moved.detach()
+            self._hyper_versions[name] = moved._version
         self._opt_weights = [(n, t.to(device)) for n, t in self._opt_weights]
 
     def build(self, var_list: Any) -> None:
@@ -687,8 +800,9 @@ class Optimizer:
         return self.apply_gradients(grads_and_vars)
 
     def _compute_gradients(
-        self, loss: Any, var_list: Any, grad_loss: Tensor | None, tape: Any
+        self, loss: Any, var_list: Any, grad_loss: Tensor | None = None, tape: Any = None
     ) -> list[tuple[Grad | None, Tensor]]:
+        """TF's ``_compute_gradients``: the (gradient, variable) pairs ``minimize`` applies."""
         if not callable(loss) and not isinstance(loss, Tensor):
             raise ValueError(
                 "`loss` must be a callable returning the loss, or a loss tensor; got "
@@ -700,7 +814,7 @@ class Optimizer:
                 variables = self._flatten_var_list(var_list)
                 for v in variables:
                     # TF watches the listed variables before computing the loss.
-                    if v.is_leaf and not v.requires_grad and v.dtype in FLOAT_DTYPES:
+                    if v.is_leaf and not v.requires_grad and _differentiable(v.dtype):
                         v.requires_grad_(True)
             with torch.enable_grad():
                 loss_value = loss()
@@ -726,8 +840,9 @@ class Optimizer:
         grads: list[Any] = [None] * len(variables)
         if not wanted or not loss.requires_grad:
             return grads
-        if grad_loss is None and loss.numel() != 1:
-            grad_loss = torch.ones_like(loss)  # TF's implicit sum over a non-scalar target
+        if grad_loss is None and (loss.numel() != 1 or loss.is_complex()):
+            # TF's implicit sum over a non-scalar (or complex) target: output gradient of ones
+            grad_loss = torch.ones_like(loss)
         computed = torch.autograd.grad(
             loss, [variables[i] for i in wanted], grad_outputs=grad_loss, allow_unused=True
         )
@@ -745,12 +860,16 @@ class Optimizer:
     ) -> Tensor:
         """Applies gradients to variables (TF's ``apply_gradients``).
 
+        An empty ``grads_and_vars`` creates the optimizer's weights and changes nothing else
+        (TF returns ``no_op``).
+
         Args:
             grads_and_vars: (gradient, variable) pairs. A gradient may be a dense tensor, a
                 ``kerasopt.IndexedSlices``, a torch sparse COO tensor, or ``None`` (skipped with a
                 warning).
             name: ignored (TF's op name).
-            experimental_aggregate_gradients: accepted for TF compatibility.
+            experimental_aggregate_gradients: whether ``gradient_aggregator`` /
+                ``_aggregate_gradients`` runs (TF's flag).
 
         Returns:
             ``iterations`` after this step.
@@ -769,13 +888,34 @@ class Optimizer:
             >>> v.numpy().tolist()
             [0.8999999761581421, -1.100000023841858]
         """
-        plan = self._plan(grads_and_vars)
+        pairs = self._materialize(grads_and_vars)
+        if not pairs:
+            # TF: an empty list creates the optimizer's weights and applies nothing (`no_op`).
+            self._create_state([])
+            return self.iterations
+        plan = self._plan(pairs, experimental_aggregate_gradients)
         with torch.no_grad():
             self._commit(plan)
         return self.iterations
 
-    def _plan(self, grads_and_vars: Iterable[tuple[Any, Tensor]]) -> _Plan:
+    @staticmethod
+    def _materialize(grads_and_vars: Iterable[tuple[Any, Tensor]]) -> list[Any]:
+        try:
+            return list(grads_and_vars)
+        except TypeError:
+            raise TypeError(
+                "`grads_and_vars` must be an iterable of (gradient, variable) pairs; got "
+                f"{type(grads_and_vars).__name__}."
+            ) from None
+
+    def _plan(self, grads_and_vars: Iterable[tuple[Any, Tensor]], aggregate: bool = True) -> _Plan:
+        self._sync_step()
         pairs = self._check_pairs(grads_and_vars)
+        if aggregate and (
+            self.gradient_aggregator is not None
+            or type(self)._aggregate_gradients is not Optimizer._aggregate_gradients
+        ):
+            pairs = self._check_pairs(self._aggregate_gradients(pairs), transformed=True)
         scale = self.loss_scale_factor
         if scale is not None:
             pairs = [(self._map_grad(g, lambda t: t / scale), v) for g, v in pairs]
@@ -811,6 +951,16 @@ class Optimizer:
         new_vars = [v for _, v in raw if id(v) not in self._records]
         return _Plan(dense, sparse, new_vars, self._resolve_hypers(), update, raw)
 
+    def _aggregate_gradients(self, grads_and_vars: list[tuple[Grad, Tensor]]) -> Any:
+        """TF's hook: aggregates gradients across replicas (``gradient_aggregator`` if given).
+
+        On one process, and under DDP/FSDP (whose gradients ``torch.distributed`` has already
+        reduced), the default is the identity. Runs before clipping, in the plan.
+        """
+        if self.gradient_aggregator is None:
+            return grads_and_vars
+        return self.gradient_aggregator(grads_and_vars)
+
     @staticmethod
     def _densify(g: IndexedSlices, var: Tensor) -> Tensor:
         return IndexedSlices(g.values, g.indices, tuple(var.shape)).to_dense()
@@ -818,13 +968,7 @@ class Optimizer:
     def _check_pairs(
         self, grads_and_vars: Iterable[tuple[Any, Tensor]], transformed: bool = False
     ) -> list[tuple[Grad, Tensor]]:
-        try:
-            items = list(grads_and_vars)
-        except TypeError:
-            raise TypeError(
-                "`grads_and_vars` must be an iterable of (gradient, variable) pairs; got "
-                f"{type(grads_and_vars).__name__}."
-            ) from None
+        items = self._materialize(grads_and_vars)
         kept: list[tuple[Grad, Tensor]] = []
         dropped: list[str] = []
         seen: set[int] = set()
@@ -870,10 +1014,19 @@ class Optimizer:
     def _check_grad(self, grad: Any, var: Tensor) -> Grad:
         # Labels are built only on the error paths: this runs for every pair of every step.
         if var.dtype not in FLOAT_DTYPES:
-            raise ValueError(
-                f"Variable {self._label(var)} has dtype {var.dtype}; optimizers update floating variables only "
-                "(float16, bfloat16, float32, float64)."
-            )
+            if var.dtype in COMPLEX_DTYPES:
+                if not (self.supports_complex or self._legacy_hooks):
+                    raise ValueError(
+                        f"Variable {self._label(var)} has dtype {var.dtype}: {type(self).__name__} "
+                        "does not support complex variables (as in TensorFlow). SGD, Adagrad, "
+                        "Adadelta and RMSprop do."
+                    )
+            else:
+                raise ValueError(
+                    f"Variable {self._label(var)} has dtype {var.dtype}; optimizers update floating "
+                    "variables only (float16, bfloat16, float32, float64; complex64 and "
+                    "complex128 for SGD, Adagrad, Adadelta and RMSprop)."
+                )
         if not var.is_leaf:
             raise ValueError(
                 f"Variable {self._label(var)} is not a leaf tensor (it was computed from other tensors); "
@@ -882,6 +1035,15 @@ class Optimizer:
         if isinstance(grad, np.ndarray):
             # TF converts array gradients to tensors (their dtype is then checked like any other).
             grad = torch.from_numpy(np.array(grad)).to(var.device)
+        elif isinstance(grad, (list, tuple, numbers.Number)):
+            # TF's convert_to_tensor: Python numbers take the variable's dtype.
+            try:
+                grad = torch.tensor(grad, dtype=var.dtype, device=var.device)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise TypeError(
+                    f"Gradient for variable {self._label(var)} could not be converted to a tensor "
+                    f"of dtype {var.dtype}: {e}"
+                ) from None
         if isinstance(grad, Tensor) and grad.layout == torch.sparse_coo:
             grad = from_torch_sparse(grad)
         if isinstance(grad, IndexedSlices):
@@ -1018,6 +1180,7 @@ class Optimizer:
             object.__setattr__(self, "_in_step", False)
         self._raw_iterations.add_(1)
         self._step += 1
+        self._step_version = self._raw_iterations._version
 
     def _prepare(
         self, variables: Sequence[Tensor]
@@ -1076,7 +1239,9 @@ class Optimizer:
         return lr_t
 
     def _decay_active(self) -> bool:
-        value = number_value(self._hypers.get("decay", 0.0))
+        if "decay" not in self._hypers:
+            return False
+        value = number_value(self._hyper_source("decay"))
         return value is None or value > 0
 
     # ------------------------------------------------------------------------------------------
@@ -1381,15 +1546,13 @@ class Optimizer:
         cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
     ) -> Optimizer:
         """Creates an optimizer from ``get_config()`` output (``lr`` → ``learning_rate``)."""
-        from .optimizers.schedules import deserialize
-
         if not isinstance(config, dict):
             raise TypeError(f"`config` must be a dict; got {type(config).__name__}.")
         config = dict(config)
         if "lr" in config:
             config["learning_rate"] = config.pop("lr")
         if isinstance(config.get("learning_rate"), dict):
-            config["learning_rate"] = deserialize(
+            config["learning_rate"] = deserialize_schedule(
                 config["learning_rate"], custom_objects=custom_objects
             )
         return cls(**config)

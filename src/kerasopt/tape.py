@@ -205,6 +205,20 @@ def _leaves_along(structure: Any, other: Any, path: str = "") -> Iterator[tuple[
         yield path, structure, other
 
 
+def _expand_modules(structure: Any) -> Any:
+    """Replaces each `nn.Module` in a nest by the list of its trainable parameters (the module's
+    `trainable_weights`, as `var_list` takes it), so its gradients come back as that list."""
+    if isinstance(structure, torch.nn.Module):
+        return [p for p in structure.parameters() if p.requires_grad]
+    if isinstance(structure, list):
+        return [_expand_modules(item) for item in structure]
+    if isinstance(structure, tuple) and not hasattr(type(structure), "_fields"):
+        return tuple(_expand_modules(item) for item in structure)
+    if isinstance(structure, dict) and type(structure) is dict:
+        return {key: _expand_modules(item) for key, item in structure.items()}
+    return structure
+
+
 def _pack(structure: Any, values: Iterator[Any]) -> Any:
     """Rebuilds `structure`'s nesting with its leaves replaced, in `_leaves` order, by `values`."""
     if isinstance(structure, (list, tuple)):
@@ -478,7 +492,8 @@ class GradientTape:
         Args:
             target: A tensor, or a nest of tensors, to differentiate.
             sources: A tensor or a nest (lists, tuples, dicts) of tensors. An iterator, such as
-                `model.parameters()`, is read into a list.
+                `model.parameters()`, is read into a list; an `nn.Module` (anywhere in the nest)
+                stands for the list of its trainable parameters.
             output_gradients: Optional weights with the structure of `target`: one tensor (or
                 `None` for ones) per target tensor, of the same shape.
             unconnected_gradients: What to return for a source the target does not depend on
@@ -524,6 +539,7 @@ class GradientTape:
 
         if isinstance(sources, Iterator):
             sources = list(sources)
+        sources = _expand_modules(sources)
         flat_sources = []
         for path, leaf in _leaves(sources):
             if not isinstance(leaf, torch.Tensor):

@@ -43,6 +43,8 @@ class Adadelta(Optimizer):
         ['accum_grad', 'accum_var']
     """
 
+    supports_complex: ClassVar[bool] = True
+    keras_v1_weights: ClassVar[str | None] = "without_iterations"
     learning_rate = Hyper(0.001, check=non_negative)
     rho = Hyper(0.95)
     epsilon = Param(1e-7, convert=epsilon_or_default)

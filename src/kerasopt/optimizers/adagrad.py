@@ -51,6 +51,8 @@ class Adagrad(Optimizer):
         [4.1, 16.1]
     """
 
+    supports_complex: ClassVar[bool] = True
+    keras_v1_weights: ClassVar[str | None] = "without_iterations"
     learning_rate = Hyper(0.001, check=non_negative)
     initial_accumulator_value = Param(0.1, check=_non_negative_accumulator, convert=float)
     epsilon = Param(1e-7, convert=epsilon_or_default)

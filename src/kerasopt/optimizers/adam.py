@@ -47,6 +47,7 @@ class Adam(Optimizer):
         ['m', 'v']
     """
 
+    keras_v1_weights: ClassVar[str | None] = "with_vhats"
     learning_rate = Hyper(0.001, check=non_negative)
     beta_1 = Hyper(0.9)
     beta_2 = Hyper(0.999)

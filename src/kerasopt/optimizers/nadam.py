@@ -46,9 +46,9 @@ class Nadam(Optimizer):
         beta_2: decay of the second moment. Defaults to 0.999.
         epsilon: defaults to 1e-7 (``None`` or 0 also mean 1e-7, as in TF).
         name: defaults to ``"Nadam"``.
-        **kwargs: ``schedule_decay`` (stored as ``decay``; a ``decay`` keyword is honoured when
-            ``schedule_decay`` is absent, so ``from_config`` round-trips) and the base-class
-            keywords.
+        **kwargs: ``schedule_decay`` (stored as ``decay``; a ``decay`` keyword is overwritten
+            by it, as in TF — ``from_config`` reads a config's ``decay`` as ``schedule_decay``,
+            so configs round-trip) and the base-class keywords.
 
     Raises:
         ValueError: ``learning_rate`` is a ``LearningRateSchedule``.
@@ -80,8 +80,10 @@ class Nadam(Optimizer):
         name: str = "Nadam",
         **kwargs: Any,
     ) -> None:
-        decay = kwargs.pop("decay", 0.004)
-        decay = kwargs.pop("schedule_decay", decay)
+        # TF: `kwargs["decay"] = kwargs.pop("schedule_decay", 0.004)` — a `decay` keyword is
+        # overwritten (it is not a learning-rate decay here).
+        kwargs.pop("decay", None)
+        decay = kwargs.pop("schedule_decay", 0.004)
         if isinstance(kwargs.get("lr", learning_rate), LearningRateSchedule):
             raise ValueError(
                 "The Nadam optimizer does not support tf.keras.optimizers.LearningRateSchedules "
@@ -92,6 +94,16 @@ class Nadam(Optimizer):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self._m_cache_read: Tensor | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+    ) -> Any:
+        """As the base's, reading ``decay`` as ``schedule_decay`` (TF would reset it to 0.004)."""
+        if isinstance(config, dict) and "decay" in config and "schedule_decay" not in config:
+            config = dict(config)
+            config["schedule_decay"] = config.pop("decay")
+        return super().from_config(config, custom_objects=custom_objects)
 
     def _build_optimizer_weights(self, var_list: Sequence[Tensor]) -> None:
         dtype = var_list[0].dtype if var_list else torch.float32

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -72,6 +72,8 @@ class RMSprop(Optimizer):
         ['rms']
     """
 
+    supports_complex: ClassVar[bool] = True
+    keras_v1_weights: ClassVar[str | None] = "without_iterations"
     learning_rate = Hyper(0.001, check=non_negative)
     rho = Hyper(0.9)
     momentum = Hyper(0.0, check=_momentum_in_unit_interval)

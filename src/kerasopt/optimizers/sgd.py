@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -42,6 +42,7 @@ class SGD(Optimizer):
         0.72
     """
 
+    supports_complex: ClassVar[bool] = True
     learning_rate = Hyper(0.01, check=non_negative)
     momentum = Hyper(0.0, check=unit_interval)
     nesterov = Param(False, convert=bool)

@@ -398,6 +398,9 @@ class LossScaleOptimizer(Optimizer):
 
     def _apply(self, grads_and_vars: Iterable[tuple[Any, Tensor]]) -> Tensor:
         inner = self._optimizer
+        grads_and_vars = inner._materialize(grads_and_vars)
+        if not grads_and_vars:
+            return inner.apply_gradients([])  # TF: builds, applies nothing
         # The inner optimizer's plan validates and filters the pairs and changes nothing; the
         # scale is touched only once the step is known to be valid.
         plan = inner._plan(grads_and_vars)

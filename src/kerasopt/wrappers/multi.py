@@ -500,7 +500,7 @@ class MultiOptimizer(Optimizer):
                 "weights before calling `set_weights()`."
             )
         values = self._checked_weights(self.variables(), weights)
-        self.iterations = values[0]
+        self.iterations = int(values[0])
         self._dummy_learning_rate.copy_(values[1].to(torch.float32))
         offset = 2
         for opt in self._inner_optimizers:
@@ -509,7 +509,7 @@ class MultiOptimizer(Optimizer):
             if opt.built:
                 opt.set_weights(share)
             else:
-                opt.iterations = share[0]
+                opt.iterations = int(share[0])
             offset += count
 
     def get_slot(self, var: Tensor, slot_name: str) -> Tensor:
