@@ -235,7 +235,10 @@ class Optimizer:
         self._opt_weights: list[tuple[str, Tensor]] = []
         self._names_hint: dict[int, str] = {}
         self._home = torch.device("cpu")
-        self._raw_iterations = torch.zeros((), dtype=torch.int64)
+        # A variable, as TF's `iter` (`opt.iterations.assign(5)` works); int64.
+        self._raw_iterations: Tensor = Variable._wrap(
+            torch.zeros((), dtype=torch.int64), False, "iter", None
+        )
         self._step = 0  # Python mirror of _raw_iterations: control flow never reads the device
         self._step_version = self._raw_iterations._version
         self._iterations_adopted = False
@@ -683,7 +686,9 @@ class Optimizer:
             return
         self._home = device
         if not self._iterations_adopted:
-            self._raw_iterations = self._raw_iterations.to(device)
+            self._raw_iterations = Variable._wrap(
+                self._raw_iterations.detach().to(device), False, "iter", None
+            )
             self._step_version = self._raw_iterations._version
         for name, public in list(self._hyper_variables.items()):
             # A new variable on the new home (torch cannot move a tensor across device types in

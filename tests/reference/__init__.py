@@ -13,7 +13,8 @@ Interface (one class per optimizer, registered in ``REFERENCES`` under the optim
 ``t`` is the 1-based number of the update being applied (iterations + 1) and ``lr`` the learning
 rate of this step as a float (the harness applies schedules/legacy decay and the float32 rounding
 of hyperparameters that TF stores in float32 variables before it calls the reference).
-``slots`` is updated in place; arrays are float64 and never aliased with the caller's inputs.
+``slots`` is updated in place; arrays are float64 (complex128 for complex inputs) and never
+aliased with the caller's inputs.
 Optimizers with optimizer-level state (Nadam's ``momentum_cache``) keep it on the instance.
 """
 
@@ -28,7 +29,8 @@ class Reference:
     slot_names: tuple[str, ...] = ()
 
     def init_slots(self, var: np.ndarray) -> dict[str, np.ndarray]:
-        return {name: np.zeros_like(var, dtype=np.float64) for name in self.slot_names}
+        dtype = np.complex128 if np.iscomplexobj(var) else np.float64
+        return {name: np.zeros_like(var, dtype=dtype) for name in self.slot_names}
 
     def dense(
         self, var: np.ndarray, grad: np.ndarray, slots: dict[str, np.ndarray], t: int, lr: float
@@ -57,8 +59,9 @@ class Reference:
 def sum_duplicates(indices: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unique indices and the sum of the value rows of each."""
     uniq, inverse = np.unique(np.asarray(indices), return_inverse=True)
-    out = np.zeros((len(uniq), *values.shape[1:]), dtype=np.float64)
-    np.add.at(out, inverse.reshape(-1), values.astype(np.float64))
+    dtype = np.complex128 if np.iscomplexobj(values) else np.float64
+    out = np.zeros((len(uniq), *values.shape[1:]), dtype=dtype)
+    np.add.at(out, inverse.reshape(-1), values.astype(dtype))
     return uniq, out
 
 

@@ -12,7 +12,8 @@ from . import Reference, register, sum_duplicates
 
 
 def _f64(x: np.ndarray) -> np.ndarray:
-    return np.asarray(x, dtype=np.float64)
+    """float64, or complex128 for complex input (SGD, Adagrad, Adadelta, RMSprop take complex)."""
+    return np.asarray(x, dtype=np.complex128 if np.iscomplexobj(x) else np.float64)
 
 
 def _eps(epsilon: float | None) -> float:
@@ -129,7 +130,8 @@ class AdagradRef(Reference):
         self.epsilon = _eps(epsilon)
 
     def init_slots(self, var):
-        return {"accumulator": np.full(np.shape(var), self.initial_accumulator_value, np.float64)}
+        dtype = np.complex128 if np.iscomplexobj(var) else np.float64
+        return {"accumulator": np.full(np.shape(var), self.initial_accumulator_value, dtype)}
 
     def dense(self, var, grad, slots, t, lr):
         var, g = _f64(var), _f64(grad)

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .._hyper import Hyper, Param, non_negative, number_value, unit_interval
+from .._hyper import Hyper, Param, non_negative, unit_interval
 from ..optimizer import Coefficients, Optimizer
 
 
@@ -57,16 +57,15 @@ class SGD(Optimizer):
     ) -> None:
         super().__init__(name=name, learning_rate=learning_rate, **kwargs)
         self.momentum = momentum
+        # Structural, decided once as TF's `self._momentum`: a tensor or callable momentum, or
+        # one > 0, creates the `momentum` slot (assigning the value later changes no layout).
+        self._momentum = bool(
+            isinstance(momentum, torch.Tensor) or callable(momentum) or float(momentum) > 0
+        )
         self.nesterov = nesterov
 
     def slot_names(self) -> tuple[str, ...]:
-        # TF creates the slot when momentum is a tensor/callable or > 0.
-        value = number_value(self._hypers["momentum"])
-        return (
-            ("momentum",)
-            if value is None or value > 0 or callable(self._hypers["momentum"])
-            else ()
-        )
+        return ("momentum",) if self._momentum else ()
 
     def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
         c["momentum"] = self._hyper_t("momentum", dtype, device)
