@@ -9,6 +9,7 @@ Example:
     (0.8, 3.0)
 """
 
+from . import optim as optim
 from . import optimizers
 from .checkpoint import load, save
 from .optimizer import Optimizer
