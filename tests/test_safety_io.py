@@ -7,19 +7,27 @@ per-step growth of the context, and only a failure to compile falls back to fore
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import fcntl
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import warnings
 import zipfile
 
 import pytest
 import torch
+import torch._dynamo.utils
+import torch._inductor.exc
+from torch.fx.experimental import _config as fx_config
 
 import kerasopt as ko
+from kerasopt import _compiled
 from kerasopt._state import StateError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -224,3 +232,177 @@ def test_save_removes_the_temporary_of_a_save_killed_mid_write(tmp_path):
     model2, opt2 = _trained(3)
     ko.load(path, opt2, model2)
     assert _fingerprint(opt2, model2) == _fingerprint(opt, model)
+
+
+# -- compiled engine ---------------------------------------------------------------------------
+SHAPES = [(5,), (3, 4), (7,), (2, 2)]
+
+
+def _vars(shapes, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+
+
+def _grads(shapes, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g) for s in shapes]
+
+
+@contextlib.contextmanager
+def _no_fallback_warning():
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "error", message=".*compiled engine is unavailable", category=Warning
+        )
+        yield
+
+
+def test_compiled_steps_do_not_grow_the_context():
+    variables, grads = _vars(SHAPES, 1), _grads(SHAPES, 2)
+    opt = ko.optimizers.Adam(0.01, jit_compile=True)
+    for _ in range(3):  # compile and warm up
+        opt.apply_gradients(zip(grads, variables))
+
+    def growth(steps):
+        before = len(contextvars.copy_context())
+        for _ in range(steps):
+            opt.apply_gradients(zip(grads, variables))
+        return len(contextvars.copy_context()) - before
+
+    assert growth(20) == 0 and growth(60) == 0
+
+
+def test_no_duck_shape_patch_is_still_in_effect_when_compiling():
+    graphs = int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    # Equal sizes first, then other equalities: without the patch, duck sizing would recompile.
+    a = _vars([(6,)] * 3 + [(9,)], 3)
+    b = _vars([(4,), (11,), (4,), (8,)], 4)
+    opt = ko.optimizers.Adamax(0.01, jit_compile=True)
+    with _no_fallback_warning():
+        opt.apply_gradients(zip(_grads([(6,)] * 3 + [(9,)], 5), a))
+        after_first = int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+        opt.apply_gradients(zip(_grads([(4,), (11,), (4,), (8,)], 6), b))
+    assert int(torch._dynamo.utils.counters["stats"]["unique_graphs"]) == after_first
+    assert after_first >= graphs
+    assert fx_config.use_duck_shape  # the patch is scoped: the global default is untouched
+
+
+FLAG = torch.zeros((), dtype=torch.int64)
+
+
+@torch.library.custom_op("kerasopt_test::checked_grad", mutates_args=())
+def _checked_grad(grad: torch.Tensor, flag: torch.Tensor) -> torch.Tensor:
+    if int(flag):
+        raise ValueError("kerasopt test: a runtime failure inside the compiled graph")
+    return grad.clone()
+
+
+@_checked_grad.register_fake
+def _(grad, flag):
+    return torch.empty_like(grad)
+
+
+class _FlakyAdam(ko.optimizers.Adam):
+    """Adam whose compiled graph raises at run time while ``FLAG`` is set (an opaque custom op)."""
+
+    def update(self, var, grad, *slots, c):
+        ko.optimizers.Adam.update(self, var, _checked_grad(grad, FLAG), *slots, c=c)
+
+
+def _flaky_keys():
+    return {k for k in _compiled._CACHE if k[1] is _FlakyAdam}
+
+
+def test_runtime_error_on_a_later_call_propagates_and_marks_nothing():
+    variables, grads = _vars(SHAPES, 7), _grads(SHAPES, 8)
+    opt = _FlakyAdam(0.01, jit_compile=True)
+    FLAG.fill_(0)
+    with _no_fallback_warning():
+        opt.apply_gradients(zip(grads, variables))  # compiles
+        (key,) = _flaky_keys()
+        graphs = int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+        FLAG.fill_(1)
+        try:
+            with pytest.raises(ValueError, match="runtime failure inside the compiled graph"):
+                opt.apply_gradients(zip(grads, variables))
+        finally:
+            FLAG.fill_(0)
+        assert key not in _compiled._BROKEN
+        # A later optimizer of the class still runs compiled, on the same graph.
+        others = _vars([(9,), (3, 3)], 9)
+        twins = [torch.nn.Parameter(v.detach().clone()) for v in others]
+        _FlakyAdam(0.01, jit_compile=True).apply_gradients(zip(_grads([(9,), (3, 3)], 10), others))
+    assert key not in _compiled._BROKEN
+    assert int(torch._dynamo.utils.counters["stats"]["unique_graphs"]) == graphs
+    ko.optimizers.Adam(0.01, implementation="per_tensor").apply_gradients(
+        zip(_grads([(9,), (3, 3)], 10), twins)
+    )
+    for a, b in zip(others, twins):
+        torch.testing.assert_close(a, b, rtol=4e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        lambda: torch._inductor.exc.InvalidCxxCompiler(),
+        lambda: torch._inductor.exc.CppCompileError(["cc"], "boom"),
+    ],
+    ids=["InvalidCxxCompiler", "CppCompileError"],
+)
+def test_compile_failure_on_a_recompile_still_falls_back(monkeypatch, error):
+    calls = []
+
+    def compiled_then_fails(rule, v, g, s, c):
+        calls.append(1)
+        if len(calls) > 1:
+            raise error()
+        _compiled._chunk_step(rule, v, g, s, c)
+
+    monkeypatch.setattr(_compiled, "_compiled", lambda key: compiled_then_fails)
+    monkeypatch.setattr(_compiled, "_BROKEN", set())
+    monkeypatch.setattr(_compiled, "_READY", {}, raising=False)
+    a = _vars(SHAPES, 11)
+    b = [torch.nn.Parameter(v.detach().clone()) for v in a]
+    grads = _grads(SHAPES, 12)
+    opt_a = ko.optimizers.SGD(0.1, jit_compile=True)
+    opt_b = ko.optimizers.SGD(0.1, implementation="foreach")
+    opt_a.apply_gradients(zip(grads, a))
+    with pytest.warns(RuntimeWarning, match="compiled engine is unavailable here"):
+        opt_a.apply_gradients(zip(grads, a))
+    assert len(_compiled._BROKEN) == 1
+    for _ in range(2):
+        opt_b.apply_gradients(zip(grads, b))
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=4e-6, atol=1e-7)
+
+
+def test_scratch_is_one_bounded_list_per_dtype_and_device(monkeypatch):
+    monkeypatch.setattr(_compiled, "_SCRATCH", {})
+    for n in range(1, 40):  # every pad count
+        shapes = [(3,)] * n
+        ko.optimizers.SGD(0.1, momentum=0.9, jit_compile=True).apply_gradients(
+            zip(_grads(shapes, n), _vars(shapes, n))
+        )
+    assert list(_compiled._SCRATCH) == [(torch.float32, torch.device("cpu"))]
+    (pads,) = _compiled._SCRATCH.values()
+    assert len(pads) == 3 * (_compiled.CHUNK - 1)
+
+
+def test_scratch_is_thread_safe(monkeypatch):
+    monkeypatch.setattr(_compiled, "_SCRATCH", {})
+    results = []
+    barrier = threading.Barrier(8)
+
+    def worker(count):
+        barrier.wait()
+        results.append(_compiled._scratch(torch.float64, torch.device("cpu"), count))
+
+    threads = [threading.Thread(target=worker, args=(5 * (i + 1),)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (pads,) = _compiled._SCRATCH.values()
+    assert len(pads) == 40 and len({id(p) for p in pads}) == 40
+    for got in results:
+        assert all(x is y for x, y in zip(got, pads))

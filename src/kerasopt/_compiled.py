@@ -11,16 +11,24 @@ the number of tensors.
 Tensors with fewer than two elements (size 1 would specialise the dynamic shapes) and
 non-contiguous variables run through the foreach engine instead: bit-identical to the per-tensor
 rule, while compiled results are within a few ulp of it.
+
+Only a failure to *compile* (a dynamo or inductor compile error, or any error on a key's first
+call) falls back to the foreach engine, for that key, for the rest of the process; an error on a
+later call of a compiled key is the rule's or the data's and propagates. The caches are shared by
+threads and guarded by one lock.
 """
 
 from __future__ import annotations
 
+import threading
 import types
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch._dynamo.exc as dynamo_exc
+import torch._inductor.exc as inductor_exc
 from torch import Tensor
 from torch.fx.experimental import _config as fx_config
 
@@ -28,9 +36,35 @@ from ._tensorlist import TensorList
 
 CHUNK = 16
 
+_LOCK = threading.Lock()  # guards the mutation of the four caches below
 _CACHE: dict[tuple[Any, ...], Callable[..., None]] = {}
-_BROKEN: set[tuple[Any, ...]] = set()
-_SCRATCH: dict[tuple[Any, ...], list[Tensor]] = {}
+# key -> the compiled function whose call has succeeded once (a first call may fail to compile).
+_READY: dict[tuple[Any, ...], Callable[..., None]] = {}
+_BROKEN: set[tuple[Any, ...]] = set()  # keys that failed to compile: they run foreach
+_SCRATCH: dict[tuple[Any, ...], list[Tensor]] = {}  # (dtype, device) -> pads, sliced per use
+
+# Errors that mean "this could not be compiled" (no C++ compiler, a lowering or codegen failure,
+# something dynamo cannot trace). Anything else on a later call is a runtime error.
+_COMPILE_ERRORS: tuple[type[BaseException], ...] = (
+    dynamo_exc.BackendCompilerFailed,  # includes inductor's InductorError
+    dynamo_exc.InternalTorchDynamoError,
+    dynamo_exc.Unsupported,
+    dynamo_exc.ShortenTraceback,  # TritonMissing, GPUTooOldForTriton
+    dynamo_exc.RecompileError,
+    inductor_exc.OperatorIssue,
+    inductor_exc.InvalidCxxCompiler,
+    inductor_exc.CppCompileError,
+    inductor_exc.CppWrapperCodegenError,
+    inductor_exc.SubgraphLoweringException,
+)
+
+# Traced without duck sizing: equal sizes in a chunk must not become guards (each later chunk
+# with other equalities would recompile). One patch object, made once: each ``fx_config.patch()``
+# call creates a new ContextVar that stays in the calling context for good, so patching anew
+# every step grew memory without bound. The option is read when dynamo traces, which happens on
+# a key's first call and on any recompile, so it is in effect around every compiled call;
+# re-entering this one object only re-sets its one ContextVar.
+_NO_DUCK_SHAPE = fx_config.patch(use_duck_shape=False)  # type: ignore[attr-defined]
 
 
 def _chunk_step(rule: Callable[..., None], variables: Any, grads: Any, slots: Any, c: Any) -> None:
@@ -41,13 +75,20 @@ def _chunk_step(rule: Callable[..., None], variables: Any, grads: Any, slots: An
 def _compiled(key: tuple[Any, ...]) -> Callable[..., None]:
     fn = _CACHE.get(key)
     if fn is None:
-        # A distinct code object per key gives each its own dynamo cache (and recompile budget).
-        code = _chunk_step.__code__.replace(co_name=f"kerasopt_compiled_step_{len(_CACHE)}")
-        raw = types.FunctionType(code, _chunk_step.__globals__, code.co_name)
-        # dynamic_threads: every loop gets a parallel scope. Without it inductor decides from the
-        # first trace's sizes, and a shared graph would run a later large tensor on one thread.
-        fn = torch.compile(raw, dynamic=True, fullgraph=True, options={"cpp.dynamic_threads": True})
-        _CACHE[key] = fn
+        with _LOCK:
+            fn = _CACHE.get(key)
+            if fn is None:
+                # A distinct code object per key gives each its own dynamo cache (and recompile
+                # budget).
+                code = _chunk_step.__code__.replace(co_name=f"kerasopt_compiled_step_{len(_CACHE)}")
+                raw = types.FunctionType(code, _chunk_step.__globals__, code.co_name)
+                # dynamic_threads: every loop gets a parallel scope. Without it inductor decides
+                # from the first trace's sizes, and a shared graph would run a later large tensor
+                # on one thread.
+                fn = torch.compile(
+                    raw, dynamic=True, fullgraph=True, options={"cpp.dynamic_threads": True}
+                )
+                _CACHE[key] = fn
     return fn
 
 
@@ -62,12 +103,64 @@ def _flat(t: Tensor) -> Tensor:
 
 
 def _scratch(dtype: torch.dtype, device: torch.device, count: int) -> list[Tensor]:
-    key = (dtype, device, count)
+    """``count`` distinct two-element pads: one list per (dtype, device), grown to the largest
+    count asked for (at most ``(2 + slots) * (CHUNK - 1)``) and sliced."""
+    key = (dtype, device)
     pads = _SCRATCH.get(key)
-    if pads is None:
-        pads = [torch.zeros(2, dtype=dtype, device=device) for _ in range(count)]
-        _SCRATCH[key] = pads
-    return pads
+    if pads is None or len(pads) < count:
+        with _LOCK:
+            pads = _SCRATCH.get(key, [])
+            if len(pads) < count:
+                pads = pads + [
+                    torch.zeros(2, dtype=dtype, device=device) for _ in range(count - len(pads))
+                ]
+                _SCRATCH[key] = pads
+    return pads[:count]
+
+
+def _run_chunks(
+    fn: Callable[..., None],
+    key: tuple[Any, ...],
+    rule: Callable[..., None],
+    variables: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    slots: Sequence[Sequence[Tensor]],
+    c: Any,
+    flat: list[int],
+) -> int:
+    """Runs the chunks of ``flat`` compiled; returns how many indices ran (the rest run eagerly
+    after a compile failure)."""
+    var0 = variables[flat[0]]
+    for start in range(0, len(flat), CHUNK):
+        idx = flat[start : start + CHUNK]
+        pad = CHUNK - len(idx)
+        scratch = _scratch(var0.dtype, var0.device, (2 + len(slots)) * pad) if pad else []
+        v = [_flat(variables[i]) for i in idx] + scratch[:pad]
+        g = [_flat(grads[i].contiguous()) for i in idx] + scratch[pad : 2 * pad]
+        s = [
+            [_flat(lst[i]) for i in idx] + scratch[(2 + k) * pad : (3 + k) * pad]
+            for k, lst in enumerate(slots)
+        ]
+        first = _READY.get(key) is not fn
+        try:
+            fn(rule, v, g, s, c)
+        except Exception as e:
+            if not first and not isinstance(e, _COMPILE_ERRORS):
+                raise  # a runtime error of a graph that compiled: the caller's to see
+            # Compilation failed (e.g. no C++ compiler); nothing of this chunk ran: run eagerly.
+            with _LOCK:
+                _BROKEN.add(key)
+            warnings.warn(
+                f"kerasopt: the compiled engine is unavailable here ({type(e).__name__}: {e}); "
+                "falling back to the foreach engine.",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+            return start
+        if first:
+            with _LOCK:
+                _READY[key] = fn
+    return len(flat)
 
 
 def run_compiled(
@@ -91,31 +184,11 @@ def run_compiled(
         if key in _BROKEN:
             eager.extend(flat)
             flat = []
-        for start in range(0, len(flat), CHUNK):
-            idx = flat[start : start + CHUNK]
-            pad = CHUNK - len(idx)
-            scratch = _scratch(var0.dtype, var0.device, (2 + len(slots)) * pad) if pad else []
-            v = [_flat(variables[i]) for i in idx] + scratch[:pad]
-            g = [_flat(grads[i].contiguous()) for i in idx] + scratch[pad : 2 * pad]
-            s = [
-                [_flat(lst[i]) for i in idx] + scratch[(2 + k) * pad : (3 + k) * pad]
-                for k, lst in enumerate(slots)
-            ]
-            try:
-                # Traced without duck sizing: equal sizes in a chunk must not become guards (each
-                # later chunk with other equalities would recompile). The patch is scoped here.
-                with fx_config.patch(use_duck_shape=False):  # type: ignore[attr-defined]
-                    _compiled(key)(rule, v, g, s, c)
-            except Exception as e:  # compilation failed (e.g. no C++ compiler): run eagerly
-                _BROKEN.add(key)
-                warnings.warn(
-                    f"kerasopt: the compiled engine is unavailable here ({type(e).__name__}: {e}); "
-                    "falling back to the foreach engine.",
-                    RuntimeWarning,
-                    stacklevel=4,
-                )
-                eager.extend(flat[start:])
-                break
+        if flat:
+            fn = _compiled(key)
+            with _NO_DUCK_SHAPE:
+                done = _run_chunks(fn, key, rule, variables, grads, slots, c, flat)
+            eager.extend(flat[done:])
     if eager:
         rule(
             TensorList([variables[i] for i in eager]),
