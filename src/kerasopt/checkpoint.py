@@ -220,16 +220,17 @@ def load(path: PathLike, optimizer: Any, model: torch.nn.Module | None = None) -
         if "model" not in payload:
             raise StateError(f"{name!r} holds no model state.")
         _check_model_state(name, model, payload["model"])
-    # The optimizer's load_state_dict checks everything, then assigns. The model section is
-    # checked already, so the optimizer is loaded first and the model last; the snapshot (a copy
-    # of the optimizer's state, as ``save`` makes) restores the optimizer should anything after
-    # its checks fail (a wrapper that assigns its own keys before its inner optimizer's checks,
-    # or the model's copy). A deep copy of the optimizer would copy the variables it references.
-    snapshot = optimizer.state_dict()
-    try:
-        optimizer.load_state_dict(payload["optimizer"])
-        if model is not None:
+    # Every kerasopt optimizer's load_state_dict checks everything, then assigns (all or
+    # nothing), so it is the check of the optimizer section: it runs first, while the model is
+    # untouched. The model section is checked already, so its copy cannot fail on a key, shape or
+    # dtype; should it fail anyway (a hook, a device error), the snapshot (a copy of the
+    # optimizer's state, as ``save`` makes) puts the optimizer back. A deep copy of the optimizer
+    # to check against would also copy the variables it references.
+    snapshot = optimizer.state_dict() if model is not None else None
+    optimizer.load_state_dict(payload["optimizer"])
+    if model is not None:
+        try:
             model.load_state_dict(payload["model"])
-    except BaseException:
-        optimizer.load_state_dict(snapshot)
-        raise
+        except BaseException:
+            optimizer.load_state_dict(snapshot)
+            raise
