@@ -634,3 +634,16 @@ def test_load_before_the_first_step_and_of_a_subset():
     target.load_state_dict(sd)
     assert fresh[0] in target.state and fresh[1] not in target.state
     assert int(target.state[fresh[0]]["step"]) == 1
+
+
+def test_a_group_appended_to_param_groups_directly_gets_its_own_keras_optimizer():
+    a, b = make_params([(2,), (3,)])
+    opt = ko.optim.Adam([a], lr=0.1)
+    opt.param_groups.append({"params": [b], "lr": 0.05, "betas": (0.5, 0.9)})
+    for p in (a, b):
+        p.grad = torch.ones_like(p)
+    opt.step()
+    inner = opt.keras_optimizers
+    assert len(inner) == 2 and inner[1].beta_1.item() == 0.5
+    assert opt.param_groups[1]["beta_1"] == 0.5 and opt.param_groups[1]["epsilon"] == 1e-7
+    assert int(opt.state[b]["step"]) == 1

@@ -64,6 +64,10 @@ _TORCH_NAMES: dict[str, str] = {
 _TORCH_FLAGS = frozenset({"maximize", "foreach", "fused", "capturable", "differentiable"})
 
 
+def _is_tensor(value: Any) -> bool:
+    return isinstance(value, Tensor)
+
+
 def _same(a: Any, b: Any, live: bool) -> bool:
     """Whether a group value is unchanged since it was applied.
 
@@ -233,6 +237,7 @@ class _GroupState:
     group: dict[str, Any]
     inner: KerasOptimizerBase
     synced: dict[str, Any]  # the group values the inner optimizer was last given
+    synced_values: tuple[Any, ...] = ()  # the same, as the group's values in key order
     lr_alias: Any = _MISSING  # last `learning_rate` seen in the group (an alias of `lr`)
     built: dict[int, Tensor] = field(default_factory=dict)  # id -> param, in build order
     batches: list[Any] = field(default_factory=list)  # the `build` calls, to replay on rebuild
@@ -408,18 +413,25 @@ class KerasOptimizer(torch.optim.Optimizer):
             raise type(e)(f"param_groups[{index}]: {e}") from e
 
     def _new_group_state(self, group: dict[str, Any], index: int) -> _GroupState:
-        return _GroupState(group, self._make_inner(group, index), self._snapshot(group))
+        state = _GroupState(group, self._make_inner(group, index), {})
+        self._resnapshot(state)
+        return state
 
     def _snapshot(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {k: group.get(k, d) for k, d in self._spec.defaults.items()}
+
+    def _resnapshot(self, state: _GroupState) -> None:
+        state.synced = self._snapshot(state.group)
+        state.synced_values = tuple(map(state.group.get, self._spec.defaults))
 
     def _group_state(self, group: dict[str, Any], index: int) -> _GroupState:
         state = self._groups.get(id(group))
         if state is None or state.group is not group:
             # A group put into `param_groups` without add_param_group (or a replaced dict).
+            given = set(group)
             for key, value in self._spec.defaults.items():
                 group.setdefault(key, value)
-            self._normalize(group, set())
+            self._normalize(group, given)
             if not isinstance(group, _ParamGroup):
                 group = self.param_groups[index] = _ParamGroup(group, self._spec.betas)
             state = self._new_group_state(group, index)
@@ -437,6 +449,15 @@ class KerasOptimizer(torch.optim.Optimizer):
     def _sync(self, state: _GroupState, index: int) -> None:
         """Applies the group values changed since the last step to its inner optimizer."""
         group, synced, spec = state.group, state.synced, self._spec
+        # Fast path, every step: the values are the snapshot's (compared in C) and none is a
+        # tensor (which may have changed in place) or an alias written since.
+        current = tuple(map(group.get, spec.defaults))
+        if not any(map(_is_tensor, current)) and "learning_rate" not in group:
+            try:
+                if current == state.synced_values:
+                    return
+            except Exception:  # a value without a plain truth value: take the slow path
+                pass
         if "learning_rate" in group:
             # Written into the group after construction (ZeroRedundancyOptimizer copies its own
             # groups' keys into ours every step): only a new value counts, as a new `lr`.
@@ -472,6 +493,7 @@ class KerasOptimizer(torch.optim.Optimizer):
             if key != "betas" and not _same(group.get(key, default), synced[key], key in spec.live)
         ]
         if not changed:
+            self._resnapshot(state)
             return
         if not state.built:
             # No state yet: a new inner optimizer, so that what Keras decides at construction
@@ -483,7 +505,7 @@ class KerasOptimizer(torch.optim.Optimizer):
                 synced[key] = group.get(key, spec.defaults[key])
         else:
             self._rebuild(state, index, changed)
-        state.synced = self._snapshot(group)
+        self._resnapshot(state)
 
     def _set_live(self, state: _GroupState, index: int, key: str) -> None:
         inner = state.inner
@@ -650,8 +672,14 @@ class KerasOptimizer(torch.optim.Optimizer):
                 new = [p for p, values in items if id(p) not in state.built and values]
                 if new:
                     self._build(state, state.group, new)
+                position = {id(p): j for j, p in enumerate(state.group["params"])}
                 checked = [
-                    self._check_entry(state, p, values, f"state of param_groups[{index}] parameter")
+                    self._check_entry(
+                        state,
+                        p,
+                        values,
+                        f"state[p] of param_groups[{index}] parameter {position[id(p)]}",
+                    )
                     for p, values in items
                     if id(p) in state.built
                 ]
