@@ -148,7 +148,10 @@ class Param:
 
 def epsilon_or_default(value: Any) -> float:
     """TF's ``epsilon or backend.epsilon()``: None and 0 become 1e-7 (a quirk kept on purpose)."""
-    return 1e-7 if not value else float(value)
+    number = None if value is None else float(value)
+    # Converted first: a string "0" (from a hand-written config) is 0 too, so get_config /
+    # from_config round-trip.
+    return 1e-7 if not number else number
 
 
 def tf_cast_value(value: float) -> float:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from ._hyper import number_value
+from ._hyper import Hyper, declared, number_value
 
 if TYPE_CHECKING:
     from .optimizer import Optimizer
@@ -77,8 +77,12 @@ def _expect(key: str, value: Any, shape: tuple[int, ...], dtype: torch.dtype) ->
         raise StateError(f"State key {key!r} has dtype {value.dtype}, expected {dtype}.")
 
 
-def load_state_dict(opt: Optimizer, state: Mapping[str, Any]) -> None:
-    """Validates all of ``state`` against ``opt``, then assigns it (all or nothing)."""
+def load_state_dict(opt: Optimizer, state: Mapping[str, Any], strict: bool = True) -> None:
+    """Validates all of ``state`` against ``opt``, then assigns it (all or nothing).
+
+    With ``strict`` (the default) every slot of every variable the optimizer has seen must be in
+    ``state``, and state loaded for variables not seen yet must match the names of the next new
+    variables; ``strict=False`` loads what there is and keeps the other slots as they are."""
     if not isinstance(state, Mapping):
         raise StateError(
             f"A state dict must be a mapping of str to tensors; got {type(state).__name__}."
@@ -98,6 +102,7 @@ def load_state_dict(opt: Optimizer, state: Mapping[str, Any]) -> None:
     pending: dict[str, dict[str, Tensor]] = {}
     own_weights = dict(opt._opt_weights)
     records = variable_names(opt)
+    checks = {d.name: d.check for d in declared(type(opt)) if isinstance(d, Hyper) and d.check}
     for key, value in state.items():
         if key == "iterations":
             continue
@@ -110,9 +115,17 @@ def load_state_dict(opt: Optimizer, state: Mapping[str, Any]) -> None:
             _expect(key, value, (), value.dtype if isinstance(value, Tensor) else torch.float64)
             if not value.is_floating_point():
                 raise StateError(f"State key {key!r} must be a floating tensor.")
+            if value.device.type == "meta":
+                raise StateError(f"State key {key!r} is a meta tensor: it holds no value.")
             number = float(value)
             if number != number or number in (float("inf"), float("-inf")):
                 raise StateError(f"State key {key!r} is not finite.")
+            check = checks.get(rest)
+            if check is not None:
+                try:
+                    check(rest, number)  # the constructor's validation
+                except (TypeError, ValueError) as e:
+                    raise StateError(f"State key {key!r}: {e}") from None
             hypers[rest] = number
         elif kind == "weight":
             if rest not in own_weights and not opt.built:
@@ -157,22 +170,52 @@ def load_state_dict(opt: Optimizer, state: Mapping[str, Any]) -> None:
         else:
             raise StateError(f"Unknown state key {key!r} for optimizer {opt.name!r}.")
 
+    if strict:
+        missing = [
+            f"slot/{var_name}/{slot_name}"
+            for var_name, record in records.items()
+            for slot_name in record.slots
+            if slot_name not in slots.get(var_name, {})
+        ]
+        if missing:
+            raise StateError(
+                f"State dict for optimizer {opt.name!r} lacks {len(missing)} slot key(s): "
+                f"{missing[:8]}{' ...' if len(missing) > 8 else ''}. Pass strict=False to load "
+                "a partial state (the missing slots keep their values)."
+            )
+    # Every copy source is made first (on the target's device: a meta tensor or a failing
+    # transfer raises here), so assigning below cannot fail half-way.
+    todo: list[tuple[Tensor, Tensor]] = []
+    for name, value in weights.items():
+        todo.append((own_weights[name], _staged(f"weight/{name}", value, own_weights[name])))
+    for var_name, values in slots.items():
+        record = records[var_name]
+        for slot_name, value in values.items():
+            target = record.slots[slot_name]
+            todo.append((target, _staged(f"slot/{var_name}/{slot_name}", value, target)))
+    new_pending = {
+        name: {k: _staged(f"slot/{name}/{k}", v, v) for k, v in d.items()}
+        for name, d in pending.items()
+    }
     # Everything checked: assign.
     with torch.no_grad():
         opt.iterations = int(state["iterations"])
         for name, number in hypers.items():
             if not callable(opt._hypers[name]):
                 opt._set_hyper(name, number)
-        for name, value in weights.items():
-            own_weights[name].copy_(value)
-        for var_name, values in slots.items():
-            record = records[var_name]
-            for slot_name, value in values.items():
-                record.slots[slot_name].copy_(value)
-        opt._pending_slots = {
-            name: {k: v.detach().clone() for k, v in d.items()} for name, d in pending.items()
-        }
+        for target, value in todo:
+            target.copy_(value)
+        opt._pending_slots = new_pending
+        opt._pending_strict = strict
         opt._group_cache.clear()
+
+
+def _staged(key: str, value: Tensor, like: Tensor) -> Tensor:
+    """A private copy of ``value`` on ``like``'s device, made before anything is assigned."""
+    if value.device.type == "meta":
+        raise StateError(f"State key {key!r} is a meta tensor: it holds no value.")
+    device = like.device if like.device.type != "meta" else torch.device("cpu")
+    return value.detach().to(device, copy=True)
 
 
 def _dtype_of(key: str, value: Any) -> torch.dtype:
@@ -195,9 +238,20 @@ def adopt_pending(opt: Optimizer, records: list[Any]) -> None:
             )
         _expect(f"weight/{name}", value, tuple(own_weights[name].shape), own_weights[name].dtype)
         todo.append((own_weights[name], value))
+    names = {r.name for r in records}
+    unmatched = [n for n in opt._pending_slots if n and n not in names]
     for record in records:
         values = opt._pending_slots.get(record.name)
         if not values:
+            if unmatched and getattr(opt, "_pending_strict", True):
+                raise StateError(
+                    f"Loaded state holds slots for variables {sorted(unmatched)[:8]} that "
+                    f"optimizer {opt.name!r} has not seen, but its new variable {record.name!r} "
+                    "has none: the variables are named differently than when the state was "
+                    "saved (e.g. saved after minimize(loss, model), which names them by "
+                    "`named_parameters()`). Pass them the same way (the nn.Module, or a dict of "
+                    "named tensors), or load with strict=False to start these slots afresh."
+                )
             continue
         for slot_name, value in values.items():
             key = f"slot/{record.name}/{slot_name}"

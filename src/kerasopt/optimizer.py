@@ -18,7 +18,7 @@ import inspect
 import numbers
 import re
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -92,6 +92,7 @@ class _Record:
     name: str
     index: int
     slots: dict[str, Tensor] = field(default_factory=dict)
+    shape: tuple[int, ...] = ()  # the variable's shape when its slots were made
 
 
 @dataclass(eq=False)
@@ -124,6 +125,18 @@ def _var_label(var: Tensor, names: dict[int, str] | None = None) -> str:
     if isinstance(name, str):
         return name
     return f"<tensor shape={tuple(var.shape)} dtype={var.dtype}>"
+
+
+def _looks_like_parameters(value: Any) -> bool:
+    """``model.parameters()``, a module, or a list of tensors / param-group dicts: what a
+    torch.optim user passes first, and what a Keras optimizer must not take as a learning rate."""
+    if isinstance(value, (nn.Module, Iterator)):
+        return True
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(isinstance(item, (Tensor, dict)) for item in value)
+    )
 
 
 def _requires_step_argument(fn: Callable[..., Any]) -> bool:
@@ -217,6 +230,14 @@ class Optimizer:
         init(self, "_step_callables", {})
         init(self, "_dynamic_hypers", set())
         init(self, "_params", {})
+        if _looks_like_parameters(learning_rate):
+            cls = type(self).__name__
+            raise TypeError(
+                f"{cls}() got model parameters as its first argument (`learning_rate`): "
+                f"kerasopt.optimizers.{cls} takes TF's arguments (hyperparameters only) and gets "
+                "its variables from `minimize(loss, var_list)` / `apply_gradients(pairs)`. For "
+                f"the torch.optim protocol use kerasopt.optim.{cls}(model.parameters(), lr=...)."
+            )
         for key in kwargs:
             if key not in _BASE_KWARGS:
                 raise TypeError(f"Unexpected keyword argument passed to optimizer: {key}")
@@ -230,6 +251,7 @@ class Optimizer:
             )
         self._name = name if name is not None else type(self).__name__
         self._records: dict[int, _Record] = {}
+        self._used_names: set[str] = set()
         self._slot_names: list[str] = []
         self._slot_order: list[tuple[_Record, str]] = []
         self._opt_weights: list[tuple[str, Tensor]] = []
@@ -246,6 +268,7 @@ class Optimizer:
         self._group_cache: dict[tuple[Any, ...], list[_Group]] = {}
         self._constants: dict[tuple[Any, ...], Tensor] = {}
         self._pending_slots: dict[str, dict[str, Tensor]] = {}
+        self._pending_strict = True
         self._exclude_ids: set[int] = set()
         self._exclude_names: re.Pattern[str] | None = None
         self._legacy_hooks = type(self)._resource_apply_dense is not Optimizer._resource_apply_dense
@@ -671,13 +694,25 @@ class Optimizer:
         name = self._names_hint.get(id(var)) or getattr(var, "name", None)
         return name if isinstance(name, str) else f"variable_{index}"
 
+    def _unique_name(self, name: str) -> str:
+        """``name``, or ``name_1``, ``name_2``... if another variable has it (TF's unique
+        variable names): two unnamed ``kerasopt.Variable``s get distinct state keys."""
+        if name not in self._used_names:
+            return name
+        k = 1
+        while f"{name}_{k}" in self._used_names:
+            k += 1
+        return f"{name}_{k}"
+
     def _record(self, var: Tensor) -> _Record:
         record = self._records.get(id(var))
         if record is None:
             self._ensure_home(var.device)
             index = len(self._records)
-            record = _Record(var, self._new_name(var, index), index)
+            record = _Record(var, self._unique_name(self._new_name(var, index)), index)
+            record.shape = tuple(var.shape)
             self._records[id(var)] = record
+            self._used_names.add(record.name)
         return record
 
     def _ensure_home(self, device: torch.device) -> None:
@@ -706,19 +741,13 @@ class Optimizer:
 
     def _create_state(self, new_vars: Sequence[Tensor]) -> None:
         # Creation is undone if loaded state does not fit the new variables: all or nothing.
-        undo = (len(self._slot_order), list(self._slot_names), self._built, len(self._opt_weights))
+        undo = self._creation_mark()
         try:
             self._create_state_unchecked(new_vars)
             if self._pending_slots:
                 _state.adopt_pending(self, [self._records[id(v)] for v in new_vars])
         except Exception:
-            for var in new_vars:
-                self._records.pop(id(var), None)
-            del self._slot_order[undo[0] :]
-            self._slot_names[:] = undo[1]
-            self._built = undo[2]
-            del self._opt_weights[undo[3] :]
-            self._group_cache.clear()
+            self._forget_created(new_vars, undo)
             raise
 
     def _create_state_unchecked(self, new_vars: Sequence[Tensor]) -> None:
@@ -915,7 +944,7 @@ class Optimizer:
 
     def _plan(self, grads_and_vars: Iterable[tuple[Any, Tensor]], aggregate: bool = True) -> _Plan:
         self._sync_step()
-        pairs = self._check_pairs(grads_and_vars)
+        pairs = self._unaliased(self._check_pairs(grads_and_vars))
         if aggregate and (
             self.gradient_aggregator is not None
             or type(self)._aggregate_gradients is not Optimizer._aggregate_gradients
@@ -965,6 +994,29 @@ class Optimizer:
         if self.gradient_aggregator is None:
             return grads_and_vars
         return self.gradient_aggregator(grads_and_vars)
+
+    def _unaliased(self, pairs: list[tuple[Grad, Tensor]]) -> list[tuple[Grad, Tensor]]:
+        """Checks each known variable against its slots and copies gradients that share memory
+        with a variable of the step (``(w, w)``, swapped pairs of two parameters): every engine
+        then reads every gradient as it was before any variable was written."""
+        storages = set()
+        for _, var in pairs:
+            record = self._records.get(id(var))
+            if record is not None and var.shape != record.shape:
+                raise ValueError(
+                    f"Variable {record.name!r} has shape {tuple(var.shape)}, but its slots in "
+                    f"optimizer {self._name!r} were made for shape {record.shape} (was "
+                    "`param.data` replaced by a tensor of another shape?). Create a new "
+                    "optimizer, or give the variable its old shape back."
+                )
+            storages.add(var.untyped_storage().data_ptr())
+        out = []
+        for g, var in pairs:
+            values = g.values if isinstance(g, IndexedSlices) else g
+            if values.untyped_storage().data_ptr() in storages:
+                g = g.with_values(values.clone()) if isinstance(g, IndexedSlices) else g.clone()
+            out.append((g, var))
+        return out
 
     @staticmethod
     def _densify(g: IndexedSlices, var: Tensor) -> Tensor:
@@ -1039,6 +1091,11 @@ class Optimizer:
             )
         if isinstance(grad, np.ndarray):
             # TF converts array gradients to tensors (their dtype is then checked like any other).
+            if grad.dtype == object or grad.dtype.kind not in "biufc":
+                raise TypeError(
+                    f"Gradient for variable {self._label(var)} is a NumPy array of dtype "
+                    f"{grad.dtype}; it must hold numbers."
+                )
             grad = torch.from_numpy(np.array(grad)).to(var.device)
         elif isinstance(grad, (list, tuple, numbers.Number)):
             # TF's convert_to_tensor: Python numbers take the variable's dtype.
@@ -1050,15 +1107,21 @@ class Optimizer:
                     f"of dtype {var.dtype}: {e}"
                 ) from None
         if isinstance(grad, Tensor) and grad.layout == torch.sparse_coo:
+            if tuple(grad.shape) != tuple(var.shape):
+                raise ValueError(
+                    f"Sparse gradient for variable {self._label(var)} has dense shape "
+                    f"{tuple(grad.shape)}, expected {tuple(var.shape)}."
+                )
             grad = from_torch_sparse(grad)
         if isinstance(grad, IndexedSlices):
             if grad.dtype != var.dtype:
                 raise ValueError(
                     f"Gradient for variable {self._label(var)} has dtype {grad.dtype}, expected {var.dtype}."
                 )
-            if grad.device != var.device:
+            if grad.device != var.device or grad.indices.device != var.device:
                 raise ValueError(
-                    f"Gradient for variable {self._label(var)} is on {grad.device}, the variable on {var.device}."
+                    f"Gradient for variable {self._label(var)} is on {grad.device} (indices on "
+                    f"{grad.indices.device}), the variable on {var.device}."
                 )
             if var.dim() == 0 or tuple(grad.values.shape[1:]) != tuple(var.shape[1:]):
                 raise ValueError(
@@ -1077,6 +1140,12 @@ class Optimizer:
             raise TypeError(
                 f"Gradient for variable {self._label(var)} must be a tensor, IndexedSlices or None; got "
                 f"{type(grad).__name__}."
+            )
+        if grad.is_leaf and grad.requires_grad and not var.requires_grad:
+            raise ValueError(
+                f"The pair for variable {self._label(var)} looks swapped: its 'gradient' is a "
+                "trainable parameter (requires grad) and its 'variable' is not. `grads_and_vars` "
+                "takes (gradient, variable) pairs, gradient first."
             )
         if grad.dtype != var.dtype:
             raise ValueError(
@@ -1152,8 +1221,59 @@ class Optimizer:
         return values
 
     # ------------------------------------------------------------------------------------------
-    def _commit(self, plan: _Plan) -> None:
+    def _commit(self, plan: _Plan, transactional: bool = True) -> None:
+        """Applies a plan. Only user code run here can fail — a variable ``constraint`` — so
+        when the step has constraints, everything the step writes is snapshotted first and
+        restored if one raises (the only cost of constraints)."""
+        snapshot = self._snapshot(plan) if transactional and self._constrained(plan) else None
+        undo = self._creation_mark()
         self._create_state(plan.new_vars)
+        try:
+            self._commit_created(plan)
+        except BaseException:
+            if snapshot is not None:
+                self._restore(snapshot)
+                self._forget_created(plan.new_vars, undo)
+            raise
+
+    @staticmethod
+    def _constrained(plan: _Plan) -> bool:
+        return any(getattr(v, "constraint", None) is not None for _, v in plan.raw_grads)
+
+    def _snapshot(self, plan: _Plan) -> list[tuple[Tensor, Tensor]]:
+        """Copies of every tensor a commit of ``plan`` may write (variables, their slots,
+        optimizer-level weights, hyperparameter tensors, the counter)."""
+        tensors: list[Tensor] = [self._raw_iterations, *self._hyper_tensors.values()]
+        tensors += [t for _, t in self._opt_weights]
+        for _, var in plan.raw_grads:
+            tensors.append(var)
+            record = self._records.get(id(var))
+            if record is not None:
+                tensors.extend(record.slots.values())
+        return [(t, t.detach().clone()) for t in tensors]
+
+    @staticmethod
+    def _restore(snapshot: list[tuple[Tensor, Tensor]]) -> None:
+        with torch.no_grad():
+            for tensor, saved in snapshot:
+                tensor.copy_(saved)
+
+    def _creation_mark(self) -> tuple[Any, ...]:
+        return (len(self._slot_order), list(self._slot_names), self._built, len(self._opt_weights))
+
+    def _forget_created(self, new_vars: Sequence[Tensor], undo: tuple[Any, ...]) -> None:
+        """Undoes ``_create_state(new_vars)`` back to ``undo`` (a ``_creation_mark``)."""
+        for var in new_vars:
+            record = self._records.pop(id(var), None)
+            if record is not None:
+                self._used_names.discard(record.name)
+        del self._slot_order[undo[0] :]
+        self._slot_names[:] = undo[1]
+        self._built = undo[2]
+        del self._opt_weights[undo[3] :]
+        self._group_cache.clear()
+
+    def _commit_created(self, plan: _Plan) -> None:
         for name, value in plan.hyper_values.items():
             self._hyper_tensors[name].copy_(value)
         k = self.gradient_accumulation_steps
@@ -1177,15 +1297,31 @@ class Optimizer:
                     for _, v in plan.raw_grads:
                         self._records[id(v)].slots["gradient_accumulator"].zero_()
             self._update_ema([v for _, v in plan.raw_grads])
-            for _, var in plan.raw_grads:
-                constraint = getattr(var, "constraint", None)
-                if constraint is not None:
-                    var.copy_(constraint(var))
+            self._apply_constraints([v for _, v in plan.raw_grads])
         finally:
             object.__setattr__(self, "_in_step", False)
         self._raw_iterations.add_(1)
         self._step += 1
         self._step_version = self._raw_iterations._version
+
+    def _apply_constraints(self, variables: Sequence[Tensor]) -> None:
+        # Every constraint is evaluated before any is written: one that raises, or returns a
+        # value of another shape, leaves the others unapplied (and the step is rolled back).
+        projected = []
+        for var in variables:
+            constraint = getattr(var, "constraint", None)
+            if constraint is None:
+                continue
+            value = constraint(var)
+            if not isinstance(value, Tensor) or value.shape != var.shape:
+                raise ValueError(
+                    f"The constraint of variable {self._label(var)} returned "
+                    f"{getattr(value, 'shape', type(value).__name__)}; it must return a tensor "
+                    f"of the variable's shape {tuple(var.shape)}."
+                )
+            projected.append((var, value))
+        for var, value in projected:
+            var.copy_(value)
 
     def _prepare(
         self, variables: Sequence[Tensor]
@@ -1499,17 +1635,24 @@ class Optimizer:
         """
         return _state.state_dict(self)
 
-    def load_state_dict(self, state_dict: Any) -> None:
-        """Restores ``state_dict()`` output; checks every key, shape and dtype first.
+    def load_state_dict(self, state_dict: Any, strict: bool = True) -> None:
+        """Restores ``state_dict()`` output; checks every key, shape, dtype and value first.
 
         State of variables this optimizer has not seen yet is kept and adopted (checked again)
-        when they first appear, so it may be loaded before the first step.
+        when they first appear, so it may be loaded before the first step. Hyperparameter values
+        pass the constructor's validation.
+
+        Args:
+            state_dict: what ``state_dict()`` returned.
+            strict: every slot of every known variable must be present, and state kept for
+                unseen variables must match the names of the variables that then appear (else
+                the first step raises, changing nothing). ``False`` loads a partial state.
 
         Raises:
-            ValueError: a key, shape or dtype that does not fit (the message names the key);
-                the optimizer is then unchanged.
+            ValueError: a key, shape, dtype or value that does not fit, or a missing slot (the
+                message names the key); the optimizer is then unchanged.
         """
-        _state.load_state_dict(self, state_dict)
+        _state.load_state_dict(self, state_dict, strict=strict)
 
     # ------------------------------------------------------------------------------------------
     # config

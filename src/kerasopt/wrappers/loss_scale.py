@@ -406,8 +406,8 @@ class LossScaleOptimizer(Optimizer):
         plan = inner._plan(grads_and_vars)
         if self._dynamic:
             finite = _all_finite([g for g, _ in plan.raw_grads])
-            self._update_scale(finite)
             if not finite:
+                self._update_scale(finite)
                 # One skipped update: with accumulation that is K raw calls, which keeps the
                 # accumulation cycle aligned and leaves the accumulators untouched.
                 k = inner.gradient_accumulation_steps or 1
@@ -415,6 +415,10 @@ class LossScaleOptimizer(Optimizer):
                 return inner.iterations
         with torch.no_grad():
             inner._commit(plan)
+        if self._dynamic:
+            # After the inner commit: a step that raises (a variable constraint) leaves the
+            # scale and its good-step counter as they were.
+            self._update_scale(True)
         return inner.iterations
 
     # ------------------------------------------------------------------------------------------
@@ -508,7 +512,7 @@ class LossScaleOptimizer(Optimizer):
             state[f"loss_scale/{key}"] = value.detach().clone()
         return state
 
-    def load_state_dict(self, state_dict: Any) -> None:
+    def load_state_dict(self, state_dict: Any, strict: bool = True) -> None:
         """Restores ``state_dict()`` output; everything is checked before anything changes.
 
         Raises:
@@ -538,7 +542,7 @@ class LossScaleOptimizer(Optimizer):
             raise StateError(f"State dict has no {missing[0]!r} key (dynamic loss scaling state).")
         if own and not torch.isfinite(own["loss_scale/current_loss_scale"]):
             raise StateError("State key 'loss_scale/current_loss_scale' is not finite.")
-        self._optimizer.load_state_dict(inner)  # validates all of its part before assigning
+        self._optimizer.load_state_dict(inner, strict=strict)  # validated before assigning
         with torch.no_grad():
             for key, value in own.items():
                 expected[key].copy_(value)

@@ -401,9 +401,20 @@ class MultiOptimizer(Optimizer):
         plans: list[tuple[Optimizer, _Plan]] = [
             (opt, opt._plan(group)) for opt, group in zip(self._inner_optimizers, pairs) if group
         ]
+        # Commit can only fail in user code (a constraint) or on loaded state that does not fit
+        # new variables: then every group's writes are rolled back, not just the failing one's.
+        guarded = any(opt._constrained(plan) or opt._pending_slots for opt, plan in plans)
+        snapshots = [(opt, opt._snapshot(plan), opt._creation_mark()) for opt, plan in plans]
+        snapshots = snapshots if guarded else []
         with torch.no_grad():
-            for opt, plan in plans:
-                opt._commit(plan)
+            try:
+                for opt, plan in plans:
+                    opt._commit(plan, transactional=not guarded)
+            except BaseException:
+                for (opt, saved, mark), (_, plan) in zip(snapshots, plans):
+                    opt._restore(saved)
+                    opt._forget_created(plan.new_vars, mark)
+                raise
         self._raw_iterations.add_(1)
         self._step += 1
         return self.iterations
@@ -425,7 +436,7 @@ class MultiOptimizer(Optimizer):
             >>> float(a), float(b)
             (0.0, 0.5)
         """
-        items = list(grads_and_vars)
+        items = Optimizer._materialize(grads_and_vars)
         for position, item in enumerate(items):
             if not isinstance(item, (tuple, list)) or len(item) != 2:
                 raise TypeError(
@@ -444,7 +455,7 @@ class MultiOptimizer(Optimizer):
             state.update({f"optimizer_{i}/{k}": v for k, v in opt.state_dict().items()})
         return state
 
-    def load_state_dict(self, state_dict: Any) -> None:
+    def load_state_dict(self, state_dict: Any, strict: bool = True) -> None:
         """Restores ``state_dict()`` output into every inner optimizer, all or nothing.
 
         Raises:
@@ -455,6 +466,8 @@ class MultiOptimizer(Optimizer):
         if not isinstance(state_dict, dict) or "iterations" not in state_dict:
             raise StateError("A MultiOptimizer state dict needs an 'iterations' key.")
         _expect("iterations", state_dict["iterations"], (), torch.int64)
+        if int(state_dict["iterations"]) < 0:
+            raise StateError("State key 'iterations' is negative.")
         parts: list[dict[str, Any]] = [{} for _ in self._inner_optimizers]
         for key, value in state_dict.items():
             if key == "iterations":
@@ -472,7 +485,7 @@ class MultiOptimizer(Optimizer):
         done = 0
         try:
             for opt, part in zip(self._inner_optimizers, parts):
-                opt.load_state_dict(part)
+                opt.load_state_dict(part, strict=strict)
                 done += 1
         except Exception:
             for opt, old in zip(self._inner_optimizers[:done], before):
