@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest bench clean
+.PHONY: test demo lint typecheck pytest golden-default test-portable golden-report bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -23,7 +23,23 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -n 2
 
-test: lint typecheck pytest
+# The TF golden comparison once more under torch's portable (non-vectorised) CPU kernels: its
+# ulp bounds must hold whatever kernels the CPU gets (docs/tolerances.md). About 10 s.
+golden-default: $(STAMP)
+	ATEN_CPU_CAPABILITY=default $(BIN)/pytest -q -p no:cacheprovider tests/test_tf_golden.py
+
+test: lint typecheck pytest golden-default
+
+# The whole suite under the portable kernels, with a cold inductor cache of its own (inductor's
+# on-disk cache is shared across capabilities and would reuse kernels built for another ISA).
+test-portable: $(STAMP)
+	cache=$$(mktemp -d) && \
+	ATEN_CPU_CAPABILITY=default TORCHINDUCTOR_CACHE_DIR=$$cache $(BIN)/pytest -n 2 -p no:cacheprovider; \
+	rc=$$?; rm -rf $$cache; exit $$rc
+
+# Which golden cases differ from TF to the last bit on this machine (informational, exits 0).
+golden-report: $(STAMP)
+	$(BIN)/python -m tests.test_tf_golden
 
 demo: $(STAMP)
 	$(BIN)/python -m kerasopt demo

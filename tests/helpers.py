@@ -1,4 +1,8 @@
-"""Shared helpers of the table-driven tests: variables, gradients, tolerances, reference runs."""
+"""Shared helpers of the table-driven tests: variables, gradients, tolerances, reference runs.
+
+Tolerances in units of ulp (``ulp``, ``ulp_excess``, ``assert_within_ulps``) are explained in
+docs/tolerances.md.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,12 @@ TOL = {
 }
 
 
+# Per step: (ulps of the element, ulps of the tensor's scale) by which two correct runs of one
+# elementwise rule may differ: other kernels (torch's CPU sqrt is not correctly rounded, TF's
+# float32 rsqrt is an approximation), fused operations under torch.compile. docs/tolerances.md.
+ELEMENTWISE_ULPS = (4.0, 4.0)
+
+
 def tolerance(spec: OptSpec, dtype: torch.dtype) -> tuple[float, float]:
     rtol, atol = TOL[dtype]
     if dtype == torch.float32:
@@ -30,11 +40,12 @@ def tolerance(spec: OptSpec, dtype: torch.dtype) -> tuple[float, float]:
 
 
 def make_vars(
-    shapes: list[tuple[int, ...]], dtype: torch.dtype, seed: int = 0
+    shapes: list[tuple[int, ...]], dtype: torch.dtype, seed: int = 0, scale: float = 1.0
 ) -> list[torch.nn.Parameter]:
     rng = np.random.default_rng(seed)
     return [
-        torch.nn.Parameter(torch.tensor(rng.uniform(-1, 1, size=s), dtype=dtype)) for s in shapes
+        torch.nn.Parameter(torch.tensor(scale * rng.uniform(-1, 1, size=s), dtype=dtype))
+        for s in shapes
     ]
 
 
@@ -46,6 +57,88 @@ def make_grads(
         [torch.tensor(rng.uniform(-1, 1, size=s), dtype=dtype) for s in shapes]
         for _ in range(steps)
     ]
+
+
+def ulp(x: Any, dtype: torch.dtype) -> np.ndarray:
+    """The spacing of ``dtype``'s numbers at ``|x|``: ``eps * 2**floor(log2|x|)`` for normal
+    numbers (the gap to the next larger magnitude), the subnormal spacing below ``tiny``.
+
+    Works for float64/32/16 and bfloat16 alike (NumPy has no bfloat16); ``x`` may be any array of
+    values (float64 holds them all exactly).
+    """
+    info = torch.finfo(dtype)
+    mag = np.abs(np.asarray(x, dtype=np.float64))
+    _, exponent = np.frexp(np.maximum(mag, info.tiny))  # mag = m * 2**exponent, m in [0.5, 1)
+    return info.eps * np.ldexp(1.0, exponent - 1)
+
+
+def ulp_excess(
+    got: Any,
+    expected: Any,
+    dtype: torch.dtype,
+    *,
+    ulps: float,
+    scale: float = 0.0,
+    scale_ulps: float = 0.0,
+) -> tuple[float, int]:
+    """How far ``got`` is from ``expected``, as a fraction of the bound
+
+        |got - expected| <= ulps * ulp(max(|got|, |expected|)) + scale_ulps * ulp(scale)
+
+    per element (``<= 1`` everywhere: within the bound). The second term is the floor for
+    values near 0 that come out of a cancellation: their error is in ulps of the operands, whose
+    magnitude the caller passes as ``scale``. Returns (worst fraction, index of the worst element);
+    NaNs must match NaNs, infinities must be equal.
+    """
+    a = np.asarray(got, dtype=np.float64).ravel()
+    b = np.asarray(expected, dtype=np.float64).ravel()
+    assert a.shape == b.shape, f"{a.size} values, expected {b.size}"
+    if a.size == 0:
+        return 0.0, -1
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    if (nan_a != nan_b).any():
+        return float("inf"), int(np.argmax(nan_a != nan_b))
+    finite = ~nan_a & np.isfinite(a) & np.isfinite(b)
+    if ((a != b) & ~finite & ~nan_a).any():
+        return float("inf"), int(np.argmax((a != b) & ~finite & ~nan_a))
+    a, b = np.where(finite, a, 0.0), np.where(finite, b, 0.0)
+    bound = ulps * ulp(np.maximum(np.abs(a), np.abs(b)), dtype)
+    bound = bound + scale_ulps * float(ulp(scale, dtype))
+    diff = np.abs(a - b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(diff == 0, 0.0, diff / bound)
+    i = int(np.argmax(frac))
+    return float(frac[i]), i
+
+
+def ulps_apart(got: Any, expected: Any, dtype: torch.dtype) -> np.ndarray:
+    """``|got - expected|`` per element in ulps of ``dtype`` at ``max(|got|, |expected|)``."""
+    a = np.asarray(got, dtype=np.float64).ravel()
+    b = np.asarray(expected, dtype=np.float64).ravel()
+    return np.abs(a - b) / ulp(np.maximum(np.abs(a), np.abs(b)), dtype)
+
+
+def assert_within_ulps(
+    got: Any,
+    expected: Any,
+    dtype: torch.dtype,
+    *,
+    ulps: float,
+    scale: float = 0.0,
+    scale_ulps: float = 0.0,
+    what: str = "",
+) -> None:
+    """Asserts the bound of ``ulp_excess``; the message names the worst element."""
+    frac, i = ulp_excess(got, expected, dtype, ulps=ulps, scale=scale, scale_ulps=scale_ulps)
+    if frac <= 1.0:
+        return
+    a = np.asarray(got, dtype=np.float64).ravel()[i]
+    b = np.asarray(expected, dtype=np.float64).ravel()[i]
+    apart = float(ulps_apart(a, b, dtype)[0]) if np.isfinite(a) and np.isfinite(b) else np.inf
+    raise AssertionError(
+        f"{what}: element {i}: {a!r} vs expected {b!r}, {apart:.1f} ulp apart "
+        f"({frac:.2f}x the bound {ulps:g} ulp + {scale_ulps:g} ulp of {scale:.3g}, {dtype})"
+    )
 
 
 def to64(t: torch.Tensor) -> np.ndarray:

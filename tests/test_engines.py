@@ -1,16 +1,70 @@
-"""Every engine runs the one rule: per-tensor and foreach are bit-identical, dense and sparse."""
+"""Every engine runs the one rule: per-tensor and foreach are bit-identical, dense and sparse.
+
+Only elementwise rules have a second engine: ``_engines.select`` runs a rule that needs the whole
+tensor (``elementwise = False``: Lamb, Adafactor, Muon) per tensor whatever ``implementation``
+says, so for those the tests below check that routing and the result against the float64
+reference instead of comparing per-tensor with itself. Sparse gradients reach an engine only
+where the optimizer densifies them (``sparse_mode = "dense"``); the lazy sparse rules run
+``update_sparse`` per variable, outside the engines, which is checked as such.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import kerasopt as ko
-from tests.helpers import make_grads, make_optimizer, make_vars
-from tests.specs import case_ids, cases
+from kerasopt import _engines
+from tests.helpers import (
+    RefRun,
+    assert_matches,
+    make_grads,
+    make_optimizer,
+    make_vars,
+    to64,
+)
+from tests.specs import OPTIMIZERS
 
 ENGINES = ["per_tensor", "foreach"]
 MIXED = [(), (7,), (3, 4), (2, 3, 2)]
+
+
+def _cases(predicate):
+    chosen = [(s, c, i) for s in OPTIMIZERS if predicate(s) for c, i in zip(s.configs, s.ids())]
+    return [(s, c) for s, c, _ in chosen], [i for _, _, i in chosen]
+
+
+def _sparse_mode(spec) -> str:
+    return getattr(ko.optimizers, spec.name).sparse_mode
+
+
+ELEMENTWISE, ELEMENTWISE_IDS = _cases(lambda s: s.elementwise)
+WHOLE_TENSOR, WHOLE_TENSOR_IDS = _cases(lambda s: not s.elementwise)
+# Elementwise rules that densify sparse gradients: the densified gradient joins a foreach group.
+DENSIFIED, DENSIFIED_IDS = _cases(lambda s: s.elementwise and _sparse_mode(s) == "dense")
+LAZY, LAZY_IDS = _cases(lambda s: _sparse_mode(s) == "lazy")
+
+
+class EngineSpy:
+    """Records which engine ran which variables (``select`` looks the engines up by name)."""
+
+    NAMES = ("run_per_tensor", "run_foreach", "run_compiled", "run_flat")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, list[int]]] = []
+        for name in self.NAMES:
+            monkeypatch.setattr(_engines, name, self._wrap(name, getattr(_engines, name)))
+
+    def _wrap(self, name, engine):
+        def run(rule, variables, *args, **kwargs):
+            self.calls.append((name, [id(v) for v in variables]))
+            return engine(rule, variables, *args, **kwargs)
+
+        return run
+
+    def engines_of(self, var: torch.Tensor) -> set[str]:
+        return {name for name, ids in self.calls if id(var) in ids}
 
 
 def _run(spec, config, implementation, dtypes, steps=3):
@@ -24,33 +78,118 @@ def _run(spec, config, implementation, dtypes, steps=3):
     return opt, variables
 
 
-@pytest.mark.parametrize(("spec", "config"), cases(), ids=case_ids())
-def test_foreach_bit_identical_to_per_tensor_mixed_dtypes(spec, config):
+def _assert_same_state(opt_a, vars_a, opt_b, vars_b):
+    """Variables and every slot bit-identical (slot sets may differ per variable: Adafactor's
+    r/c exist only for rank >= 2)."""
+    for i, (a, b) in enumerate(zip(vars_a, vars_b)):
+        assert torch.equal(a, b), f"variable {i}"
+        names = opt_a._records[id(a)].slots
+        assert names.keys() == opt_b._records[id(b)].slots.keys(), f"slots of variable {i}"
+        assert names, f"variable {i} has no slots to compare"
+        for name in names:
+            got, ref = opt_b.get_slot(b, name), opt_a.get_slot(a, name)
+            assert torch.equal(got, ref), f"slot {name!r} of variable {i}"
+
+
+@pytest.mark.parametrize(("spec", "config"), ELEMENTWISE, ids=ELEMENTWISE_IDS)
+def test_foreach_bit_identical_to_per_tensor_mixed_dtypes(spec, config, monkeypatch):
     dtypes = [torch.float32, torch.float64, torch.bfloat16]
     ref_opt, ref_vars = _run(spec, config, "per_tensor", dtypes)
+    spy = EngineSpy(monkeypatch)
     opt, variables = _run(spec, config, "foreach", dtypes)
-    for a, b in zip(ref_vars, variables):
-        assert torch.equal(a, b)
-        # Slot sets may differ per variable (Adafactor's r/c exist only for rank >= 2).
+    assert all(spy.engines_of(v) == {"run_foreach"} for v in variables), spy.calls
+    for i, (a, b) in enumerate(zip(ref_vars, variables)):
+        assert torch.equal(a, b), f"variable {i}"
         names = ref_opt._records[id(a)].slots
         assert names.keys() == opt._records[id(b)].slots.keys()
         for name in names:
-            assert torch.equal(ref_opt.get_slot(a, name), opt.get_slot(b, name))
+            assert torch.equal(ref_opt.get_slot(a, name), opt.get_slot(b, name)), name
 
 
-@pytest.mark.parametrize(("spec", "config"), cases(), ids=case_ids())
-def test_engines_agree_on_sparse(spec, config):
-    results = []
-    for implementation in ENGINES:
-        var = make_vars([(6, 2)], torch.float32, seed=7)[0]
-        dense_var = make_vars([(3,)], torch.float32, seed=8)[0]
-        opt = make_optimizer(spec, config, implementation=implementation)
-        for step in range(3):
-            g = ko.IndexedSlices(torch.full((3, 2), 0.5 + step), torch.tensor([1, 4, 1]), (6, 2))
-            opt.apply_gradients([(g, var), (torch.ones(3) * (step + 1), dense_var)])
-        results.append((var.detach().clone(), dense_var.detach().clone()))
-    assert torch.equal(results[0][0], results[1][0])
-    assert torch.equal(results[0][1], results[1][1])
+@pytest.mark.parametrize("implementation", ["per_tensor", "foreach", "compiled", "auto"])
+@pytest.mark.parametrize(("spec", "config"), WHOLE_TENSOR, ids=WHOLE_TENSOR_IDS)
+def test_whole_tensor_rules_run_per_tensor_and_match_reference(
+    spec, config, implementation, monkeypatch
+):
+    """Lamb, Adafactor and Muon (``elementwise = False``) have no multi-tensor engine: every
+    ``implementation`` runs them per tensor, and a float32 + float64 group (one apply_gradients
+    call, a densified sparse gradient in it) follows the float64 reference."""
+    dtypes = [torch.float32, torch.float64]
+    variables = [v for dt in dtypes for v in make_vars(MIXED, dt, seed=5)]
+    emb = [
+        torch.nn.Parameter(torch.tensor(np.linspace(-1, 1, 12).reshape(6, 2), dtype=dt))
+        for dt in dtypes
+    ]
+    spy = EngineSpy(monkeypatch)
+    opt = make_optimizer(spec, config, implementation=implementation)
+    runs = {
+        dt: RefRun(spec, config, [*make_vars(MIXED, dt, seed=5), emb[j]])
+        for j, dt in enumerate(dtypes)
+    }
+    for step in range(3):
+        grads = [g for dt in dtypes for g in make_grads(MIXED, 3, dt, seed=6)[step]]
+        idx = np.array([1, 4, 1])
+        vals = np.full((3, 2), 0.5 + step)
+        sparse = [
+            ko.IndexedSlices(torch.tensor(vals, dtype=dt), torch.tensor(idx), (6, 2))
+            for dt in dtypes
+        ]
+        opt.apply_gradients([*zip(grads, variables), *zip(sparse, emb)])
+        for j, dt in enumerate(dtypes):
+            own = grads[j * len(MIXED) : (j + 1) * len(MIXED)]
+            runs[dt].step(step + 1, [*(to64(g) for g in own), (idx, vals)])
+    for j, dt in enumerate(dtypes):
+        own = [*variables[j * len(MIXED) : (j + 1) * len(MIXED)], emb[j]]
+        assert_matches(opt, own, runs[dt], spec, dt, f"{implementation}, {dt}")
+        assert all(spy.engines_of(v) == {"run_per_tensor"} for v in own), spy.calls
+    for impl in _engines.ENGINES:
+        assert _engines.select(impl, False, _engines.AUTO_COMPILE_NUMEL, 100) is (
+            _engines.run_per_tensor
+        )
+
+
+def _sparse_run(spec, config, implementation):
+    """A sparse (6, 2) variable (duplicate index 1) and two dense ones in one call, 3 steps."""
+    var = make_vars([(6, 2)], torch.float32, seed=7)[0]
+    dense = make_vars([(3,), (2, 2)], torch.float32, seed=8)
+    opt = make_optimizer(spec, config, implementation=implementation)
+    for step in range(3):
+        g = ko.IndexedSlices(torch.full((3, 2), 0.5 + step), torch.tensor([1, 4, 1]), (6, 2))
+        grads = make_grads([(3,), (2, 2)], 3, torch.float32, seed=9)[step]
+        opt.apply_gradients([(g, var), *zip(grads, dense)])
+    return opt, [var, *dense]
+
+
+@pytest.mark.parametrize(("spec", "config"), DENSIFIED, ids=DENSIFIED_IDS)
+def test_engines_agree_on_densified_sparse_gradients(spec, config, monkeypatch):
+    """AdamW, Lion, ScheduleFreeAdamW densify a sparse gradient, which then runs through the
+    engine with the dense variables: foreach (checked to be the engine that ran) equals
+    per-tensor bit for bit, variables and slots."""
+    ref_opt, ref_vars = _sparse_run(spec, config, "per_tensor")
+    spy = EngineSpy(monkeypatch)
+    opt, variables = _sparse_run(spec, config, "foreach")
+    assert spy.engines_of(variables[0]) == {"run_foreach"}, spy.calls
+    _assert_same_state(ref_opt, ref_vars, opt, variables)
+
+
+@pytest.mark.parametrize(("spec", "config"), LAZY, ids=LAZY_IDS)
+def test_lazy_sparse_rules_bypass_the_engines(spec, config, monkeypatch):
+    """The lazy sparse rules (SGD, Adam, Adagrad, ... Ftrl) run ``update_sparse`` per variable:
+    no engine sees the sparse variable, whatever ``implementation`` says, so the engines cannot
+    change it; the dense variables of the same call still take the chosen engine."""
+    spy = EngineSpy(monkeypatch)
+    states = []
+    for implementation in ("per_tensor", "foreach"):
+        spy.calls.clear()
+        opt, variables = _sparse_run(spec, config, implementation)
+        assert spy.engines_of(variables[0]) == set(), spy.calls
+        engine = "run_per_tensor" if implementation == "per_tensor" else "run_foreach"
+        assert all(spy.engines_of(v) == {engine} for v in variables[1:]), spy.calls
+        states.append((opt, variables))
+    (opt_a, vars_a), (opt_b, vars_b) = states
+    for name in opt_a._records[id(vars_a[0])].slots:
+        assert torch.equal(opt_a.get_slot(vars_a[0], name), opt_b.get_slot(vars_b[0], name))
+    assert torch.equal(vars_a[0], vars_b[0])
 
 
 def test_unknown_implementation_is_rejected():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 import torch
@@ -16,8 +18,9 @@ from tests.helpers import (
     make_optimizer,
     make_vars,
     to64,
+    ulp,
 )
-from tests.specs import case_ids, cases
+from tests.specs import BY_NAME, KERAS3_HYPERS, case_ids, cases
 
 STEPS = 4
 
@@ -35,32 +38,123 @@ def test_dense_matches_reference(spec, config, dtype):
         assert_matches(opt, variables, run, spec, dtype, f"step {t}")
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+HALF = [torch.float16, torch.bfloat16]
+HALF_STEPS = 2
+# Per element and step: C ulp-sized roundings of the update, in units of eps times its size
+# (measured: at most 3.6, Adam in float16; docs/tolerances.md).
+HALF_C = 8.0
+DECAY_RATES = ("beta_1", "beta_2", "rho", "momentum", "adam_beta_1", "adam_beta_2")
+
+
+def _in(dtype: torch.dtype, x: float) -> float:
+    return torch.tensor(x, dtype=torch.float64).to(dtype).item()
+
+
+def coefficient_gap(spec, config, dtype: torch.dtype, steps: int) -> float:
+    """The relative difference between the coefficients the reference computes (float64, from
+    the hyperparameters rounded to ``dtype``) and the rule's (in ``dtype``), which rounding alone
+    cannot bound by eps: ``1 - beta^t`` rounds ``beta^t`` (an ulp of 1) and divides by a small
+    number, and Keras 3's rules take ``1 - beta`` from the Python float (then convert it) where
+    the reference gets ``1 - round(beta)``. Computed exactly from the config."""
+    gap = 0.0
+    for key, beta in spec.reference_config(config).items():
+        if key not in DECAY_RATES or not isinstance(beta, float) or not 0 < beta < 1:
+            continue
+        b = _in(dtype, beta)
+        if spec.float32_hypers == KERAS3_HYPERS:
+            gap = max(gap, abs(b - beta) / (1 - beta))
+        for t in range(1, steps + 1):
+            if b < 1:
+                gap = max(gap, abs(_in(dtype, b**t) - b**t) / (1 - b**t))
+    return gap
+
+
+class HalfRun:
+    """An optimizer in float16/bfloat16 next to the float64 reference fed the same rounded
+    values (variables near 0: their own rounding, an ulp of |x| per step, stays small next to a
+    step of the learning rate's size, so that a wrong step shows)."""
+
+    SHAPES: ClassVar[list[tuple[int, ...]]] = [(3,), (2, 4)]
+
+    def __init__(self, spec, config, dtype, lr_factor: float = 1.0) -> None:
+        self.spec, self.config, self.dtype = spec, config, dtype
+        self.variables = make_vars(self.SHAPES, dtype, scale=0.01)
+        self.start = [to64(v) for v in self.variables]
+        cfg = dict(config)
+        if lr_factor != 1.0:  # a wrong step, for the test that the bound rejects it
+            cfg["learning_rate"] = config["learning_rate"] * lr_factor
+        self.opt = make_optimizer(spec, cfg)
+        # Coefficients live in the variable's dtype (TF does no upcast): bf16 rounds 0.999 to 1.
+        rounded = {
+            k: _in(dtype, v) if isinstance(v, float) else v
+            for k, v in spec.reference_config(config).items()
+        }
+        self.ref = RefRun(spec, rounded, self.variables)
+        self.ref.lr = _in(dtype, self.ref.lr)
+        self.step_size = [0.0] * len(self.variables)  # largest step of the reference, per variable
+        for t, grads in enumerate(make_grads(self.SHAPES, HALF_STEPS, dtype), start=1):
+            self.opt.apply_gradients(zip(grads, self.variables))
+            before = [v.copy() for v in self.ref.vars]
+            self.ref.step(t, [to64(g) for g in grads])
+            for i, (b, a) in enumerate(zip(before, self.ref.vars)):
+                self.step_size[i] = max(self.step_size[i], float(np.abs(a - b).max()))
+
+    def check(self) -> None:
+        """Per element, after T steps, with eps the dtype's machine epsilon and gap from
+        ``coefficient_gap``:
+
+            variable: |moved - ref moved| <= T * (ulp(|x|) + (HALF_C * eps + gap) * step size)
+            slot:     |slot - ref slot|   <= T * (ulp(|s|) + (HALF_C * eps + gap) * max |s|)
+
+        (``s`` the larger of the two slots' magnitudes: where the gap is 1 — bfloat16 rounds
+        beta_2 = 0.999 to 1, Keras 3 still takes 1 - 0.999 — the reference's slot stays 0.)
+        """
+        eps = torch.finfo(self.dtype).eps
+        rate = HALF_C * eps + coefficient_gap(self.spec, self.config, self.dtype, HALF_STEPS)
+        for i, var in enumerate(self.variables):
+            assert var.dtype == self.dtype
+            got, ref = to64(var), self.ref.vars[i]
+            x = np.maximum(np.maximum(np.abs(got), np.abs(ref)), np.abs(self.start[i]))
+            bound = HALF_STEPS * (ulp(x, self.dtype) + rate * self.step_size[i])
+            err = np.abs((got - self.start[i]) - (ref - self.start[i]))
+            assert (err <= bound).all(), (
+                f"variable {i}: moved {got - self.start[i]}, reference {ref - self.start[i]}, "
+                f"bound {bound}"
+            )
+            for name, ref_slot in self.ref.slots[i].items():
+                slot = self.opt.get_slot(var, name)
+                assert slot.dtype == self.dtype, name
+                got = to64(slot)
+                mag = np.maximum(np.abs(got), np.abs(ref_slot))
+                bound = HALF_STEPS * (ulp(mag, self.dtype) + rate * float(mag.max(initial=0.0)))
+                err = np.abs(got - ref_slot)
+                assert (err <= bound).all(), (
+                    f"slot {name!r} of variable {i}: {got}, reference {ref_slot}, bound {bound}"
+                )
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["f16", "bf16"])
 @pytest.mark.parametrize(("spec", "config"), cases(), ids=case_ids())
 def test_half_precision_follows_reference(spec, config, dtype):
-    shapes = [(3,), (2, 4)]
-    variables = make_vars(shapes, dtype)
-    opt = make_optimizer(spec, config)
-    # Coefficients live in the variable's dtype (TF does no upcast): bf16 rounds beta_2=0.999 to 1.
-    rounded = {
-        k: torch.tensor(v, dtype=dtype).item() if isinstance(v, float) else v
-        for k, v in spec.reference_config(config).items()
-    }
-    run = RefRun(spec, rounded, variables)
-    run.lr = torch.tensor(run.lr, dtype=dtype).item()
-    for t, grads in enumerate(make_grads(shapes, 2, dtype), start=1):
-        opt.apply_gradients(zip(grads, variables))
-        run.step(t, [to64(g) for g in grads])
-    for i, var in enumerate(variables):
-        assert var.dtype == dtype
-        assert opt.get_slot_names() == [] or all(
-            opt.get_slot(var, s).dtype == dtype for s in run.slots[i]
-        )
-        # A half-precision step moves like the reference up to half-precision rounding.
-        start = to64(make_vars(shapes, dtype)[i])
-        moved, expected = to64(var) - start, run.vars[i] - start
-        scale = np.abs(expected).max() + 1e-3
-        np.testing.assert_allclose(moved, expected, atol=0.08 * scale + 1e-2)
+    """A half-precision step moves like the reference up to half-precision rounding
+    (``HalfRun.check``), and the slots live in the variable's dtype."""
+    HalfRun(spec, config, dtype).check()
+
+
+# Legacy rules (their coefficient gap is at most ~eps) and a wrong learning rate: 5% (float16)
+# or 25% (bfloat16) off. The bound is ~20 eps of a step (float16: 2%, bfloat16: 15%).
+WRONG_STEP = {torch.float16: 1.05, torch.bfloat16: 1.25}
+WRONG_STEP_CASES = ["SGD-1", "Adam-1", "Adagrad-0", "RMSprop-1", "Adamax-0", "Nadam-1"]
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["f16", "bf16"])
+@pytest.mark.parametrize("case", WRONG_STEP_CASES)
+def test_half_precision_bound_rejects_a_wrong_step(case, dtype):
+    name, i = case.rsplit("-", 1)
+    spec = BY_NAME[name]
+    config = spec.configs[int(i)]
+    with pytest.raises(AssertionError):
+        HalfRun(spec, config, dtype, lr_factor=WRONG_STEP[dtype]).check()
 
 
 def _sparse_grads(shape, steps, dtype, seed=3):

@@ -7,15 +7,26 @@ TensorFlow's variables and slots after every step; here the same inputs are repl
 kerasopt and every variable and slot is compared after every step, then ``get_weights()`` (order,
 shapes, values) and ``get_config()``.
 
-Tolerances: float64 ``rtol=1e-12``, float32 ``rtol=1e-6, atol=1e-7``. Every case must moreover
-agree with TensorFlow to the last bit, except those that reduce (norms, means, matmuls: summation
-order) and those listed in ``NOT_BIT_EXACT`` / ``LOOSE`` / ``PENDING_BASE_FIX`` with the reason.
+Tolerances (docs/tolerances.md has the derivation and the measured figures): per element, in
+units of the dtype's ulp, after step ``k``::
+
+    |kerasopt - TF| <= k * (ulps * ulp(max(|kerasopt|, |TF|)) + scale_ulps * ulp(scale))
+
+``scale`` is the largest magnitude of the tensor (TF's values) before and after the step: the
+operand size that bounds the error of a value near 0 that comes out of a cancellation
+(``x - lr*u``, ``beta*m + (1-beta)*g``). ``(ulps, scale_ulps)`` depends on the kind of rule
+(``BOUNDS``), not on the machine: which elements round which way depends on the vector kernels
+torch picks for the CPU (torch's CPU ``sqrt`` is not correctly rounded, TF's float32 ``rsqrt`` is
+Eigen's approximation, ``pow`` kernels differ by an ulp), so no case is expected to match TF to
+the last bit. ``KERASOPT_GOLDEN_EXACT=report`` (or ``python -m tests.test_tf_golden``) prints the
+cases that do not on this machine, and how much of the bound each one uses; it never fails.
 Regenerate the golden file with ``<tf-venv>/bin/python tools/make_tf_golden.py``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -26,87 +37,68 @@ import torch
 
 import kerasopt as ko
 from kerasopt.optimizers import schedules
+from tests.helpers import ELEMENTWISE_ULPS, ulp_excess, ulps_apart
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "tf_golden.json").read_text())
 CASES = GOLDEN["cases"]
 INPUTS = GOLDEN["inputs"]
 
-TOL = {"float64": (1e-12, 1e-15), "float32": (1e-6, 1e-7)}
 TORCH_DTYPE = {"float32": torch.float32, "float64": torch.float64}
 NP_DTYPE = {"float32": np.float32, "float64": np.float64}
 
-# Set KERASOPT_GOLDEN_EXACT=0 to check the bit-exact cases at TOL only (e.g. on a platform whose
-# torch kernels round differently).
-CHECK_EXACT = os.environ.get("KERASOPT_GOLDEN_EXACT", "1") != "0"
+# -- tolerances (docs/tolerances.md) ---------------------------------------------------------
+# Per step: (ulps of the element, ulps of the tensor's scale). Each step of an elementwise rule
+# is a handful of IEEE operations, each within 1 ulp of TF's on any kernel (sqrt/rsqrt/pow may
+# differ by one rounding; the rest are correctly rounded in both), and an error carried from an
+# earlier step passes through the recurrence with a factor <= 1: hence a few ulp per step,
+# growing linearly with the step number. The same count holds for float32 and float64 (an ulp
+# scales with the dtype). Measured: at most half of it (tfk-AdamW-1-f32, a scalar far smaller
+# than its update).
+ELEMENTWISE = ELEMENTWISE_ULPS  # (4, 4), shared with the compiled-vs-eager comparison
+# Ftrl: `linear += g - (sqrt(acc_new) - sqrt(acc)) / lr * var` (or powers for
+# learning_rate_power != -0.5) subtracts two close roots, so one ulp of a root becomes
+# |var| / lr times larger; the result is then a difference of numbers of the size of the gradient
+# (hence the gradient joins `linear`'s scale). Measured: 6 ulp of that scale at step 1 (36%).
+CANCELS = (4.0, 16.0)
+# Schedules: one float32 value per step, computed afresh (TF: a few float32 ops; kerasopt: float64
+# rounded once): no accumulation, no cancellation.
+SCHEDULE_ULPS = 4.0
 
-# -- why a case is not bit-exact -------------------------------------------------------------
-_SQRT = (
-    "torch 2.13's CPU sqrt is not correctly rounded (~0.5% of values are 1 ulp off, float32 and "
-    "float64); TensorFlow's is"
-)
-_RSQRT32 = "TF's float32 rsqrt is Eigen's approximation (not 1/sqrt), plus torch's sqrt"
-_POW = (
-    "pow: Eigen's (TF) and torch's kernels each round within ~1 ulp; the cancellation in "
-    "acc_new^p - acc^p amplifies it in `linear`"
-)
 
-# Cases that agree with TF within TOL but not to the last bit (besides those that reduce — norms,
-# means, matmuls — whose summation order differs from Eigen's; see _reduces).
-NOT_BIT_EXACT: dict[str, str] = {
-    "legacy-Adadelta-0-f32": _RSQRT32,
-    "legacy-Adadelta-1-f32": _RSQRT32,
-    "legacy-Ftrl-1-f64": _POW,
-    **{
-        case_id: _SQRT
-        for case_id in (
-            "legacy-Adagrad-0-f64",
-            "legacy-Adadelta-0-f64",
-            "legacy-RMSprop-2-f32",
-            "legacy-RMSprop-2-f64",
-            "legacy-RMSprop-3-f64",
-            "legacy-Ftrl-0-f32",
-            "legacy-Ftrl-0-f64",
-            "legacy-Ftrl-3-f32",
-            "legacy-Ftrl-3-f64",
-            "legacy-decay-Adagrad-f64",
-            "legacy-decay-RMSprop-f32",
-            "legacy-ExponentialDecay-Ftrl-f32",
-            "legacy-ExponentialDecay-Ftrl-f64",
-            "legacy-mixed-Ftrl-f64f32",
-        )
-    },
-}
-
-# Cases checked at a looser (rtol, atol) than TOL, and why.
-LOOSE: dict[str, tuple[float, float, str]] = {
-    "legacy-Ftrl-1-f32": (1e-5, 2e-6, _POW),
-}
-
-# Differences caused by the base class (src/kerasopt/optimizer.py), checked at float32-rounding
-# tolerance until it is fixed. Once a case matches at TOL its test fails, asking for its removal.
-PENDING_BASE_FIX: dict[str, str] = {}  # none left: weight decay and SGD's sparse rows fixed
+def _reduction_ulps(n: int) -> float:
+    """Rules that reduce (norms, means, matmuls, global clipping) sum in another order than
+    Eigen: the error of a sum of ``n`` terms is about ``sqrt(n)`` ulp (random rounding), on top
+    of the elementwise bound."""
+    return ELEMENTWISE[0] + math.ceil(math.sqrt(n))
 
 
 def _reduces(case: dict[str, Any]) -> bool:
-    """Whether the case sums over tensors (norms, means, matmuls): never asserted bit-exact, as
-    torch's and Eigen's summation orders differ and torch's depends on the CPU's vector width."""
+    """Whether the case sums over tensors (norms, means, matmuls)."""
     config = case["config"]
     return case["optimizer"] in ("Lamb", "Adafactor", "Muon") or any(
         config.get(k) is not None for k in ("clipnorm", "global_clipnorm")
     )
 
 
-def _tolerance(case: dict[str, Any], dtype: str) -> tuple[float, float, bool]:
-    """(rtol, atol, exact) for one case and dtype."""
-    case_id = case["id"]
-    if case_id in PENDING_BASE_FIX:
-        return 1e-7, 1e-15, False
-    if case_id in LOOSE:
-        rtol, atol, _ = LOOSE[case_id]
-        return rtol, atol, False
-    rtol, atol = TOL[dtype]
-    exact = CHECK_EXACT and case_id not in NOT_BIT_EXACT and not _reduces(case)
-    return rtol, atol, exact
+def kind(case: dict[str, Any]) -> str:
+    if case["optimizer"] == "Ftrl":
+        return "cancels"
+    return "reduces" if _reduces(case) else "elementwise"
+
+
+def bound(case: dict[str, Any]) -> tuple[float, float]:
+    """(ulps, scale_ulps) per step for one case."""
+    k = kind(case)
+    if k == "cancels":
+        return CANCELS
+    if k == "reduces":
+        n = sum(math.prod(v["shape"]) for v in INPUTS[case["inputs"]]["variables"])
+        return _reduction_ulps(n), ELEMENTWISE[1]
+    return ELEMENTWISE
+
+
+# KERASOPT_GOLDEN_EXACT=report: print which cases are not bit-exact here (never fails).
+REPORT = os.environ.get("KERASOPT_GOLDEN_EXACT", "") == "report"
 
 
 def _case_ids(cases: list[dict[str, Any]]) -> list[str]:
@@ -131,28 +123,52 @@ class Mismatch(AssertionError):
     pass
 
 
-def _compare(
-    got: torch.Tensor | np.ndarray,
-    values: list[float],
-    dtype: str,
-    tol: tuple[float, float, bool],
-    what: str,
-) -> None:
+def _as64(got: torch.Tensor | np.ndarray, dtype: str, what: str) -> np.ndarray:
     if isinstance(got, torch.Tensor):
         got = got.detach().cpu()
         assert got.dtype == TORCH_DTYPE[dtype], f"{what}: dtype {got.dtype}, TF {dtype}"
         got = got.to(torch.float64).numpy()
-    got = np.asarray(got, dtype=np.float64).ravel()
+    return np.array(got, dtype=np.float64).ravel()
+
+
+class Stats:
+    """What the comparisons saw, per (case, dtype): the largest fraction of the bound used, the
+    largest distance in ulps, and whether every value was bit-exact (for ``report()``)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def add(self, case_id: str, dtype: str, frac: float, apart: float, exact: bool) -> None:
+        entry = self.entries.setdefault((case_id, dtype), {"frac": 0.0, "ulps": 0.0, "exact": True})
+        entry["frac"] = max(entry["frac"], frac)
+        entry["ulps"] = max(entry["ulps"], apart)
+        entry["exact"] = entry["exact"] and exact
+
+
+def _compare(
+    got: torch.Tensor | np.ndarray,
+    values: list[float],
+    dtype: str,
+    tol: tuple[float, float, float],
+    what: str,
+    stats: tuple[Stats, str] | None = None,
+) -> None:
+    """Asserts the per-element bound ``tol = (ulps, scale_ulps, scale)`` (module docstring)."""
+    got = _as64(got, dtype, what)
     expected = _expected(values, dtype)
     assert got.shape == expected.shape, f"{what}: {got.size} values, TF has {expected.size}"
-    rtol, atol, exact = tol
-    try:
-        if exact:
-            np.testing.assert_array_equal(got, expected, err_msg=f"{what} (bit-exact case)")
-        else:
-            np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol, err_msg=what)
-    except AssertionError as e:
-        raise Mismatch(str(e)) from None
+    ulps, scale_ulps, scale = tol
+    tdtype = TORCH_DTYPE[dtype]
+    frac, i = ulp_excess(got, expected, tdtype, ulps=ulps, scale=scale, scale_ulps=scale_ulps)
+    if stats is not None:
+        apart = float(ulps_apart(got, expected, tdtype).max()) if got.size else 0.0
+        stats[0].add(stats[1], dtype, frac, apart, bool(np.array_equal(got, expected)))
+    if frac > 1.0:
+        apart = float(ulps_apart(got[i], expected[i], tdtype)[0])
+        raise Mismatch(
+            f"{what}: element {i}: {float(got[i])!r} vs TF {float(expected[i])!r}, {apart:.1f} ulp apart: "
+            f"{frac:.2f}x the bound ({ulps:g} ulp + {scale_ulps:g} ulp of {scale:.4g}, {dtype})"
+        )
 
 
 def _config(config: dict[str, Any]) -> dict[str, Any]:
@@ -177,10 +193,10 @@ def _grads(step: list[Any], variables: list[torch.Tensor]) -> list[Any]:
 class Replay:
     """A golden case run through kerasopt: same initial values, gradients and configuration."""
 
-    def __init__(self, case: dict[str, Any]) -> None:
+    def __init__(self, case: dict[str, Any], cls: type | None = None) -> None:
         self.case = case
         self.inputs = INPUTS[case["inputs"]]
-        cls = getattr(ko.optimizers, case["optimizer"])
+        cls = cls or getattr(ko.optimizers, case["optimizer"])
         self.opt = cls(**_config(case["config"]))
         if case.get("exclude_names"):
             self.opt.exclude_from_weight_decay(var_names=case["exclude_names"])
@@ -195,9 +211,6 @@ class Replay:
     def dtype(self, i: int) -> str:
         return _dtype_of(self.inputs, i)
 
-    def tol(self, i: int) -> tuple[float, float, bool]:
-        return _tolerance(self.case, self.dtype(i))
-
     def step(self, k: int) -> None:
         grads = _grads(self.inputs["grads"][k], self.variables)
         if self.case["api"] == "lso":
@@ -207,47 +220,116 @@ class Replay:
             grads = self.front.get_unscaled_gradients(grads)
         self.front.apply_gradients(zip(grads, self.variables))
 
-    def check_step(self, k: int, tol: Any = None) -> None:
+    def _previous(self, k: int, i: int, slot: str | None) -> list[float]:
+        """TF's values of the tensor before step ``k`` (initial value; a slot starts at 0)."""
+        if k > 0:
+            before = self.case["steps"][k - 1]
+            return before["vars"][i] if slot is None else before["slots"][i][slot]
+        return self.inputs["variables"][i]["init"] if slot is None else [0.0]
+
+    def tol(self, k: int, i: int, slot: str | None, values: list[float]) -> tuple[float, ...]:
+        """(ulps, scale_ulps, scale) for one tensor after step ``k`` (0-based)."""
+        ulps, scale_ulps = bound(self.case)
+        scale = float(np.abs(_expected([*values, *self._previous(k, i, slot)], "float64")).max())
+        if slot == "linear":  # Ftrl (CANCELS): a difference of terms of the gradient's size
+            g = self.inputs["grads"][k][i]
+            scale = max(scale, float(np.abs(np.asarray(g.get("dense", g.get("values")))).max()))
+        return (k + 1) * ulps, (k + 1) * scale_ulps, scale
+
+    def check_step(self, k: int, perturb: float = 0.0, stats: Stats | None = None) -> None:
+        """Compares variables and slots after step ``k`` with TF's; ``perturb`` scales kerasopt's
+        values by ``1 + perturb`` first (to show that the bound rejects such an error)."""
         expected = self.case["steps"][k]
         where = f"{self.case['id']} step {k + 1}"
+        tag = (stats, self.case["id"]) if stats is not None else None
         assert int(self.front.iterations) == expected["iterations"], f"{where}: iterations"
         for i, var in enumerate(self.variables):
-            t = tol or self.tol(i)
-            _compare(var, expected["vars"][i], self.dtype(i), t, f"{where}: variable {i}")
+            values = expected["vars"][i]
+            got = _as64(var, self.dtype(i), where) * (1 + perturb)
+            tol = self.tol(k, i, None, values)
+            _compare(got, values, self.dtype(i), tol, f"{where}: variable {i}", tag)
             for slot, values in expected["slots"][i].items():
-                got = self.opt.get_slot(var, slot)
-                _compare(got, values, self.dtype(i), t, f"{where}: slot {slot!r} of variable {i}")
+                got = _as64(self.opt.get_slot(var, slot), self.dtype(i), where) * (1 + perturb)
+                tol = self.tol(k, i, slot, values)
+                what = f"{where}: slot {slot!r} of variable {i}"
+                _compare(got, values, self.dtype(i), tol, what, tag)
         if "loss_scale" in expected:
             assert float(self.front.loss_scale) == expected["loss_scale"], f"{where}: loss scale"
             assert int(self.front.dynamic_counter) == expected["dynamic_counter"], where
 
+    def run(self, stats: Stats | None = None) -> None:
+        for k in range(len(self.case["steps"])):
+            self.step(k)
+            self.check_step(k, stats=stats)
+
 
 @pytest.mark.parametrize("case", CASES, ids=_case_ids(CASES))
 def test_steps_match_tensorflow(case):
-    """Every variable and slot after every step equals TensorFlow's (bit-exact or within TOL)."""
+    """Every variable and slot after every step is within the case's ulp bound of TF's."""
+    Replay(case).run()
+
+
+# -- the bound is tight: an error the size of a wrong rule does not pass ---------------------
+BY_ID = {c["id"]: c for c in CASES}
+# One case of each kind and dtype.
+PROBES = [
+    *("legacy-Adam-1-f32", "legacy-Adam-1-f64", "legacy-RMSprop-3-f32", "legacy-RMSprop-3-f64"),
+    *("legacy-Ftrl-1-f32", "legacy-Ftrl-1-f64", "k3-Lamb-1-f32", "k3-Lamb-1-f64"),
+    *("tfk-Adafactor-1-f32", "tfk-Adafactor-1-f64", "k3-Muon-1-f32", "k3-Muon-1-f64"),
+    *("legacy-global_clipnorm-Adam-f32", "legacy-global_clipnorm-Adam-f64"),
+]
+# A relative error that a correct rule never makes (float32: ~100 ulp; float64: ~5000 ulp).
+PERTURB = {"float32": 1e-5, "float64": 1e-12}
+
+
+@pytest.mark.parametrize("case_id", PROBES)
+def test_bound_rejects_a_relative_error(case_id):
+    """kerasopt's values times (1 + 1e-5) (float32) or (1 + 1e-12) (float64) fail the bound."""
+    case = BY_ID[case_id]
     run = Replay(case)
-    for k in range(len(case["steps"])):
-        run.step(k)
-        run.check_step(k)
+    run.step(0)
+    run.check_step(0)  # passes as computed ...
+    with pytest.raises(Mismatch):  # ... not perturbed
+        run.check_step(0, perturb=PERTURB[run.dtype(0)])
 
 
-PENDING = [c for c in CASES if c["id"] in PENDING_BASE_FIX]
+class _EpsilonInsideSqrt(ko.optimizers.Adam):
+    """A wrong Adam: ``sqrt(v + epsilon)`` instead of TF's ``sqrt(v) + epsilon``."""
+
+    def update(self, var, grad, m, v, vhat=None, *, c):
+        m.add_((grad - m).mul_(c.one_minus_beta_1_t))
+        v.add_((grad * grad).sub_(v).mul_(c.one_minus_beta_2_t))
+        var.sub_((m * c.alpha).div_((v + c.epsilon).sqrt()))
 
 
-@pytest.mark.parametrize("case", PENDING, ids=_case_ids(PENDING))
-def test_pending_base_fixes_still_differ(case):
-    """Keeps PENDING_BASE_FIX honest: a case that now matches at TOL must leave the list."""
-    run = Replay(case)
-    try:
-        for k in range(len(case["steps"])):
-            run.step(k)
-            run.check_step(k, tol=(*TOL[run.dtype(0)], False))
-    except Mismatch:
-        return
-    pytest.fail(
-        f"{case['id']} now matches TensorFlow at TOL: remove it from PENDING_BASE_FIX "
-        f"({PENDING_BASE_FIX[case['id']]})"
-    )
+class _NoBiasCorrection(ko.optimizers.Adam):
+    """A wrong Adam: the step size without ``sqrt(1 - beta_2^t) / (1 - beta_1^t)``."""
+
+    def update(self, var, grad, m, v, vhat=None, *, c):
+        m.add_((grad - m).mul_(c.one_minus_beta_1_t))
+        v.add_((grad * grad).sub_(v).mul_(c.one_minus_beta_2_t))
+        var.sub_((m * c.lr_t).div_(v.sqrt().add_(c.epsilon)))
+
+
+class _BetasSwapped(ko.optimizers.Adam):
+    """A wrong Adam: ``beta_1`` decays ``v`` and ``beta_2`` decays ``m``."""
+
+    def update(self, var, grad, m, v, vhat=None, *, c):
+        m.add_((grad - m).mul_(c.one_minus_beta_2_t))
+        v.add_((grad * grad).sub_(v).mul_(c.one_minus_beta_1_t))
+        var.sub_((m * c.alpha).div_(v.sqrt().add_(c.epsilon)))
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("wrong", [_EpsilonInsideSqrt, _NoBiasCorrection, _BetasSwapped])
+def test_bound_rejects_a_wrong_rule(wrong, dtype):
+    """Adam's dense rule with epsilon inside the square root (Adam-0: epsilon 1e-7, where the
+    difference is a few dozen float32 ulp), without bias correction, or with the betas swapped
+    fails against TF's values; the right rule passes (test_steps_match_tensorflow)."""
+    case_id = f"legacy-Adam-{0 if wrong is _EpsilonInsideSqrt else 1}-{dtype}"
+    run = Replay(BY_ID[case_id], cls=wrong)
+    with pytest.raises(Mismatch, match=r"variable [0-2]:"):  # one of the dense variables
+        run.run()
 
 
 WEIGHT_CASES = [c for c in CASES if "weights" in c]
@@ -256,21 +338,23 @@ WEIGHT_CASES = [c for c in CASES if "weights" in c]
 @pytest.mark.parametrize("case", WEIGHT_CASES, ids=_case_ids(WEIGHT_CASES))
 def test_get_weights_match_tensorflow(case):
     """get_weights(): TF's order (iterations, Nadam's momentum_cache, slots in creation order),
-    shapes, dtypes and values."""
+    shapes, dtypes and values (within the case's bound after its last step)."""
     run = Replay(case)
-    for k in range(len(case["steps"])):
+    steps = len(case["steps"])
+    for k in range(steps):
         run.step(k)
     got = run.front.get_weights()
     expected = case["weights"]
     assert [list(np.shape(w)) for w in got] == [w["shape"] for w in expected]
-    tol = _tolerance(case, "float64")
+    ulps, scale_ulps = bound(case)
     for j, (g, w) in enumerate(zip(got, expected)):
         if w["dtype"].startswith("int"):
             assert int(g) == w["values"][0], f"weight {j}"
             continue
         assert str(np.asarray(g).dtype) == w["dtype"], f"weight {j}: dtype"
-        dtype_tol = _tolerance(case, w["dtype"]) if tol[2] or w["dtype"] == "float32" else tol
-        _compare(np.asarray(g), w["values"], w["dtype"], dtype_tol, f"weight {j}")
+        scale = float(np.abs(_expected(w["values"], "float64")).max(initial=0.0))
+        tol = (steps * ulps, steps * scale_ulps, scale)
+        _compare(np.asarray(g), w["values"], w["dtype"], tol, f"weight {j}")
 
 
 SLOT_NAME_CASES = [c for c in CASES if "slot_names" in c]
@@ -379,32 +463,24 @@ def test_default_config_matches_tensorflow(key):
 
 SCHEDULES = GOLDEN["schedules"]
 
-# Schedule values that are not bit-exact (within float32 TOL), and why.
-_COSF = (
-    "TF takes glibc's cosf, which is not always correctly rounded; kerasopt's cosine is "
-    "(float64, rounded once), which matches TF at the other 548 of 549 cosine steps"
-)
-SCHEDULES_NOT_BIT_EXACT: dict[tuple[str, int], str] = {
-    ("CosineDecay(initial_learning_rate=0.3,decay_steps=45,alpha=0.01)", 26): _COSF,
-}
-
 
 def _schedule_id(entry: dict[str, Any]) -> str:
     args = ",".join(f"{k}={v}" for k, v in entry["config"].items())
     return f"{entry['class_name']}({args})"
 
 
-@pytest.mark.parametrize("entry", SCHEDULES, ids=[_schedule_id(e) for e in SCHEDULES])
-def test_schedule_values_match_tensorflow(entry):
-    """Each schedule at steps 0..60, in float32, bit for bit as tf_keras computes it."""
+def _schedule_values(entry: dict[str, Any]) -> tuple[Any, torch.Tensor]:
     schedule = schedules.deserialize({"class_name": entry["class_name"], "config": entry["config"]})
     got = torch.stack([torch.as_tensor(schedule(step)) for step in range(len(entry["values"]))])
-    _compare(got, entry["values"], "float32", (*TOL["float32"], False), _schedule_id(entry))
-    if CHECK_EXACT:
-        expected = _expected(entry["values"], "float32")
-        differ = np.nonzero(got.to(torch.float64).numpy() != expected)[0].tolist()
-        known = [s for s in differ if (_schedule_id(entry), s) in SCHEDULES_NOT_BIT_EXACT]
-        assert differ == known, f"steps not bit-exact: {differ}"
+    return schedule, got
+
+
+@pytest.mark.parametrize("entry", SCHEDULES, ids=[_schedule_id(e) for e in SCHEDULES])
+def test_schedule_values_match_tensorflow(entry):
+    """Each schedule at steps 0..60, in float32, within SCHEDULE_ULPS of tf_keras's values
+    (all but one of them are bit-exact where measured: docs/tolerances.md)."""
+    schedule, got = _schedule_values(entry)
+    _compare(got, entry["values"], "float32", (SCHEDULE_ULPS, 0.0, 0.0), _schedule_id(entry))
     config = schedule.get_config()
     for key, value in entry["tf_config"].items():
         if key == "name":  # tf_keras's default name is None, Keras 3's (and ours) a string
@@ -428,5 +504,58 @@ def test_golden_file_covers_the_family():
     keys = {k for c in CASES for k in c["config"]}
     assert keys >= {"clipnorm", "clipvalue", "global_clipnorm", "decay", "use_ema"}
     assert {c["api"] for c in CASES} == {"legacy", "tfk", "k3", "lso"}
-    listed = set(NOT_BIT_EXACT) | set(LOOSE) | set(PENDING_BASE_FIX)
-    assert listed <= {c["id"] for c in CASES}, "stale case ids in the tables above"
+    assert set(PROBES) <= set(BY_ID), "stale case ids in PROBES"
+    assert {kind(BY_ID[c]) for c in PROBES} == {"elementwise", "reduces", "cancels"}
+
+
+# -- the bit-exact report (opt-in) -----------------------------------------------------------
+def report() -> str:
+    """Which cases and schedule values differ from TF's to the last bit on this machine, and
+    how much of its bound each case uses. Informational: differences within the bound are
+    expected (module docstring)."""
+    stats = Stats()
+    failed = []
+    for case in CASES:
+        try:
+            Replay(case).run(stats=stats)
+        except Mismatch as e:  # reported here; test_steps_match_tensorflow fails on it
+            failed.append(str(e))
+    lines = [
+        f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}",
+        "cases not bit-exact (max ulp apart per element; share of the bound used):",
+    ]
+    worst: dict[tuple[str, str], tuple[float, str]] = {}
+    exact = 0
+    for (case_id, dtype), e in stats.entries.items():
+        key = (kind(BY_ID[case_id]), dtype)
+        if e["frac"] >= worst.get(key, (-1.0, ""))[0]:
+            worst[key] = (e["frac"], case_id)
+        if e["exact"]:
+            exact += 1
+            continue
+        lines.append(f"  {case_id:44s} {dtype}  {e['ulps']:9.1f} ulp  {e['frac']:6.1%}")
+    lines.append(f"bit-exact: {exact} of {len(stats.entries)} (case, dtype) pairs")
+    lines.append("largest share of the bound used, by kind and dtype:")
+    for (k, dtype), (frac, case_id) in sorted(worst.items()):
+        lines.append(f"  {k:12s} {dtype}  {frac:6.1%}  ({case_id})")
+    for entry in SCHEDULES:
+        _, got = _schedule_values(entry)
+        apart = ulps_apart(
+            got.double().numpy(), _expected(entry["values"], "float32"), torch.float32
+        )
+        for step in np.nonzero(apart)[0].tolist():
+            lines.append(f"schedule {_schedule_id(entry)} step {step}: {apart[step]:.0f} ulp")
+    lines += [f"OUT OF BOUND: {msg}" for msg in failed]
+    return "\n".join(lines)
+
+
+@pytest.mark.skipif(not REPORT, reason="opt-in: KERASOPT_GOLDEN_EXACT=report")
+def test_bit_exact_report(capsys):
+    """Prints report(); never fails on a difference (test_steps_match_tensorflow judges)."""
+    text = report()
+    with capsys.disabled():
+        print("\n" + text)
+
+
+if __name__ == "__main__":  # python -m tests.test_tf_golden
+    print(report())
