@@ -87,9 +87,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--scale", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--stat",
+        choices=["median", "min"],
+        default="median",
+        help="what the ratios compare (min is steadier on a loaded machine)",
+    )
     args = parser.parse_args(argv)
+    pick = statistics.median if args.stat == "median" else min
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads; medians of {args.steps} rounds")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads; ratios of the {args.stat} "
+        f"of {args.steps} rounds"
+    )
     wl = b.workloads(args.scale)
     wl["tiny"] = b.Workload("tiny (20 tensors of 64)", [(64,)] * 20)
     for key in args.workloads:
@@ -101,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for name in args.optimizers:
             times = interleaved(front_ends(name, args.impls, w), args.steps, args.warmup)
-            med = {label: statistics.median(t) for label, t in times.items()}
+            med = {label: pick(t) for label, t in times.items()}
             for label, t in times.items():
                 impl = label[label.find("(") + 1 : -1] if "(" in label else ""
                 keras = med.get(f"Keras API ({impl})")

@@ -647,3 +647,40 @@ def test_a_group_appended_to_param_groups_directly_gets_its_own_keras_optimizer(
     assert len(inner) == 2 and inner[1].beta_1.item() == 0.5
     assert opt.param_groups[1]["beta_1"] == 0.5 and opt.param_groups[1]["epsilon"] == 1e-7
     assert int(opt.state[b]["step"]) == 1
+
+
+def test_flat_engine_many_small_tensors():
+    """auto packs >= 64 small tensors into flat buffers (re-homing the slots' storage)."""
+    shapes = [(5,)] * 70
+    keras_vars = make_params(shapes)
+    keras, params, opt = keras_and_torch(
+        "SGD", {"learning_rate": 0.05, "momentum": 0.9}, keras_vars
+    )
+    run_steps(keras, keras_vars, opt, params, dense_grads(shapes, 2))
+    saved = opt.state_dict()["state"][3]["momentum"]
+    assert torch.equal(saved, opt.state[params[3]]["momentum"])
+
+
+def test_a_user_keras_optimizer_gets_a_torch_protocol_twin():
+    from kerasopt._hyper import Hyper, non_negative
+
+    class MySGD(ko.optimizers.Optimizer):
+        learning_rate = Hyper(0.01, check=non_negative)
+        slots = ("velocity",)
+
+        def __init__(self, learning_rate=0.01, name="MySGD", **kwargs):
+            super().__init__(name=name, learning_rate=learning_rate, **kwargs)
+
+        def update(self, var, grad, velocity, *, c):
+            velocity.copy_(velocity * 0.9 + grad)
+            var.sub_(velocity * c.lr_t)
+
+    class TorchMySGD(ko.optim.KerasOptimizer, keras=MySGD):
+        """MySGD behind torch.optim's protocol."""
+
+    keras_vars = make_params([(3,)])
+    keras = MySGD(0.1)
+    params = twin(keras_vars)
+    opt = TorchMySGD(params, lr=0.1)
+    run_steps(keras, keras_vars, opt, params, dense_grads([(3,)], 3))
+    assert sorted(opt.state[params[0]]) == ["step", "velocity"]
