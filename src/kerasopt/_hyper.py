@@ -151,7 +151,7 @@ def epsilon_or_default(value: Any) -> float:
     number = None if value is None else float(value)
     # Converted first: a string "0" (from a hand-written config) is 0 too, so get_config /
     # from_config round-trip.
-    return 1e-7 if not number else number
+    return number or 1e-7
 
 
 def tf_cast_value(value: float) -> float:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from . import _distributed
 from ._hyper import Hyper, declared, number_value
 
 if TYPE_CHECKING:
@@ -215,7 +216,9 @@ def _staged(key: str, value: Tensor, like: Tensor) -> Tensor:
     if value.device.type == "meta":
         raise StateError(f"State key {key!r} is a meta tensor: it holds no value.")
     device = like.device if like.device.type != "meta" else torch.device("cpu")
-    return value.detach().to(device, copy=True)
+    # A full tensor into a sharded (FSDP2) slot takes this rank's shard; a DTensor into a
+    # plain slot is gathered: checkpoints load across world sizes.
+    return _distributed.like(value.detach().to(device, copy=True), like)
 
 
 def _dtype_of(key: str, value: Any) -> torch.dtype:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import _engines, _state
+from . import _distributed, _engines, _state
 from ._hyper import (
     _UNSET,
     Hyper,
@@ -38,8 +38,7 @@ from ._hyper import (
     tf_cast_value,
 )
 from ._schedules import LearningRateSchedule
-from ._schedules import deserialize as deserialize_schedule
-from ._schedules import serialize as serialize_schedule
+from ._serialization import build_from_config, serialize_schedule
 from .sparse import IndexedSlices, deduplicate, from_torch_sparse
 from .variables import Variable
 
@@ -105,6 +104,7 @@ class _Group:
     slots: list[list[Tensor]]
     numel: int = 0
     weight_decay: float | None = None
+    dtensor: bool = False  # FSDP2 parameters: the engines see their local shards
     cache: dict[str, Any] = field(default_factory=dict)  # the engine's, for this composition
 
 
@@ -125,6 +125,10 @@ def _var_label(var: Tensor, names: dict[int, str] | None = None) -> str:
     if isinstance(name, str):
         return name
     return f"<tensor shape={tuple(var.shape)} dtype={var.dtype}>"
+
+
+def _hyper_number(value: Any) -> bool:
+    return number_value(value) is not None and not isinstance(value, Tensor)
 
 
 def _looks_like_parameters(value: Any) -> bool:
@@ -567,7 +571,14 @@ class Optimizer:
             return record.slots[slot_name]
         shape = tuple(var.shape) if shape is None else tuple(shape)
         kw: dict[str, Any] = {"dtype": var.dtype, "device": var.device}
-        if isinstance(initializer, str):
+        sharded = _distributed.is_dtensor(var) and shape == tuple(var.shape)
+        if sharded and (isinstance(initializer, str) or _hyper_number(initializer)):
+            # FSDP2: the slot is sharded like its parameter (each rank holds its shard only)
+            if initializer not in ("zeros", "ones") and isinstance(initializer, str):
+                raise ValueError(f"Unknown slot initializer {initializer!r} for slot {slot_name!r}")
+            fill = {"zeros": 0.0, "ones": 1.0}.get(initializer, initializer)
+            slot = _distributed.zeros_like(var, float(fill))
+        elif isinstance(initializer, str):
             if initializer not in ("zeros", "ones"):
                 raise ValueError(f"Unknown slot initializer {initializer!r} for slot {slot_name!r}")
             slot = torch.zeros(shape, **kw) if initializer == "zeros" else torch.ones(shape, **kw)
@@ -577,9 +588,12 @@ class Optimizer:
             slot = torch.as_tensor(initializer(shape, var.dtype)).to(**kw).expand(shape).clone()
         else:
             slot = torch.full(shape, float(initializer), **kw)
-        # Slots are variables, as in TF (`get_slot(v, "m").assign(...)` in seed-era subclasses):
-        # a kerasopt.Variable over the same storage, no copy; the engines see a plain tensor.
-        slot = Variable._wrap(slot, False, f"{record.name}/{slot_name}", None)
+        if sharded and not _distributed.is_dtensor(slot):
+            slot = _distributed.like(slot, var)
+        if not _distributed.is_dtensor(slot):
+            # Slots are variables, as in TF (`get_slot(v, "m").assign(...)` in seed-era
+            # subclasses): a kerasopt.Variable over the same storage, no copy.
+            slot = Variable._wrap(slot, False, f"{record.name}/{slot_name}", None)
         record.slots[slot_name] = slot
         if slot_name not in self._slot_names and slot_name not in _FEATURE_SLOTS:
             self._slot_names.append(slot_name)
@@ -877,9 +891,16 @@ class Optimizer:
         if grad_loss is None and (loss.numel() != 1 or loss.is_complex()):
             # TF's implicit sum over a non-scalar (or complex) target: output gradient of ones
             grad_loss = torch.ones_like(loss)
-        computed = torch.autograd.grad(
-            loss, [variables[i] for i in wanted], grad_outputs=grad_loss, allow_unused=True
-        )
+        inputs = [variables[i] for i in wanted]
+        if _distributed.active():
+            # DDP / FSDP2 reduce gradients in backward hooks, which autograd.grad never runs
+            # (kerasopt._distributed): one backward, reduced once, read from `.grad`.
+            seed = torch.ones_like(loss) if grad_loss is None else grad_loss
+            computed: Sequence[Any] = _distributed.backward_gradients(
+                [loss], [seed], inputs, retain_graph=False
+            )
+        else:
+            computed = torch.autograd.grad(loss, inputs, grad_outputs=grad_loss, allow_unused=True)
         for i, g in zip(wanted, computed):
             grads[i] = g
         return grads
@@ -977,6 +998,20 @@ class Optimizer:
                     sparse.append((v, g))
             else:
                 dense.append((v, g))
+        if _distributed.active():
+            for g, v in pairs:
+                if _distributed.is_dtensor(v) and (
+                    isinstance(g, IndexedSlices) or self._legacy_hooks
+                ):
+                    raise NotImplementedError(
+                        f"Variable {self._label(v)} is a DTensor (FSDP2): "
+                        + (
+                            "sparse gradients are not supported for sharded variables."
+                            if isinstance(g, IndexedSlices)
+                            else f"{type(self).__name__}'s `_resource_apply_*` hooks are not "
+                            "supported for sharded variables (write `update` instead)."
+                        )
+                    )
         if sparse and self._legacy_hooks and not self._has_sparse_hook():
             raise NotImplementedError(
                 f"{type(self).__name__} does not implement `_resource_apply_sparse`: it cannot apply "
@@ -1009,10 +1044,10 @@ class Optimizer:
                     "`param.data` replaced by a tensor of another shape?). Create a new "
                     "optimizer, or give the variable its old shape back."
                 )
-            storages.add(var.untyped_storage().data_ptr())
+            storages.add(_distributed.local(var).untyped_storage().data_ptr())
         out = []
         for g, var in pairs:
-            values = g.values if isinstance(g, IndexedSlices) else g
+            values = _distributed.local(g.values if isinstance(g, IndexedSlices) else g)
             if values.untyped_storage().data_ptr() in storages:
                 g = g.with_values(values.clone()) if isinstance(g, IndexedSlices) else g.clone()
             out.append((g, var))
@@ -1181,7 +1216,8 @@ class Optimizer:
     def _clip(self, pairs: list[tuple[Grad, Tensor]]) -> list[tuple[Grad, Tensor]]:
         if self.clipvalue is not None:
             c = self.clipvalue
-            pairs = [(self._map_grad(g, lambda t: torch.clamp(t, -c, c)), v) for g, v in pairs]
+            clamp = lambda t: _distributed.map_local(t, lambda x: torch.clamp(x, -c, c))  # noqa: E731
+            pairs = [(self._map_grad(g, clamp), v) for g, v in pairs]
         if self.clipnorm is not None:
             pairs = [(self._map_grad(g, self._clip_by_norm), v) for g, v in pairs]
         if self.global_clipnorm is not None:
@@ -1191,9 +1227,10 @@ class Optimizer:
     def _clip_by_norm(self, t: Tensor) -> Tensor:
         # TF's clip_by_norm: t * c / max(||t||, c), with a zero tensor left at zero.
         c = torch.tensor(self.clipnorm, dtype=t.dtype, device=t.device)
-        l2sum = (t * t).sum()
+        l2sum = _distributed.reduced((t * t).sum())  # over every shard of a DTensor
         norm = torch.where(l2sum > 0, torch.sqrt(torch.where(l2sum > 0, l2sum, 1)), l2sum)
-        return (t * c) / torch.maximum(norm, c)
+        divisor = torch.maximum(norm, c)
+        return _distributed.map_local(t, lambda x: (x * c) / divisor)
 
     def _clip_by_global_norm(self, pairs: list[tuple[Grad, Tensor]]) -> list[tuple[Grad, Tensor]]:
         # TF's clip_by_global_norm: scale = c * min(1/N, 1/c); an inf/NaN norm makes it NaN.
@@ -1202,14 +1239,17 @@ class Optimizer:
             torch.float64 if any(v.dtype == torch.float64 for v in values) else torch.float32
         )
         device = values[0].device
-        half_sq = [((v.to(acc_dtype) ** 2).sum() / 2).to(device) for v in values]
+        half_sq = [
+            _distributed.reduced((v.to(acc_dtype) ** 2).sum() / 2).to(device) for v in values
+        ]
         norm = torch.sqrt(torch.stack(half_sq).sum() * 2)
         c = torch.tensor(self.global_clipnorm, dtype=acc_dtype, device=device)
         scale = c * torch.minimum(1.0 / norm, 1.0 / c)
         scale = scale + (norm - norm)
-        return [
-            (self._map_grad(g, lambda t: t * scale.to(t.dtype).to(t.device)), v) for g, v in pairs
-        ]
+        scaled = lambda t: _distributed.map_local(  # noqa: E731
+            t, lambda x: x * scale.to(x.dtype).to(x.device)
+        )
+        return [(self._map_grad(g, scaled), v) for g, v in pairs]
 
     def _resolve_hypers(self) -> dict[str, Tensor]:
         values = {}
@@ -1428,6 +1468,11 @@ class Optimizer:
             run = _engines.select(
                 self.implementation, self.elementwise, group.numel, len(group.variables)
             )
+            if group.key[1] in COMPLEX_DTYPES and run not in (
+                _engines.run_per_tensor,
+                _engines.run_foreach,
+            ):
+                run = _engines.run_foreach  # inductor does not compile complex arithmetic
             c = apply_state[group.key]
             rule = self.update
             if group.weight_decay is not None:
@@ -1438,7 +1483,40 @@ class Optimizer:
                     c, weight_decay=self._const(tf_cast_value(group.weight_decay), dtype, device)
                 )
                 rule = self._update_with_weight_decay
-            run(rule, group.variables, grads, group.slots, c, group.cache)
+            if not group.dtensor:
+                run(rule, group.variables, grads, group.slots, c, group.cache)
+            elif self.elementwise:
+                # FSDP2: an elementwise rule updates each rank's shards, no communication
+                run(
+                    rule,
+                    [_distributed.local(v) for v in group.variables],
+                    [_distributed.local(g) for g in grads],
+                    [[_distributed.local(t) for t in lst] for lst in group.slots],
+                    c,
+                    group.cache,
+                )
+            else:
+                self._apply_whole_tensors(rule, group.variables, grads, group.slots, c)
+
+    @staticmethod
+    def _apply_whole_tensors(
+        rule: Callable[..., Any],
+        variables: Sequence[Tensor],
+        grads: Sequence[Tensor],
+        slots: Sequence[Sequence[Tensor]],
+        c: Coefficients,
+    ) -> None:
+        """A whole-tensor rule (norms, factored moments, orthogonalisation) on sharded
+        variables: each is gathered, updated identically on every rank, and each rank keeps its
+        shard (slots of another shape than the variable's are plain tensors, alike on every
+        rank)."""
+        for i, var in enumerate(variables):
+            own = [lst[i] for lst in slots]
+            whole = [_distributed.full(t) for t in (var, *own)]
+            rule(whole[0], _distributed.full(grads[i]), *whole[1:], c=c)
+            for target, value in zip((var, *own), whole):
+                if _distributed.is_dtensor(target):
+                    _distributed.write_shard(target, value)
 
     def _update_with_weight_decay(self, var: Any, grad: Any, *slots: Any, c: Coefficients) -> None:
         # Keras: variable - variable * cast(wd) * lr; fidelity: TF's cast of a Python float goes
@@ -1447,7 +1525,8 @@ class Optimizer:
         self.update(var, grad, *slots, c=c)
 
     def _groups(self, dense: list[tuple[Tensor, Tensor]]) -> list[_Group]:
-        key = tuple(id(v) for v, _ in dense)
+        # the decay coefficient is part of the composition: `opt.weight_decay = x` regroups
+        key = (self.weight_decay, *(id(v) for v, _ in dense))
         groups = self._group_cache.get(key)
         if groups is None:
             by_key: dict[tuple[Any, ...], _Group] = {}
@@ -1455,11 +1534,17 @@ class Optimizer:
                 record = self._records[id(var)]
                 names = self.slot_names_for(record)
                 wd = self._weight_decay_for(record)
-                gkey = (var.device, var.dtype, names, wd)
+                sharded = _distributed.is_dtensor(var)
+                gkey = (var.device, var.dtype, names, wd, sharded)
                 group = by_key.get(gkey)
                 if group is None:
                     group = _Group(
-                        (var.device, var.dtype), [], [], [[] for _ in names], weight_decay=wd
+                        (var.device, var.dtype),
+                        [],
+                        [],
+                        [[] for _ in names],
+                        weight_decay=wd,
+                        dtensor=sharded,
                     )
                     by_key[gkey] = group
                 group.positions.append(i)
@@ -1585,10 +1670,10 @@ class Optimizer:
         k = self.gradient_accumulation_steps or 1
         n = self._step // k
         for var in variables:
-            avg = self._records[id(var)].slots["average"]
+            avg = _distributed.local(self._records[id(var)].slots["average"])
             momentum = float(self.ema_momentum) if n != 0 else 0.0
             m = self._const(momentum, var.dtype, var.device)
-            avg.copy_(m * avg + (1 - m) * var)
+            avg.copy_(m * avg + (1 - m) * _distributed.local(var))
         f = self.ema_overwrite_frequency
         if f and (n + 1) % f == 0:
             for var in variables:
@@ -1694,16 +1779,7 @@ class Optimizer:
         cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
     ) -> Optimizer:
         """Creates an optimizer from ``get_config()`` output (``lr`` → ``learning_rate``)."""
-        if not isinstance(config, dict):
-            raise TypeError(f"`config` must be a dict; got {type(config).__name__}.")
-        config = dict(config)
-        if "lr" in config:
-            config["learning_rate"] = config.pop("lr")
-        if isinstance(config.get("learning_rate"), dict):
-            config["learning_rate"] = deserialize_schedule(
-                config["learning_rate"], custom_objects=custom_objects
-            )
-        return cls(**config)
+        return build_from_config(cls, config, custom_objects)
 
     def __repr__(self) -> str:
         return f"<kerasopt.optimizers.{type(self).__name__} name={self._name!r} iterations={self._step}>"

@@ -40,6 +40,8 @@ from typing import Any, cast
 import torch
 from torch.overrides import TorchFunctionMode
 
+from . import _distributed
+
 __all__ = ["GradientTape", "UnconnectedGradients"]
 
 _NON_PERSISTENT_MESSAGE = (
@@ -573,8 +575,15 @@ class GradientTape:
         if self._recorder is not None:
             self._recorder.active = False
         try:
-            if outputs and inputs:
-                results = torch.autograd.grad(
+            if outputs and inputs and _distributed.active() and not create_graph:
+                # DDP / FSDP2 reduce gradients in backward hooks that autograd.grad never runs:
+                # one backward (reduced once by torch), read from `.grad` (kerasopt._distributed)
+                results = _distributed.backward_gradients(
+                    outputs, grad_outputs, list(inputs.values()), retain_graph=self._persistent
+                )
+                grads = dict(zip(inputs, results))
+            elif outputs and inputs:
+                results = torch.autograd.grad(  # type: ignore[assignment]
                     outputs,
                     list(inputs.values()),
                     grad_outputs=grad_outputs,

@@ -17,6 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import _distributed
+from .._serialization import build_from_config, serialize
+from .._state import StateError, _expect
 from ..optimizer import Optimizer
 from ..sparse import IndexedSlices
 
@@ -72,11 +75,13 @@ def _all_finite(grads: Sequence[Tensor | IndexedSlices]) -> bool:
         values = g.values if isinstance(g, IndexedSlices) else g
         if values.layout == torch.sparse_coo:
             values = values.coalesce().values()
-        flags.append(torch.isfinite(values).all())
+        flags.append(torch.isfinite(_distributed.local(values)).all())
     if not flags:
         return True
     device = flags[0].device
-    return bool(torch.stack([f.to(device) for f in flags]).all())
+    flag = torch.stack([f.to(device) for f in flags]).all()
+    # FSDP2: each rank checks its shards; every rank must take the same decision
+    return bool(_distributed.all_ranks_true(flag, [g for g in grads if isinstance(g, Tensor)]))
 
 
 def _delegated(name: str) -> Any:
@@ -518,8 +523,6 @@ class LossScaleOptimizer(Optimizer):
         Raises:
             ValueError: a key, shape or dtype that does not fit (the message names the key).
         """
-        from .._state import StateError, _expect
-
         if not isinstance(state_dict, dict):
             raise StateError(f"A state dict must be a dict; got {type(state_dict).__name__}.")
         inner = {
@@ -551,8 +554,6 @@ class LossScaleOptimizer(Optimizer):
     # config
     def get_config(self) -> dict[str, Any]:
         """``{inner_optimizer: serialized inner, dynamic, initial_scale, dynamic_growth_steps}``."""
-        from ..optimizers import serialize
-
         return {
             "inner_optimizer": serialize(self._optimizer),
             "dynamic": self._dynamic,
@@ -565,15 +566,7 @@ class LossScaleOptimizer(Optimizer):
         cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
     ) -> LossScaleOptimizer:
         """Deserializes the inner optimizer, then calls the constructor."""
-        from ..optimizers import deserialize
-
-        if not isinstance(config, dict):
-            raise TypeError(f"`config` must be a dict; got {type(config).__name__}.")
-        config = dict(config)
-        inner = config.pop("inner_optimizer", None)
-        if isinstance(inner, dict):
-            inner = deserialize(inner, custom_objects=custom_objects)
-        return cls(inner, **config)
+        return build_from_config(cls, config, custom_objects, optimizers=("inner_optimizer",))
 
     def __repr__(self) -> str:
         scale = float(self._current_scale())
