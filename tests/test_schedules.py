@@ -7,6 +7,7 @@ than with the logarithm formula the implementation uses.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import sys
@@ -686,6 +687,99 @@ def test_base_class_is_abstract():
 class _NoConfig(LearningRateSchedule):
     def __call__(self, step):
         return torch.tensor(0.1)
+
+
+# Keras's constructors: argument names, order and defaults (keyword `name` included).
+SIGNATURES = {
+    ExponentialDecay: "(initial_learning_rate, decay_steps, decay_rate, staircase=False, "
+    "name='ExponentialDecay')",
+    PiecewiseConstantDecay: "(boundaries, values, name='PiecewiseConstant')",
+    PolynomialDecay: "(initial_learning_rate, decay_steps, end_learning_rate=0.0001, power=1.0, "
+    "cycle=False, name='PolynomialDecay')",
+    InverseTimeDecay: "(initial_learning_rate, decay_steps, decay_rate, staircase=False, "
+    "name='InverseTimeDecay')",
+    CosineDecay: "(initial_learning_rate, decay_steps, alpha=0.0, name='CosineDecay', "
+    "warmup_target=None, warmup_steps=0)",
+    CosineDecayRestarts: "(initial_learning_rate, first_decay_steps, t_mul=2.0, m_mul=1.0, "
+    "alpha=0.0, name='SGDRDecay')",
+}
+
+
+@pytest.mark.parametrize("cls", list(SIGNATURES), ids=lambda c: c.__name__)
+def test_constructor_signature_is_keras(cls: type):
+    signature = inspect.signature(cls)
+    plain = signature.replace(
+        parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()]
+    )
+    assert str(plain) == SIGNATURES[cls]
+
+
+@pytest.mark.parametrize("make", ONE_PER_CLASS)
+def test_config_keys_follow_the_constructor(make: Callable[[], Any]):
+    schedule = make()
+    assert list(schedule.get_config()) == list(inspect.signature(type(schedule)).parameters)
+
+
+def test_constructor_argument_errors_name_the_schedule():
+    with pytest.raises(TypeError, match=r"ExponentialDecay\(\) missing .*'decay_steps'"):
+        ExponentialDecay(0.1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"CosineDecay\(\) got an unexpected keyword .*'bogus'"):
+        CosineDecay(0.1, 10, bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"PiecewiseConstantDecay\(\) too many positional"):
+        PiecewiseConstantDecay([1], [1.0, 0.5], "x", 3)  # type: ignore[call-arg]
+    # Positional or keyword, as in Keras.
+    a = PolynomialDecay(0.1, 10, 0.01, 2.0, True, "p")
+    b = PolynomialDecay(
+        name="p",
+        cycle=True,
+        power=2.0,
+        end_learning_rate=0.01,
+        decay_steps=10,
+        initial_learning_rate=0.1,
+    )
+    assert a.get_config() == b.get_config()
+
+
+def test_assignment_is_checked_and_takes_effect():
+    schedule = ExponentialDecay(0.1, 10, 0.5)
+    with pytest.raises(
+        ValueError, match=r"Argument `decay_steps` must be > 0, received: decay_steps=0"
+    ):
+        schedule.decay_steps = 0
+    with pytest.raises(TypeError, match="Argument `staircase` must be a bool"):
+        schedule.staircase = "yes"
+    assert schedule.get_config()["decay_steps"] == 10  # unchanged by the failed assignments
+    schedule.decay_steps = 5
+    assert torch.equal(schedule(10), ExponentialDecay(0.1, 5, 0.5)(10))
+    # On the class, the attribute is the declaration.
+    assert ExponentialDecay.decay_steps.name == "decay_steps"
+
+
+def test_repr_shows_the_arguments():
+    assert repr(CosineDecayRestarts(0.1, 10)) == (
+        "CosineDecayRestarts(initial_learning_rate=0.1, first_decay_steps=10, t_mul=2.0, "
+        "m_mul=1.0, alpha=0.0, name='SGDRDecay')"
+    )
+    assert repr(PiecewiseConstantDecay((10,), (1.0, 0.5), name=None)) == (
+        "PiecewiseConstantDecay(boundaries=(10,), values=(1.0, 0.5), name=None)"
+    )
+    assert repr(_NoConfig()).startswith("<")  # no declarations: object's repr
+
+
+def test_subclass_of_a_schedule_inherits_its_declarations():
+    class Halved(ExponentialDecay):
+        def __call__(self, step):
+            return super().__call__(step) / 2
+
+    schedule = Halved(0.1, 10, 0.5)
+    assert schedule.get_config() == ExponentialDecay(0.1, 10, 0.5).get_config()
+    assert torch.equal(schedule(3), ExponentialDecay(0.1, 10, 0.5)(3) / 2)
+    with pytest.raises(ValueError, match="Argument `decay_steps` must be > 0"):
+        Halved(0.1, 0, 0.5)
+    with pytest.raises(ValueError, match="Unknown learning rate schedule: 'Halved'"):
+        deserialize(serialize(schedule))  # registered classes only
+    rebuilt = deserialize(serialize(schedule), custom_objects={"Halved": Halved})
+    assert type(rebuilt) is Halved
 
 
 def test_public_names():

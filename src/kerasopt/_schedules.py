@@ -18,44 +18,41 @@ None``).
 Constructor arguments may be Python numbers or 0-d tensors. They are kept as given (a tensor is
 read at every call, so it may be changed in place); ``get_config`` returns plain Python values.
 Tensor arguments are best placed on the device of the step, so that no copy is needed per call.
+
+Each schedule is its argument declarations (``name: type = arg(default=..., check=...)``, in
+Keras's positional order) and its ``__call__``: the declarations give the constructor, the checks
+(with messages that name the argument, also on assignment), ``get_config`` (in TF's key order),
+``from_config`` and ``repr``. Serialization (``serialize`` / ``deserialize`` and the registry of
+the classes a config may name) is ``kerasopt._serialization``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
-from collections.abc import Mapping
-from typing import Any, TypeVar
+import sys
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
-__all__ = [
-    "CosineDecay",
-    "CosineDecayRestarts",
-    "ExponentialDecay",
-    "InverseTimeDecay",
-    "LearningRateSchedule",
-    "PiecewiseConstantDecay",
-    "PolynomialDecay",
-    "deserialize",
-    "serialize",
-]
+from ._hyper import _is_number
+
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # torch depends on typing_extensions
+    from typing_extensions import dataclass_transform
 
 _Scalar = int | float | torch.Tensor
 _Step = int | float | torch.Tensor
 _S = TypeVar("_S", bound="LearningRateSchedule")
-
-_MODULE = "kerasopt.optimizers.schedules"
+Check = Callable[[str, Any], None]
 
 
 # ---------------------------------------------------------------------------------------------
-# Helpers: argument checks (construction time only) and float32 conversion (call time).
+# Argument checks (construction and assignment only; never in __call__): each names the argument.
 # ---------------------------------------------------------------------------------------------
-
-
-def _is_number(value: object) -> bool:
-    # bool is an int subclass, but a boolean learning rate or step count is always a mistake.
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _check_scalar(name: str, value: object) -> None:
@@ -72,11 +69,17 @@ def _check_scalar(name: str, value: object) -> None:
                 f"{value.dtype}."
             )
         return
+    # bool is an int subclass, but a boolean learning rate or step count is always a mistake.
     if not _is_number(value):
         raise TypeError(
             f"Argument `{name}` must be a number or a 0-d tensor, received: {value!r} of type "
             f"{type(value).__name__}."
         )
+
+
+def _check_scalar_or_none(name: str, value: object) -> None:
+    if value is not None:
+        _check_scalar(name, value)
 
 
 def _check_positive(name: str, value: object) -> None:
@@ -96,13 +99,33 @@ def _check_bool(name: str, value: object) -> None:
         )
 
 
-def _check_name(value: object) -> None:
+def _check_name(name: str, value: object) -> None:
     # tf_keras's default name is None, so configs written by it carry `"name": None`.
     if value is not None and not isinstance(value, str):
         raise TypeError(
-            f"Argument `name` must be a string or None, received: {value!r} of type "
+            f"Argument `{name}` must be a string or None, received: {value!r} of type "
             f"{type(value).__name__}."
         )
+
+
+def _check_scalar_list(name: str, seq: object) -> None:
+    """Raises unless ``seq`` is a list/tuple of scalars (or a 1-D tensor)."""
+    if isinstance(seq, torch.Tensor):
+        if seq.dim() != 1:
+            raise ValueError(
+                f"Argument `{name}` must be a list or a 1-D tensor, received a tensor of shape "
+                f"{tuple(seq.shape)}."
+            )
+        items = list(seq)
+    elif isinstance(seq, (list, tuple)) or (hasattr(seq, "tolist") and hasattr(seq, "ndim")):
+        items = list(seq)  # type: ignore[call-overload]
+    else:
+        raise TypeError(
+            f"Argument `{name}` must be a list of numbers, received: {seq!r} of type "
+            f"{type(seq).__name__}."
+        )
+    for i, item in enumerate(items):
+        _check_scalar(f"{name}[{i}]", item)
 
 
 def _plain(value: Any) -> Any:
@@ -116,6 +139,83 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "tolist"):  # NumPy scalars and arrays
         return value.tolist()
     return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Declarations
+# ---------------------------------------------------------------------------------------------
+
+
+class Arg:
+    """A schedule's constructor argument: its default, its check, its config entry, its repr.
+
+    A data descriptor without ``__get__``: an assignment is checked (``s.decay_steps = 0`` raises
+    as the constructor does) and stored in the instance ``__dict__``, so that a read is a plain
+    attribute lookup: nothing for ``__call__`` to pay or for ``torch.compile`` to trace. On the
+    class, the attribute is the declaration itself.
+    """
+
+    def __init__(self, default: Any, check: Check) -> None:
+        self.default = default  # inspect.Parameter.empty: required
+        self.check = check
+        self.name = ""
+        self.annotation: Any = inspect.Parameter.empty
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.annotation = vars(owner).get("__annotations__", {}).get(name, self.annotation)
+
+    def __repr__(self) -> str:
+        return f"<Arg {self.name} default={self.default!r}>"
+
+    def __set__(self, schedule: LearningRateSchedule, value: Any) -> None:
+        self.check(self.name, value)
+        schedule.__dict__[self.name] = value
+
+
+def arg(*, default: Any = inspect.Parameter.empty, check: Check) -> Any:
+    """Declares a constructor argument, e.g. ``decay_steps: _Scalar = arg(check=_check_positive)``.
+
+    A dataclass field specifier: type checkers read the generated ``__init__`` from the
+    declarations, and the annotation as the attribute's type (hence the ``Any`` return).
+    """
+    return Arg(default, check)
+
+
+def declared_args(cls: type[LearningRateSchedule]) -> tuple[Arg, ...]:
+    """The argument declarations of a schedule class and its bases, in constructor order."""
+    return cls._args
+
+
+def _generated_init(cls: type[LearningRateSchedule]) -> Callable[..., None]:
+    """``__init__`` from the declarations: Keras's positional order, each argument checked."""
+    keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    parameters = [
+        inspect.Parameter(a.name, keyword, default=a.default, annotation=a.annotation)
+        for a in cls._args
+    ]
+    signature = inspect.Signature(parameters)
+
+    def __init__(self: LearningRateSchedule, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as e:  # "missing a required argument: 'decay_steps'"
+            raise TypeError(f"{type(self).__name__}() {e}") from None
+        bound.apply_defaults()
+        for name, value in bound.arguments.items():
+            setattr(self, name, value)
+        self._check_arguments()
+
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    __init__.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[inspect.Parameter("self", keyword), *parameters]
+    )
+    return __init__
+
+
+# ---------------------------------------------------------------------------------------------
+# Numerics helpers (call time)
+# ---------------------------------------------------------------------------------------------
 
 
 def _f32(value: _Scalar, device: torch.device) -> torch.Tensor:
@@ -185,11 +285,15 @@ def _cos32(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass_transform(field_specifiers=(arg,), eq_default=False)
 class LearningRateSchedule:
     """Base class of learning-rate schedules: a serializable function of the step.
 
-    Subclasses override ``__call__(step)`` (the learning rate at ``step``) and ``get_config()``
-    (the constructor arguments, for serialization). ``from_config(config)`` is ``cls(**config)``.
+    Subclasses override ``__call__(step)`` (the learning rate at ``step``) and either declare
+    their constructor arguments as the built-in schedules do (``x: type = arg(check=...)``, which
+    gives ``__init__``, ``get_config`` and ``repr``), or write ``__init__`` and ``get_config()``
+    (the constructor arguments, for serialization) by hand. ``from_config(config)`` is
+    ``cls(**config)``.
 
     Example:
         >>> import torch
@@ -205,7 +309,26 @@ class LearningRateSchedule:
         0.125
         >>> float(Halving.from_config({"initial_learning_rate": 2.0})(1))
         1.0
+        >>> PiecewiseConstantDecay([10], [1.0, 0.5])
+        PiecewiseConstantDecay(boundaries=[10], values=[1.0, 0.5], name='PiecewiseConstant')
     """
+
+    #: the declared arguments (of the class and its bases), in constructor and config order
+    _args: ClassVar[tuple[Arg, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        args: dict[str, Arg] = {}
+        for klass in reversed(cls.__mro__):
+            for value in vars(klass).values():
+                if isinstance(value, Arg):
+                    args[value.name] = value  # a redeclaration keeps the base's position
+        cls._args = tuple(args.values())
+        if cls._args and "__init__" not in vars(cls):
+            cls.__init__ = _generated_init(cls)  # type: ignore[method-assign]
+
+    def _check_arguments(self) -> None:
+        """Checks across arguments, run by the generated constructor once all are set."""
 
     def __call__(self, step: _Step) -> torch.Tensor:
         """Returns the learning rate at ``step`` as a 0-d float32 tensor.
@@ -225,12 +348,15 @@ class LearningRateSchedule:
         """Returns the constructor arguments as a JSON-serializable dict.
 
         Raises:
-            NotImplementedError: always; subclasses must override it to be serializable.
+            NotImplementedError: for a subclass that neither declares its arguments nor overrides
+                ``get_config``.
         """
-        raise NotImplementedError(
-            f"Learning rate schedule '{type(self).__name__}' must override `get_config()` "
-            "in order to be serializable."
-        )
+        if not self._args:
+            raise NotImplementedError(
+                f"Learning rate schedule '{type(self).__name__}' must override `get_config()` "
+                "in order to be serializable."
+            )
+        return {a.name: _plain(getattr(self, a.name)) for a in self._args}
 
     @classmethod
     def from_config(cls: type[_S], config: dict[str, Any]) -> _S:
@@ -243,6 +369,12 @@ class LearningRateSchedule:
             ``cls(**config)``.
         """
         return cls(**config)
+
+    def __repr__(self) -> str:
+        if not self._args:
+            return super().__repr__()
+        values = ", ".join(f"{a.name}={getattr(self, a.name)!r}" for a in self._args)
+        return f"{type(self).__name__}({values})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,24 +409,11 @@ class ExponentialDecay(LearningRateSchedule):
         0.05000000074505806
     """
 
-    def __init__(
-        self,
-        initial_learning_rate: _Scalar,
-        decay_steps: _Scalar,
-        decay_rate: _Scalar,
-        staircase: bool = False,
-        name: str | None = "ExponentialDecay",
-    ) -> None:
-        _check_scalar("initial_learning_rate", initial_learning_rate)
-        _check_positive("decay_steps", decay_steps)
-        _check_scalar("decay_rate", decay_rate)
-        _check_bool("staircase", staircase)
-        _check_name(name)
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.decay_rate = decay_rate
-        self.staircase = staircase
-        self.name = name
+    initial_learning_rate: _Scalar = arg(check=_check_scalar)
+    decay_steps: _Scalar = arg(check=_check_positive)
+    decay_rate: _Scalar = arg(check=_check_scalar)
+    staircase: bool = arg(default=False, check=_check_bool)
+    name: str | None = arg(default="ExponentialDecay", check=_check_name)
 
     def __call__(self, step: _Step) -> torch.Tensor:
         s = _step_f32(step)
@@ -305,15 +424,6 @@ class ExponentialDecay(LearningRateSchedule):
         if self.staircase:
             p = torch.floor(p)
         return lr0 * torch.pow(decay_rate, p)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "initial_learning_rate": _plain(self.initial_learning_rate),
-            "decay_steps": _plain(self.decay_steps),
-            "decay_rate": _plain(self.decay_rate),
-            "staircase": self.staircase,
-            "name": self.name,
-        }
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
@@ -347,24 +457,18 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         [1.0, 1.0, 0.5, 0.5, 0.25]
     """
 
-    def __init__(
-        self,
-        boundaries: Any,
-        values: Any,
-        name: str | None = "PiecewiseConstant",
-    ) -> None:
-        n_boundaries = len(_scalar_list("boundaries", boundaries))
-        n_values = len(_scalar_list("values", values))
+    boundaries: Any = arg(check=_check_scalar_list)
+    values: Any = arg(check=_check_scalar_list)
+    name: str | None = arg(default="PiecewiseConstant", check=_check_name)
+
+    def _check_arguments(self) -> None:
+        n_boundaries, n_values = len(self.boundaries), len(self.values)
         if n_boundaries != n_values - 1:
             raise ValueError(
                 "The length of boundaries should be 1 less than the length of values. "
-                f"Received: boundaries={_plain(boundaries)} of length {n_boundaries}, and "
-                f"values={_plain(values)} of length {n_values}."
+                f"Received: boundaries={_plain(self.boundaries)} of length {n_boundaries}, and "
+                f"values={_plain(self.values)} of length {n_values}."
             )
-        _check_name(name)
-        self.boundaries = boundaries
-        self.values = values
-        self.name = name
 
     def __call__(self, step: _Step) -> torch.Tensor:
         s = _step_tensor(step)
@@ -375,34 +479,6 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         for b, v in zip(self.boundaries, values[1:]):
             result = torch.where(s > _boundary_like(b, s), v, result)
         return result
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "boundaries": _plain(self.boundaries),
-            "values": _plain(self.values),
-            "name": self.name,
-        }
-
-
-def _scalar_list(name: str, seq: object) -> list[Any]:
-    """Checks that ``seq`` is a list/tuple of scalars (or a 1-D tensor) and returns it as a list."""
-    if isinstance(seq, torch.Tensor):
-        if seq.dim() != 1:
-            raise ValueError(
-                f"Argument `{name}` must be a list or a 1-D tensor, received a tensor of shape "
-                f"{tuple(seq.shape)}."
-            )
-        items = list(seq)
-    elif isinstance(seq, (list, tuple)) or (hasattr(seq, "tolist") and hasattr(seq, "ndim")):
-        items = list(seq)  # type: ignore[call-overload]
-    else:
-        raise TypeError(
-            f"Argument `{name}` must be a list of numbers, received: {seq!r} of type "
-            f"{type(seq).__name__}."
-        )
-    for i, item in enumerate(items):
-        _check_scalar(f"{name}[{i}]", item)
-    return items
 
 
 def _boundary_like(b: _Scalar, step: torch.Tensor) -> torch.Tensor:
@@ -451,27 +527,12 @@ class PolynomialDecay(LearningRateSchedule):
         [0.1, 0.01, 0.0505, 0.01, 0.037]
     """
 
-    def __init__(
-        self,
-        initial_learning_rate: _Scalar,
-        decay_steps: _Scalar,
-        end_learning_rate: _Scalar = 0.0001,
-        power: _Scalar = 1.0,
-        cycle: bool = False,
-        name: str | None = "PolynomialDecay",
-    ) -> None:
-        _check_scalar("initial_learning_rate", initial_learning_rate)
-        _check_positive("decay_steps", decay_steps)
-        _check_scalar("end_learning_rate", end_learning_rate)
-        _check_scalar("power", power)
-        _check_bool("cycle", cycle)
-        _check_name(name)
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.end_learning_rate = end_learning_rate
-        self.power = power
-        self.cycle = cycle
-        self.name = name
+    initial_learning_rate: _Scalar = arg(check=_check_scalar)
+    decay_steps: _Scalar = arg(check=_check_positive)
+    end_learning_rate: _Scalar = arg(default=0.0001, check=_check_scalar)
+    power: _Scalar = arg(default=1.0, check=_check_scalar)
+    cycle: bool = arg(default=False, check=_check_bool)
+    name: str | None = arg(default="PolynomialDecay", check=_check_name)
 
     def __call__(self, step: _Step) -> torch.Tensor:
         s = _step_f32(step)
@@ -488,16 +549,6 @@ class PolynomialDecay(LearningRateSchedule):
             s = torch.minimum(s, decay_steps)
         p = s / decay_steps
         return (lr0 - end) * torch.pow(1 - p, power) + end
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "initial_learning_rate": _plain(self.initial_learning_rate),
-            "decay_steps": _plain(self.decay_steps),
-            "end_learning_rate": _plain(self.end_learning_rate),
-            "power": _plain(self.power),
-            "cycle": self.cycle,
-            "name": self.name,
-        }
 
 
 class InverseTimeDecay(LearningRateSchedule):
@@ -527,24 +578,11 @@ class InverseTimeDecay(LearningRateSchedule):
         0.6666666865348816
     """
 
-    def __init__(
-        self,
-        initial_learning_rate: _Scalar,
-        decay_steps: _Scalar,
-        decay_rate: _Scalar,
-        staircase: bool = False,
-        name: str | None = "InverseTimeDecay",
-    ) -> None:
-        _check_scalar("initial_learning_rate", initial_learning_rate)
-        _check_positive("decay_steps", decay_steps)
-        _check_scalar("decay_rate", decay_rate)
-        _check_bool("staircase", staircase)
-        _check_name(name)
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.decay_rate = decay_rate
-        self.staircase = staircase
-        self.name = name
+    initial_learning_rate: _Scalar = arg(check=_check_scalar)
+    decay_steps: _Scalar = arg(check=_check_positive)
+    decay_rate: _Scalar = arg(check=_check_scalar)
+    staircase: bool = arg(default=False, check=_check_bool)
+    name: str | None = arg(default="InverseTimeDecay", check=_check_name)
 
     def __call__(self, step: _Step) -> torch.Tensor:
         s = _step_f32(step)
@@ -555,15 +593,6 @@ class InverseTimeDecay(LearningRateSchedule):
         if self.staircase:
             p = torch.floor(p)
         return lr0 / (1 + decay_rate * p)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "initial_learning_rate": _plain(self.initial_learning_rate),
-            "decay_steps": _plain(self.decay_steps),
-            "decay_rate": _plain(self.decay_rate),
-            "staircase": self.staircase,
-            "name": self.name,
-        }
 
 
 class CosineDecay(LearningRateSchedule):
@@ -604,28 +633,12 @@ class CosineDecay(LearningRateSchedule):
         [0.0, 0.5, 1.0, 0.5]
     """
 
-    def __init__(
-        self,
-        initial_learning_rate: _Scalar,
-        decay_steps: _Scalar,
-        alpha: _Scalar = 0.0,
-        name: str | None = "CosineDecay",
-        warmup_target: _Scalar | None = None,
-        warmup_steps: _Scalar = 0,
-    ) -> None:
-        _check_scalar("initial_learning_rate", initial_learning_rate)
-        _check_positive("decay_steps", decay_steps)
-        _check_scalar("alpha", alpha)
-        _check_name(name)
-        if warmup_target is not None:
-            _check_scalar("warmup_target", warmup_target)
-        _check_scalar("warmup_steps", warmup_steps)
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.alpha = alpha
-        self.name = name
-        self.warmup_target = warmup_target
-        self.warmup_steps = warmup_steps
+    initial_learning_rate: _Scalar = arg(check=_check_scalar)
+    decay_steps: _Scalar = arg(check=_check_positive)
+    alpha: _Scalar = arg(default=0.0, check=_check_scalar)
+    name: str | None = arg(default="CosineDecay", check=_check_name)
+    warmup_target: _Scalar | None = arg(default=None, check=_check_scalar_or_none)
+    warmup_steps: _Scalar = arg(default=0, check=_check_scalar)
 
     def _decay(
         self, s: torch.Tensor, decay_steps: torch.Tensor, decay_from_lr: torch.Tensor
@@ -653,16 +666,6 @@ class CosineDecay(LearningRateSchedule):
         warmup = (warmup_target - lr0) * (s / warmup_steps) + lr0
         decay = self._decay(s - warmup_steps, decay_steps, warmup_target)
         return torch.where(s < warmup_steps, warmup, decay)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "initial_learning_rate": _plain(self.initial_learning_rate),
-            "decay_steps": _plain(self.decay_steps),
-            "alpha": _plain(self.alpha),
-            "name": self.name,
-            "warmup_target": _plain(self.warmup_target),
-            "warmup_steps": _plain(self.warmup_steps),
-        }
 
 
 class CosineDecayRestarts(LearningRateSchedule):
@@ -699,27 +702,12 @@ class CosineDecayRestarts(LearningRateSchedule):
         [1.0, 0.0245, 1.0, 0.0062, 1.0]
     """
 
-    def __init__(
-        self,
-        initial_learning_rate: _Scalar,
-        first_decay_steps: _Scalar,
-        t_mul: _Scalar = 2.0,
-        m_mul: _Scalar = 1.0,
-        alpha: _Scalar = 0.0,
-        name: str | None = "SGDRDecay",
-    ) -> None:
-        _check_scalar("initial_learning_rate", initial_learning_rate)
-        _check_positive("first_decay_steps", first_decay_steps)
-        _check_scalar("t_mul", t_mul)
-        _check_scalar("m_mul", m_mul)
-        _check_scalar("alpha", alpha)
-        _check_name(name)
-        self.initial_learning_rate = initial_learning_rate
-        self.first_decay_steps = first_decay_steps
-        self.t_mul = t_mul
-        self.m_mul = m_mul
-        self.alpha = alpha
-        self.name = name
+    initial_learning_rate: _Scalar = arg(check=_check_scalar)
+    first_decay_steps: _Scalar = arg(check=_check_positive)
+    t_mul: _Scalar = arg(default=2.0, check=_check_scalar)
+    m_mul: _Scalar = arg(default=1.0, check=_check_scalar)
+    alpha: _Scalar = arg(default=0.0, check=_check_scalar)
+    name: str | None = arg(default="SGDRDecay", check=_check_name)
 
     def __call__(self, step: _Step) -> torch.Tensor:
         s = _step_f32(step)
@@ -753,154 +741,3 @@ class CosineDecayRestarts(LearningRateSchedule):
         # fidelity: here Keras casts alpha to float32 before `1 - alpha` (unlike CosineDecay).
         decayed = (1 - alpha) * cosine_decayed + alpha
         return lr0 * decayed
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "initial_learning_rate": _plain(self.initial_learning_rate),
-            "first_decay_steps": _plain(self.first_decay_steps),
-            "t_mul": _plain(self.t_mul),
-            "m_mul": _plain(self.m_mul),
-            "alpha": _plain(self.alpha),
-            "name": self.name,
-        }
-
-
-# ---------------------------------------------------------------------------------------------
-# Serialization
-# ---------------------------------------------------------------------------------------------
-
-# The only classes `deserialize` builds (besides `custom_objects`): nothing named in a config is
-# ever imported or evaluated, so a config file cannot run code.
-_REGISTRY: dict[str, type[LearningRateSchedule]] = {
-    cls.__name__: cls
-    for cls in (
-        ExponentialDecay,
-        PiecewiseConstantDecay,
-        PolynomialDecay,
-        InverseTimeDecay,
-        CosineDecay,
-        CosineDecayRestarts,
-    )
-}
-
-
-def serialize(schedule: LearningRateSchedule) -> dict[str, Any]:
-    """Returns a JSON-serializable dict describing ``schedule``.
-
-    Args:
-        schedule: the schedule to serialize.
-
-    Returns:
-        ``{"module": "kerasopt.optimizers.schedules", "class_name": <class name>,
-        "config": schedule.get_config(), "registered_name": None}`` (Keras 3's layout).
-
-    Raises:
-        TypeError: if ``schedule`` is not a ``LearningRateSchedule``.
-        NotImplementedError: if the schedule does not implement ``get_config()``.
-
-    Example:
-        >>> serialize(ExponentialDecay(0.1, 10, 0.5))["class_name"]
-        'ExponentialDecay'
-    """
-    if not isinstance(schedule, LearningRateSchedule):
-        raise TypeError(
-            "`serialize` expects a LearningRateSchedule, received: "
-            f"{schedule!r} of type {type(schedule).__name__}."
-        )
-    return {
-        "module": _MODULE,
-        "class_name": type(schedule).__name__,
-        "config": schedule.get_config(),
-        "registered_name": None,
-    }
-
-
-def deserialize(
-    config: dict[str, Any],
-    custom_objects: dict[str, type[LearningRateSchedule]] | None = None,
-) -> LearningRateSchedule:
-    """Builds a schedule from a dict made by ``serialize`` (or by TensorFlow/Keras).
-
-    Accepts ``{"class_name": ..., "config": {...}}`` with any extra keys (``module``,
-    ``registered_name``) ignored. The class is looked up by name in ``custom_objects`` first, then
-    among the schedules of this module; no name in the dict is ever imported.
-
-    Args:
-        config: the serialized schedule.
-        custom_objects: extra ``LearningRateSchedule`` subclasses by class name.
-
-    Returns:
-        The schedule, built with ``cls.from_config(config["config"])``.
-
-    Raises:
-        TypeError: if ``config``, its ``"config"`` entry or ``custom_objects`` has the wrong type,
-            or if the arguments do not fit the class.
-        ValueError: if ``"class_name"`` or ``"config"`` is missing, or the class is unknown.
-
-    Example:
-        >>> s = deserialize(serialize(CosineDecay(1.0, 10)))
-        >>> type(s).__name__, float(s(10))
-        ('CosineDecay', 0.0)
-        >>> float(deserialize({"class_name": "InverseTimeDecay",
-        ...                    "config": {"initial_learning_rate": 1.0, "decay_steps": 1,
-        ...                               "decay_rate": 1.0}})(1))
-        0.5
-    """
-    if not isinstance(config, Mapping):
-        raise TypeError(
-            "`deserialize` expects a dict with keys 'class_name' and 'config', received: "
-            f"{config!r} of type {type(config).__name__}."
-        )
-    for key in ("class_name", "config"):
-        if key not in config:
-            raise ValueError(
-                f"Cannot deserialize a learning rate schedule: missing key '{key}' in {config!r}."
-            )
-    class_name = config["class_name"]
-    if not isinstance(class_name, str):
-        raise TypeError(
-            f"'class_name' must be a string, received: {class_name!r} of type "
-            f"{type(class_name).__name__}."
-        )
-    inner = config["config"]
-    if not isinstance(inner, Mapping):
-        raise TypeError(
-            f"'config' of {class_name} must be a dict, received: {inner!r} of type "
-            f"{type(inner).__name__}."
-        )
-    if any(not isinstance(k, str) for k in inner):
-        raise TypeError(f"'config' of {class_name} must have string keys, received: {inner!r}.")
-
-    cls = _lookup(class_name, custom_objects)
-    try:
-        return cls.from_config(dict(inner))
-    except TypeError as e:
-        # e.g. "__init__() got an unexpected keyword argument": say which schedule and config.
-        raise TypeError(
-            f"Cannot build learning rate schedule {class_name} from config {dict(inner)!r}: {e}"
-        ) from e
-
-
-def _lookup(
-    class_name: str, custom_objects: dict[str, type[LearningRateSchedule]] | None
-) -> type[LearningRateSchedule]:
-    if custom_objects is not None:
-        if not isinstance(custom_objects, Mapping):
-            raise TypeError(
-                f"`custom_objects` must be a dict, received: {type(custom_objects).__name__}."
-            )
-        if class_name in custom_objects:
-            cls = custom_objects[class_name]
-            if not (isinstance(cls, type) and issubclass(cls, LearningRateSchedule)):
-                raise TypeError(
-                    f"custom_objects[{class_name!r}] must be a LearningRateSchedule subclass, "
-                    f"received: {cls!r}."
-                )
-            return cls
-    if class_name in _REGISTRY:
-        return _REGISTRY[class_name]
-    known = sorted(_REGISTRY) + sorted(custom_objects or {})
-    raise ValueError(
-        f"Unknown learning rate schedule: '{class_name}'. Known schedules: {', '.join(known)}. "
-        "Pass other LearningRateSchedule subclasses in `custom_objects`."
-    )

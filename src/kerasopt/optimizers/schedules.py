@@ -1,7 +1,8 @@
 """Learning-rate schedules, as ``tf.keras.optimizers.schedules``.
 
-The implementation lives in ``kerasopt._schedules`` (the base class imports it, and this package
-imports the base class); this module is its public name.
+The schedules live in ``kerasopt._schedules`` and their ``serialize`` / ``deserialize`` in
+``kerasopt._serialization`` (the optimizer base class imports both, and this package imports the
+base class); this module is their public name.
 
 Example:
     >>> import kerasopt as ko
@@ -18,9 +19,9 @@ from .._schedules import (
     LearningRateSchedule,
     PiecewiseConstantDecay,
     PolynomialDecay,
-    deserialize,
-    serialize,
 )
+from .._serialization import deserialize_schedule as deserialize
+from .._serialization import serialize_schedule as serialize
 
 __all__ = [
     "CosineDecay",

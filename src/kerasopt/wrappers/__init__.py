@@ -1,15 +1,9 @@
-"""Wrappers around optimizers (loss scaling, per-group optimizers)."""
+"""Wrappers around optimizers (loss scaling, per-group optimizers).
 
-from __future__ import annotations
-
-from typing import Any
+``kerasopt.optimizers`` registers them for ``deserialize`` (``kerasopt._serialization``).
+"""
 
 from .loss_scale import LossScaleOptimizer
 from .multi import MultiOptimizer, OptimizerMap
 
-__all__ = ["WRAPPERS", "LossScaleOptimizer", "MultiOptimizer", "OptimizerMap"]
-
-#: Classes ``kerasopt.optimizers.deserialize`` builds by their exact class name.
-WRAPPERS: dict[str, Any] = {
-    cls.__name__: cls for cls in (LossScaleOptimizer, MultiOptimizer, OptimizerMap)
-}
+__all__ = ["LossScaleOptimizer", "MultiOptimizer", "OptimizerMap"]

@@ -11,11 +11,13 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from .._serialization import build_from_config, serialize
+from .._state import StateError, _expect
 from ..optimizer import Optimizer, _Plan, _var_label
 from .loss_scale import LossScaleOptimizer
 
@@ -133,8 +135,6 @@ class OptimizerMap(MutableMapping[str, Optimizer]):
 
     def get_config(self) -> dict[str, Any]:
         """``{default_optimizer: serialized, optimizer_map: {key: serialized}}``."""
-        from ..optimizers import serialize
-
         return {
             "default_optimizer": serialize(self._default_optimizer),
             "optimizer_map": {k: serialize(v) for k, v in self._optimizer_map.items()},
@@ -145,15 +145,13 @@ class OptimizerMap(MutableMapping[str, Optimizer]):
         cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
     ) -> OptimizerMap:
         """Rebuilds the map from ``get_config()`` output."""
-        from ..optimizers import deserialize
-
-        def load(value: Any) -> Any:
-            return deserialize(value, custom_objects) if isinstance(value, dict) else value
-
-        entries = config.get("optimizer_map") or {}
-        if not isinstance(entries, dict):
-            raise TypeError(f"optimizer_map must be a dictionary. Received: {entries}")
-        return cls(load(config["default_optimizer"]), {k: load(v) for k, v in entries.items()})
+        return build_from_config(
+            cls,
+            config,
+            custom_objects,
+            optimizers=("default_optimizer",),
+            optimizer_dicts=("optimizer_map",),
+        )
 
 
 class MultiOptimizer(Optimizer):
@@ -461,8 +459,6 @@ class MultiOptimizer(Optimizer):
         Raises:
             ValueError: a key, shape or dtype that does not fit (the message names the key).
         """
-        from .._state import StateError, _expect
-
         if not isinstance(state_dict, dict) or "iterations" not in state_dict:
             raise StateError("A MultiOptimizer state dict needs an 'iterations' key.")
         _expect("iterations", state_dict["iterations"], (), torch.int64)
@@ -545,12 +541,9 @@ class MultiOptimizer(Optimizer):
         An ``OptimizerMap`` is serialized; a plain callable map is kept as the object itself
         (``from_config`` accepts it back, but it is not JSON-serializable).
         """
-        from ..optimizers import serialize
-
         optimizer_map: Any = self._optimizer_map
         if isinstance(optimizer_map, OptimizerMap):
-            # serialize() takes anything with get_config (typed for optimizers)
-            optimizer_map = serialize(cast(Any, optimizer_map))
+            optimizer_map = serialize(optimizer_map)
         return {
             "optimizer_map": optimizer_map,
             "loss_scale_factor": self.loss_scale_factor,
@@ -562,14 +555,7 @@ class MultiOptimizer(Optimizer):
         cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
     ) -> MultiOptimizer:
         """Deserializes the map, then calls the constructor."""
-        from ..optimizers import deserialize
-
-        if not isinstance(config, dict):
-            raise TypeError(f"`config` must be a dict; got {type(config).__name__}.")
-        config = dict(config)
-        if isinstance(config.get("optimizer_map"), dict):
-            config["optimizer_map"] = deserialize(config["optimizer_map"], custom_objects)
-        return cls(**config)
+        return build_from_config(cls, config, custom_objects, optimizers=("optimizer_map",))
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(o) for o in self._inner_optimizers)
