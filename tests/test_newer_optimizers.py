@@ -198,13 +198,30 @@ def test_lamb_zero_gradient_does_not_move_or_nan():
     assert opt.get_slot(var, "velocity") is opt.get_slot(var, "v")
 
 
-def test_lamb_bfloat16_default_beta_2_rounds_to_one_and_stops():
-    # bfloat16(0.999) == 1: Keras divides v by 1 - 1^t = 0, u = 0, so the variable stays put.
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "Lamb", "Nadam", "ScheduleFreeAdamW"])
+def test_bfloat16_trains_where_tf_would_stop_or_diverge(name):
+    # bfloat16(0.999) == 1: computed in bfloat16 (TF), 1 - beta_2^t = 0, so Adam/AdamW/Lamb never
+    # move and Nadam/ScheduleFreeAdamW give NaN. kerasopt computes half precision in float32.
     var = ko.Variable(torch.tensor([1.0, -2.0], dtype=torch.bfloat16))
-    opt = ko.optimizers.Lamb(learning_rate=0.1)
-    for _ in range(2):
-        opt.apply_gradients([(torch.tensor([0.5, 0.5], dtype=torch.bfloat16), var)])
-    assert var.detach().tolist() == [1.0, -2.0]
+    opt = getattr(ko.optimizers, name)(learning_rate=0.1)
+    for _ in range(3):
+        opt.apply_gradients([(torch.tensor([0.5, -0.5], dtype=torch.bfloat16), var)])
+    moved = var.detach().float() - torch.tensor([1.0, -2.0])
+    assert torch.isfinite(moved).all() and (moved[0] < -0.05) and (moved[1] > 0.05), moved
+    for slot in opt.variables()[1:]:
+        assert torch.isfinite(slot.detach().float()).all()
+
+
+def test_float16_adafactor_zero_gradient_row_stays_finite():
+    # float16: epsilon_1 = 1e-30 underflows to 0 in the half type; one all-zero row then made
+    # the factored second moment 0/0 = NaN over the whole tensor.
+    var = ko.Variable(torch.full((3, 4), 0.5, dtype=torch.float16))
+    grad = torch.ones(3, 4, dtype=torch.float16)
+    grad[1] = 0
+    opt = ko.optimizers.Adafactor(learning_rate=0.01)
+    for _ in range(3):
+        opt.apply_gradients([(grad, var)])
+    assert torch.isfinite(var).all() and (var[0] < 0.5).all() and (var[1] == 0.5).all()
 
 
 # -- Adafactor -----------------------------------------------------------------------------------

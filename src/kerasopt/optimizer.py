@@ -116,6 +116,20 @@ class _Plan:
     hyper_values: dict[str, Tensor]
     update: bool  # False on a gradient-accumulation-only call
     raw_grads: list[tuple[Grad, Tensor]]  # after loss-scale division, before clipping
+    staged: _Staged | None = None  # state of the new variables, built and checked in plan
+
+
+@dataclass(eq=False)
+class _Staged:
+    """What creating the new variables' state adds (records, slots — loaded state already
+    adopted into them — optimizer-level weights): built in plan, installed by commit."""
+
+    records: list[_Record]
+    slot_order: list[tuple[_Record, str]]
+    slot_names: list[str]
+    built: bool
+    opt_weights: list[tuple[str, Tensor]]
+    pending: dict[str, dict[str, Tensor]]
 
 
 def _var_label(var: Tensor, names: dict[int, str] | None = None) -> str:
@@ -125,6 +139,38 @@ def _var_label(var: Tensor, names: dict[int, str] | None = None) -> str:
     if isinstance(name, str):
         return name
     return f"<tensor shape={tuple(var.shape)} dtype={var.dtype}>"
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a rule computes in: float32 for float16/bfloat16 variables, else their own.
+
+    fidelity: TF's optimizer_v2 computes half-precision variables in their own precision, where
+    bfloat16 rounds beta_2 = 0.999 to 1 (Adam never moves; Nadam divides by 0) and float16's
+    epsilon underflows; like torch.optim, kerasopt computes coefficients and the rule in float32
+    and rounds once when it stores. float32 and float64 are exactly TF.
+    """
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _run_in_float32(
+    run: Callable[..., None],
+    rule: Callable[..., Any],
+    variables: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    slots: Sequence[Sequence[Tensor]],
+    c: Coefficients,
+) -> None:
+    """One rule over half-precision tensors, computed in float32 and rounded once on store."""
+    if run is _engines.run_flat:
+        run = _engines.run_compiled  # the flat engine's caches hold on to their operands
+    wide = [v.float() for v in variables]
+    wide_slots = [[t.float() for t in lst] for lst in slots]
+    run(rule, wide, [g.float() for g in grads], wide_slots, c, {})
+    torch._foreach_copy_(list(variables), wide)
+    for lst, wide_lst in zip(slots, wide_slots):
+        narrow = [(t, w) for t, w in zip(lst, wide_lst) if t is not w]
+        if narrow:
+            torch._foreach_copy_([t for t, _ in narrow], [w for _, w in narrow])
 
 
 def _hyper_number(value: Any) -> bool:
@@ -1018,7 +1064,41 @@ class Optimizer:
                 f"sparse gradients (variable {self._label(sparse[0][0])})."
             )
         new_vars = [v for _, v in raw if id(v) not in self._records]
-        return _Plan(dense, sparse, new_vars, self._resolve_hypers(), update, raw)
+        hyper_values = self._resolve_hypers()
+        staged = self._stage(new_vars)  # last: slot creation and loaded-state checks can raise
+        return _Plan(dense, sparse, new_vars, hyper_values, update, raw, staged)
+
+    def _stage(self, new_vars: Sequence[Tensor]) -> _Staged | None:
+        """Creates the state of ``new_vars`` (and adopts loaded state into it) without making
+        it visible: everything that can fail in creating state fails here, in plan."""
+        if not new_vars and self._built:
+            return None
+        pending = dict(self._pending_slots)
+        undo = self._creation_mark()
+        self._create_state(new_vars)  # undoes itself if it raises
+        staged = _Staged(
+            [self._records[id(v)] for v in new_vars],
+            self._slot_order[undo[0] :],
+            list(self._slot_names),
+            self._built,
+            self._opt_weights[undo[3] :],
+            dict(self._pending_slots),
+        )
+        self._forget_created(new_vars, undo)
+        self._pending_slots = pending
+        return staged
+
+    def _install(self, staged: _Staged) -> None:
+        """Makes staged state visible: list and dict updates only, nothing that can fail."""
+        for record in staged.records:
+            self._records[id(record.var)] = record
+            self._used_names.add(record.name)
+        self._slot_order.extend(staged.slot_order)
+        self._slot_names[:] = staged.slot_names
+        self._built = staged.built
+        self._opt_weights.extend(staged.opt_weights)
+        self._pending_slots = staged.pending
+        self._group_cache.clear()
 
     def _aggregate_gradients(self, grads_and_vars: list[tuple[Grad, Tensor]]) -> Any:
         """TF's hook: aggregates gradients across replicas (``gradient_aggregator`` if given).
@@ -1262,12 +1342,14 @@ class Optimizer:
 
     # ------------------------------------------------------------------------------------------
     def _commit(self, plan: _Plan, transactional: bool = True) -> None:
-        """Applies a plan. Only user code run here can fail — a variable ``constraint`` — so
-        when the step has constraints, everything the step writes is snapshotted first and
-        restored if one raises (the only cost of constraints)."""
+        """Applies a plan: installs the state the plan staged, then writes. Only user code run
+        here can fail — a variable ``constraint`` — so when the step has constraints, everything
+        the step writes is snapshotted first and restored if one raises (the only cost of
+        constraints)."""
         snapshot = self._snapshot(plan) if transactional and self._constrained(plan) else None
         undo = self._creation_mark()
-        self._create_state(plan.new_vars)
+        if plan.staged is not None:
+            self._install(plan.staged)
         try:
             self._commit_created(plan)
         except BaseException:
@@ -1368,7 +1450,8 @@ class Optimizer:
     ) -> dict[tuple[torch.device, torch.dtype], Coefficients]:
         apply_state: dict[tuple[torch.device, torch.dtype], Coefficients] = {}
         for var in variables:
-            key = (var.device, var.dtype)
+            dtype = var.dtype if self._legacy_hooks else compute_dtype(var.dtype)
+            key = (var.device, dtype)
             if key not in apply_state:
                 apply_state[key] = Coefficients()
                 self._prepare_local(key[0], key[1], apply_state)
@@ -1473,30 +1556,28 @@ class Optimizer:
                 _engines.run_foreach,
             ):
                 run = _engines.run_foreach  # inductor does not compile complex arithmetic
-            c = apply_state[group.key]
+            device, dtype = group.key
+            compute = compute_dtype(dtype)
+            c = apply_state[(device, compute)]
             rule = self.update
             if group.weight_decay is not None:
                 # Decoupled weight decay runs in the same engine call as the rule, so the
                 # compiled engine fuses it into the update's single pass over memory.
-                device, dtype = group.key
                 c = Coefficients(
-                    c, weight_decay=self._const(tf_cast_value(group.weight_decay), dtype, device)
+                    c, weight_decay=self._const(tf_cast_value(group.weight_decay), compute, device)
                 )
                 rule = self._update_with_weight_decay
-            if not group.dtensor:
-                run(rule, group.variables, grads, group.slots, c, group.cache)
-            elif self.elementwise:
-                # FSDP2: an elementwise rule updates each rank's shards, no communication
-                run(
-                    rule,
-                    [_distributed.local(v) for v in group.variables],
-                    [_distributed.local(g) for g in grads],
-                    [[_distributed.local(t) for t in lst] for lst in group.slots],
-                    c,
-                    group.cache,
-                )
-            else:
+            if group.dtensor and not self.elementwise:
                 self._apply_whole_tensors(rule, group.variables, grads, group.slots, c)
+                continue
+            # FSDP2: an elementwise rule updates each rank's shards, with no communication
+            variables = [_distributed.local(v) for v in group.variables]
+            grads = [_distributed.local(g) for g in grads]
+            slots = [[_distributed.local(t) for t in lst] for lst in group.slots]
+            if compute == dtype:
+                run(rule, variables, grads, slots, c, group.cache)
+            else:
+                _run_in_float32(run, rule, variables, grads, slots, c)
 
     @staticmethod
     def _apply_whole_tensors(
@@ -1573,8 +1654,18 @@ class Optimizer:
                 continue
             g = deduplicate(grad) if self.sums_duplicates() else grad
             record = self._records[id(var)]
-            c = apply_state[(var.device, var.dtype)]
-            self.update_sparse(var, g.indices, g.values, *self._rule_slots(record), c=c)
+            compute = compute_dtype(var.dtype)
+            c = apply_state[(var.device, compute)]
+            slots = self._rule_slots(record)
+            if compute == var.dtype:
+                self.update_sparse(var, g.indices, g.values, *slots, c=c)
+                continue
+            wide, wide_slots = var.float(), [t.float() for t in slots]
+            self.update_sparse(wide, g.indices, g.values.float(), *wide_slots, c=c)
+            var.copy_(wide)
+            for t, w in zip(slots, wide_slots):
+                if t is not w:
+                    t.copy_(w)
 
     def _call_hook(
         self, hook: Callable[..., Any], grad: Tensor, var: Tensor, apply_state: Any, *extra: Any
@@ -1659,10 +1750,12 @@ class Optimizer:
             wd = self._weight_decay_for(self._records[id(var)])
             if wd is None:
                 continue
-            c = apply_state[(var.device, var.dtype)]
+            dtype = var.dtype if self._legacy_hooks else compute_dtype(var.dtype)
+            c = apply_state[(var.device, dtype)]
             # Keras: variable - variable * cast(wd) * lr; fidelity: TF's cast of a Python float
             # goes through float32 (visible in float64).
-            var.sub_(var * self._const(tf_cast_value(wd), var.dtype, var.device) * c["lr_t"])
+            wide = var.to(dtype)
+            var.copy_(wide - wide * self._const(tf_cast_value(wd), dtype, var.device) * c["lr_t"])
 
     def _update_ema(self, variables: Sequence[Tensor]) -> None:
         if not self.use_ema:

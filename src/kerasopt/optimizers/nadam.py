@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .._hyper import Hyper, Param, epsilon_or_default, non_negative
-from ..optimizer import Coefficients, Optimizer
+from ..optimizer import Coefficients, Optimizer, compute_dtype
 from .schedules import LearningRateSchedule
 
 # Dozat's momentum-schedule base 0.96, as TF has it at step time: rounded to float32 first.
@@ -106,7 +106,8 @@ class Nadam(Optimizer):
         return super().from_config(config, custom_objects=custom_objects)
 
     def _build_optimizer_weights(self, var_list: Sequence[Tensor]) -> None:
-        dtype = var_list[0].dtype if var_list else torch.float32
+        # the dtype the rule computes in (float32 for half-precision variables: compute_dtype)
+        dtype = compute_dtype(var_list[0].dtype) if var_list else torch.float32
         self.add_weight("momentum_cache", (), dtype=dtype, initializer="ones")
 
     @property
