@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from .._hyper import Hyper, Param, non_negative, tf_cast_value
-from ..optimizer import Coefficients, Optimizer
+from ..optimizer import Coefficients
+from ._keras3 import Keras3Optimizer
 
 if TYPE_CHECKING:
     from ..optimizer import _Record
@@ -19,7 +20,7 @@ def _rms(x: Tensor) -> Tensor:
     return (x * x).mean().sqrt()
 
 
-class Adafactor(Optimizer):
+class Adafactor(Keras3Optimizer):
     """Adafactor (Shazeer & Stern, 2018): factored second moments, relative step size.
 
     For a variable of rank >= 2 the second moment is factored over the **last two axes**: slot
@@ -84,9 +85,6 @@ class Adafactor(Optimizer):
     slots: ClassVar[tuple[str, ...]] = ("r", "c", "v")
     slot_aliases: ClassVar[dict[str, str]] = {"velocity": "v"}
     elementwise: ClassVar[bool] = False
-    sparse_mode: ClassVar[str] = "dense"
-    interleave_slots: ClassVar[bool] = True
-    keras3_config: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -8,12 +8,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._hyper import Param, tf_cast_value
+from .._hyper import Param
 from ..optimizer import Coefficients
+from ._keras3 import Keras3Optimizer
 from .adam import Adam
 
 
-class AdamW(Adam):
+class AdamW(Keras3Optimizer, Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter), as Keras 3 and tf_keras define it.
 
     The base class applies the decay ``var -= var * weight_decay * lr`` to every variable not
@@ -72,9 +73,6 @@ class AdamW(Adam):
         "velocity": "v",
         "velocity_hat": "vhat",
     }
-    sparse_mode: ClassVar[str] = "dense"
-    interleave_slots: ClassVar[bool] = True
-    keras3_config: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -110,18 +108,11 @@ class AdamW(Adam):
                 self.add_slot(var, "vhat")
 
     def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
-        local_step = self._local_step(dtype, device)
-        # fidelity: tf_keras and Keras 3 (TF backend) compute `tf.pow(tf.cast(beta, dtype), t)`,
-        # and `tf.cast` of a Python float goes through float32 (checked against TF 2.21 in
-        # float64: tests/test_tf_golden.py).
-        beta_1_t = self._const(tf_cast_value(self.beta_1), dtype, device)
-        beta_2_t = self._const(tf_cast_value(self.beta_2), dtype, device)
-        beta_1_power = torch.pow(beta_1_t, local_step)
-        beta_2_power = torch.pow(beta_2_t, local_step)
+        # tf_keras and Keras 3 alike: `tf.pow(tf.cast(beta, dtype), t)`
+        beta_1_power, beta_2_power = self._beta_powers(dtype, device, self.beta_1, self.beta_2)
         c["alpha"] = c.lr_t * torch.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-        # Keras computes `1 - self.beta_1` on the Python float, then converts it.
-        c["one_minus_beta_1_t"] = self._const(1 - self.beta_1, dtype, device)
-        c["one_minus_beta_2_t"] = self._const(1 - self.beta_2, dtype, device)
+        c["one_minus_beta_1_t"] = self._one_minus(self.beta_1, dtype, device)
+        c["one_minus_beta_2_t"] = self._one_minus(self.beta_2, dtype, device)
         c["epsilon"] = self._const(self.epsilon, dtype, device)
 
     # The update rule is Adam's (`Adam.update`), unchanged.

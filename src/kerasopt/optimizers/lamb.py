@@ -7,11 +7,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._hyper import Hyper, Param, non_negative, tf_cast_value
-from ..optimizer import Coefficients, Optimizer
+from .._hyper import Hyper, Param, non_negative
+from ..optimizer import Coefficients
+from ._keras3 import Keras3Optimizer
 
 
-class Lamb(Optimizer):
+class Lamb(Keras3Optimizer):
     """Adam's bias-corrected direction scaled per tensor by the trust ratio ``‖θ‖ / ‖u‖``.
 
     The base class's decoupled ``weight_decay`` (default None) is applied to θ before this step
@@ -53,9 +54,6 @@ class Lamb(Optimizer):
     slots: ClassVar[tuple[str, ...]] = ("m", "v")
     slot_aliases: ClassVar[dict[str, str]] = {"momentum": "m", "velocity": "v"}
     elementwise: ClassVar[bool] = False
-    sparse_mode: ClassVar[str] = "dense"
-    interleave_slots: ClassVar[bool] = True
-    keras3_config: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -72,18 +70,11 @@ class Lamb(Optimizer):
         self.epsilon = epsilon
 
     def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
-        local_step = self._local_step(dtype, device)
-        # fidelity: Keras 3 computes `ops.power(ops.cast(beta, dtype), t)`; on TensorFlow that
-        # cast goes through float32, which shows in float64 (checked against TF 2.21).
-        beta_1_t = self._const(tf_cast_value(self.beta_1), dtype, device)
-        beta_2_t = self._const(tf_cast_value(self.beta_2), dtype, device)
-        beta_1_power = torch.pow(beta_1_t, local_step)
-        beta_2_power = torch.pow(beta_2_t, local_step)
+        beta_1_power, beta_2_power = self._beta_powers(dtype, device, self.beta_1, self.beta_2)
         c["one_minus_beta_1_power"] = 1.0 - beta_1_power
         c["one_minus_beta_2_power"] = 1.0 - beta_2_power
-        # Keras computes `1 - self.beta_1` on the Python float, then converts it.
-        c["one_minus_beta_1"] = self._const(1 - self.beta_1, dtype, device)
-        c["one_minus_beta_2"] = self._const(1 - self.beta_2, dtype, device)
+        c["one_minus_beta_1"] = self._one_minus(self.beta_1, dtype, device)
+        c["one_minus_beta_2"] = self._one_minus(self.beta_2, dtype, device)
         c["epsilon"] = self._const(self.epsilon, dtype, device)
         c["one"] = self._const(1.0, dtype, device)
 

@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 import torch
 
 from .._hyper import Hyper, Param, non_negative, number_value, tf_cast_value
-from ..optimizer import Coefficients, Optimizer
+from ..optimizer import Coefficients
+from ._keras3 import Keras3Optimizer
 
 
 def _beta_1_in_range(name: str, value: Any) -> None:
@@ -19,7 +20,7 @@ def _beta_1_in_range(name: str, value: Any) -> None:
         )
 
 
-class Lion(Optimizer):
+class Lion(Keras3Optimizer):
     """The Lion optimizer (Chen et al., 2023): a signed, interpolated momentum step.
 
     Every element moves by exactly ``learning_rate`` (or not at all where the interpolation is
@@ -62,9 +63,6 @@ class Lion(Optimizer):
 
     slots: ClassVar[tuple[str, ...]] = ("m",)
     slot_aliases: ClassVar[dict[str, str]] = {"momentum": "m"}
-    sparse_mode: ClassVar[str] = "dense"
-    interleave_slots: ClassVar[bool] = True
-    keras3_config: ClassVar[bool] = True
 
     def __init__(
         self,

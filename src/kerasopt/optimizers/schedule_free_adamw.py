@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 
 from .._hyper import Hyper, Param, non_negative, number_value, tf_cast_value
-from ..optimizer import Coefficients, Optimizer
+from ..optimizer import Coefficients
+from ._keras3 import Keras3Optimizer
 
 
 def _number(name: str, value: Any) -> None:
@@ -38,7 +39,7 @@ def _cast_count(value: Any) -> float:
     return tf_cast_value(value)
 
 
-class ScheduleFreeAdamW(Optimizer):
+class ScheduleFreeAdamW(Keras3Optimizer):
     """Schedule-Free AdamW: Adam-style steps on a sequence z, averaged into x, trained at y.
 
     The model variable always holds the **training** point y, an interpolation between z (the
@@ -103,9 +104,6 @@ class ScheduleFreeAdamW(Optimizer):
 
     slots: ClassVar[tuple[str, ...]] = ("momentum", "velocity")
     slot_aliases: ClassVar[dict[str, str]] = {"z": "momentum", "v": "velocity"}
-    sparse_mode: ClassVar[str] = "dense"
-    interleave_slots: ClassVar[bool] = True
-    keras3_config: ClassVar[bool] = True
 
     def __init__(
         self,
