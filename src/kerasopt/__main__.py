@@ -1,4 +1,5 @@
-"""``python -m kerasopt demo``: train a small MLP on scikit-learn's digits with SGD and Adam.
+"""``python -m kerasopt demo``: train a small MLP on scikit-learn's digits with SGD and Adam;
+``python -m kerasopt bench``: step time against torch.optim, as ratios in the same run.
 
 The data ships with scikit-learn (no download). Each optimizer trains the same initial model through
 ``minimize``; the script prints test accuracy and writes a PNG with both loss curves.
@@ -10,6 +11,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def demo(epochs: int = 30, out: str = "demo_loss.png") -> dict[str, float]:
@@ -101,15 +103,71 @@ def demo(epochs: int = 30, out: str = "demo_loss.png") -> dict[str, float]:
     return accuracy
 
 
+def bench(tensors: int = 148, numel: int = 20_000, rounds: int = 30) -> dict[str, float]:
+    """Step time of Adam and SGD (momentum) on ``tensors`` float32 tensors: the Keras API, the
+    torch.optim protocol and torch.optim (foreach, fused), interleaved round by round so that
+    machine load skews them alike; printed as ratios to torch.optim foreach in the same run.
+    (``benchmarks/`` has the full tables: engines, memory, many small tensors, distributed.)"""
+    import torch
+
+    import kerasopt as ko
+
+    def make() -> list[torch.nn.Parameter]:
+        gen = torch.Generator().manual_seed(0)
+        return [torch.nn.Parameter(torch.randn(numel, generator=gen)) for _ in range(tensors)]
+
+    ratios: dict[str, float] = {}
+    cases: list[tuple[str, Any, Any, dict[str, Any]]] = [
+        ("Adam", ko.optimizers.Adam(1e-3), torch.optim.Adam, {"lr": 1e-3}),
+        (
+            "SGD",
+            ko.optimizers.SGD(0.01, momentum=0.9),
+            torch.optim.SGD,
+            {"lr": 0.01, "momentum": 0.9},
+        ),
+    ]
+    for name, keras, torch_cls, kwargs in cases:
+        runs: dict[str, Any] = {}
+        params = {k: make() for k in ("keras", "kerasopt.optim", "foreach", "fused")}
+        for p in (q for ps in params.values() for q in ps):
+            p.grad = torch.full_like(p, 1e-3)
+        runs["keras"] = lambda ps=params["keras"], opt=keras: opt.apply_gradients(
+            [(p.grad, p) for p in ps]
+        )
+        optim = getattr(ko.optim, name)(params["kerasopt.optim"], **kwargs)
+        runs["kerasopt.optim"] = optim.step
+        runs["foreach"] = torch_cls(params["foreach"], foreach=True, **kwargs).step
+        runs["fused"] = torch_cls(params["fused"], fused=True, **kwargs).step
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(rounds):
+            for key, step in runs.items():
+                start = time.perf_counter()
+                step()
+                times[key].append(time.perf_counter() - start)
+        best = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        print(f"{name}: {tensors} tensors x {numel} float32, median of {rounds} interleaved steps")
+        for key, t in best.items():
+            ratio = t / best["foreach"]
+            ratios[f"{name}/{key}"] = ratio
+            print(f"  {key:15} {t * 1e3:8.2f} ms  {ratio:5.2f}x torch.optim foreach")
+    return ratios
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kerasopt")
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser("demo", help="train a small MLP with SGD and Adam")
     p_demo.add_argument("--epochs", type=int, default=30)
     p_demo.add_argument("--out", default="demo_loss.png")
+    p_bench = sub.add_parser("bench", help="step time against torch.optim, as ratios")
+    p_bench.add_argument("--tensors", type=int, default=148)
+    p_bench.add_argument("--numel", type=int, default=20_000)
+    p_bench.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.epochs, args.out)
+    elif args.command == "bench":
+        bench(args.tensors, args.numel, args.rounds)
     return 0
 
 
