@@ -44,6 +44,7 @@ def loss_of(net: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def keras(name: str) -> Any:
     configs: dict[str, Callable[[], Any]] = {
         "Adam": lambda: ko.optimizers.Adam(0.05),
+        "Adam-compiled": lambda: ko.optimizers.Adam(0.05, implementation="compiled"),
         "SGD-clip": lambda: ko.optimizers.SGD(0.1, momentum=0.9, global_clipnorm=0.5),
         "Lamb": lambda: ko.optimizers.Lamb(0.05),
         "Adafactor": lambda: ko.optimizers.Adafactor(0.05),
@@ -145,7 +146,15 @@ def fsdp(rank: int, world: int) -> dict[str, Any]:
     cases = [(api, "Adam") for api in ("backward", "minimize", "tape", "optim")]
     cases += [
         ("backward", name)
-        for name in ("SGD-clip", "Lamb", "Adafactor", "Muon", "LossScale", "AdamW-clipnorm")
+        for name in (
+            "Adam-compiled",
+            "SGD-clip",
+            "Lamb",
+            "Adafactor",
+            "Muon",
+            "LossScale",
+            "AdamW-clipnorm",
+        )
     ]
     for api, name in cases:
         net = model()
