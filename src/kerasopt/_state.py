@@ -28,6 +28,7 @@ from . import _distributed
 from ._hyper import Hyper, declared, number_value
 
 if TYPE_CHECKING:
+    from ._slots import Record, SlotStore
     from .optimizer import Optimizer
 
 
@@ -35,13 +36,13 @@ class StateError(ValueError):
     """A state dict does not fit this optimizer (the message names the key)."""
 
 
-def variable_names(opt: Optimizer) -> dict[str, Any]:
+def variable_names(store: SlotStore, owner: str) -> dict[str, Record]:
     """name → record; two variables with one name make state ambiguous, so that is an error."""
-    out: dict[str, Any] = {}
-    for record in opt._records.values():
+    out: dict[str, Record] = {}
+    for record in store.records():
         if record.name in out:
             raise StateError(
-                f"Two variables of optimizer {opt.name!r} are both named {record.name!r}: state is "
+                f"Two variables of optimizer {owner!r} are both named {record.name!r}: state is "
                 "keyed by variable name. Give them distinct names (kerasopt.Variable(name=...), or "
                 "pass the nn.Module / a dict of named tensors as var_list)."
             )
@@ -49,25 +50,27 @@ def variable_names(opt: Optimizer) -> dict[str, Any]:
     return out
 
 
-def state_dict(opt: Optimizer) -> dict[str, Tensor]:
+def state_dict(opt: Optimizer, store: SlotStore) -> dict[str, Tensor]:
+    """``opt``'s state; ``store`` is its variable registry."""
     state: dict[str, Tensor] = {"iterations": opt._raw_iterations.detach().clone()}
     for name, source in opt._hypers.items():
         value = number_value(source) if not callable(source) else None
         if value is not None:
             state[f"hyper/{name}"] = torch.tensor(value, dtype=torch.float64)
-    for name, tensor in opt._opt_weights:
+    for name, tensor in store.opt_weights:
         state[f"weight/{name}"] = tensor.detach().clone()
-    for var_name, record in variable_names(opt).items():
+    for var_name, record in variable_names(store, opt.name).items():
         for slot_name, slot in record.slots.items():
             state[f"slot/{var_name}/{slot_name}"] = slot.detach().clone()
-    for var_name, slots in opt._pending_slots.items():
+    for var_name, slots in store.pending.items():
         for slot_name, slot in slots.items():
             key = f"slot/{var_name}/{slot_name}" if var_name else f"weight/{slot_name}"
             state.setdefault(key, slot.clone())
     return state
 
 
-def _expect(key: str, value: Any, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+def expect(key: str, value: Any, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """Raises a StateError naming `key` unless `value` is a dense tensor of `shape` and `dtype`."""
     if not isinstance(value, Tensor):
         raise StateError(f"State key {key!r} must hold a tensor; got {type(value).__name__}.")
     if value.layout != torch.strided:
@@ -78,8 +81,11 @@ def _expect(key: str, value: Any, shape: tuple[int, ...], dtype: torch.dtype) ->
         raise StateError(f"State key {key!r} has dtype {value.dtype}, expected {dtype}.")
 
 
-def load_state_dict(opt: Optimizer, state: Mapping[str, Any], strict: bool = True) -> None:
-    """Validates all of ``state`` against ``opt``, then assigns it (all or nothing).
+def load_state_dict(
+    opt: Optimizer, store: SlotStore, state: Mapping[str, Any], strict: bool = True
+) -> None:
+    """Validates all of ``state`` against ``opt`` (``store``: its registry), then assigns it (all
+    or nothing).
 
     With ``strict`` (the default) every slot of every variable the optimizer has seen must be in
     ``state``, and state loaded for variables not seen yet must match the names of the next new
@@ -93,7 +99,7 @@ def load_state_dict(opt: Optimizer, state: Mapping[str, Any], strict: bool = Tru
             raise StateError(f"State dict keys must be strings; got {key!r}.")
     if "iterations" not in state:
         raise StateError("State dict has no 'iterations' key: it is not an optimizer state dict.")
-    _expect("iterations", state["iterations"], (), torch.int64)
+    expect("iterations", state["iterations"], (), torch.int64)
     if int(state["iterations"]) < 0:
         raise StateError("State key 'iterations' is negative.")
 
@@ -101,8 +107,8 @@ def load_state_dict(opt: Optimizer, state: Mapping[str, Any], strict: bool = Tru
     weights: dict[str, Tensor] = {}
     slots: dict[str, dict[str, Tensor]] = {}
     pending: dict[str, dict[str, Tensor]] = {}
-    own_weights = dict(opt._opt_weights)
-    records = variable_names(opt)
+    own_weights = dict(store.opt_weights)
+    records = variable_names(store, opt.name)
     checks = {d.name: d.check for d in declared(type(opt)) if isinstance(d, Hyper) and d.check}
     for key, value in state.items():
         if key == "iterations":
@@ -113,7 +119,7 @@ def load_state_dict(opt: Optimizer, state: Mapping[str, Any], strict: bool = Tru
                 raise StateError(
                     f"State key {key!r}: optimizer {opt.name!r} has no hyperparameter {rest!r}."
                 )
-            _expect(key, value, (), value.dtype if isinstance(value, Tensor) else torch.float64)
+            expect(key, value, (), value.dtype if isinstance(value, Tensor) else torch.float64)
             if not value.is_floating_point():
                 raise StateError(f"State key {key!r} must be a floating tensor.")
             if value.device.type == "meta":
@@ -130,7 +136,7 @@ def load_state_dict(opt: Optimizer, state: Mapping[str, Any], strict: bool = Tru
             hypers[rest] = number
         elif kind == "weight":
             if rest not in own_weights and not opt.built:
-                _expect(
+                expect(
                     key,
                     value,
                     tuple(value.shape) if isinstance(value, Tensor) else (),
@@ -143,14 +149,14 @@ def load_state_dict(opt: Optimizer, state: Mapping[str, Any], strict: bool = Tru
                     f"State key {key!r}: optimizer {opt.name!r} has no weight {rest!r}."
                 )
             ref = own_weights[rest]
-            _expect(key, value, tuple(ref.shape), ref.dtype)
+            expect(key, value, tuple(ref.shape), ref.dtype)
             weights[rest] = value
         elif kind == "slot" and "/" in rest:
             var_name, _, slot_name = rest.rpartition("/")
             record = records.get(var_name)
             if record is None:
                 # Not seen yet: kept and checked against the variable when it first appears.
-                _expect(
+                expect(
                     key,
                     value,
                     tuple(value.shape) if isinstance(value, Tensor) else (),
@@ -166,7 +172,7 @@ def load_state_dict(opt: Optimizer, state: Mapping[str, Any], strict: bool = Tru
                     f"State key {key!r}: variable {var_name!r} has no slot {slot_name!r} in "
                     f"optimizer {opt.name!r} (its slots are {sorted(record.slots)})."
                 )
-            _expect(key, value, tuple(existing.shape), existing.dtype)
+            expect(key, value, tuple(existing.shape), existing.dtype)
             slots.setdefault(var_name, {})[slot_name] = value
         else:
             raise StateError(f"Unknown state key {key!r} for optimizer {opt.name!r}.")
@@ -206,9 +212,7 @@ def load_state_dict(opt: Optimizer, state: Mapping[str, Any], strict: bool = Tru
                 opt._set_hyper(name, number)
         for target, value in todo:
             target.copy_(value)
-        opt._pending_slots = new_pending
-        opt._pending_strict = strict
-        opt._group_cache.clear()
+        store.set_pending(new_pending, strict)
 
 
 def _staged(key: str, value: Tensor, like: Tensor) -> Tensor:
@@ -227,29 +231,30 @@ def _dtype_of(key: str, value: Any) -> torch.dtype:
     return value.dtype
 
 
-def adopt_pending(opt: Optimizer, records: list[Any]) -> None:
+def adopt_pending(store: SlotStore, records: list[Record], owner: str) -> None:
     """Copies loaded state into the slots of variables seen for the first time (all or nothing).
 
-    Pending optimizer-level weights are kept under the empty variable name ``""``.
+    Pending optimizer-level weights are kept under the empty variable name ``""``. ``owner`` is
+    the optimizer's name, for messages.
     """
     todo = []
-    own_weights = dict(opt._opt_weights)
-    for name, value in opt._pending_slots.get("", {}).items():
+    own_weights = dict(store.opt_weights)
+    for name, value in store.pending.get("", {}).items():
         if name not in own_weights:
             raise StateError(
-                f"Loaded state key 'weight/{name}': optimizer {opt.name!r} has no such weight."
+                f"Loaded state key 'weight/{name}': optimizer {owner!r} has no such weight."
             )
-        _expect(f"weight/{name}", value, tuple(own_weights[name].shape), own_weights[name].dtype)
+        expect(f"weight/{name}", value, tuple(own_weights[name].shape), own_weights[name].dtype)
         todo.append((own_weights[name], value))
     names = {r.name for r in records}
-    unmatched = [n for n in opt._pending_slots if n and n not in names]
+    unmatched = [n for n in store.pending if n and n not in names]
     for record in records:
-        values = opt._pending_slots.get(record.name)
+        values = store.pending.get(record.name)
         if not values:
-            if unmatched and getattr(opt, "_pending_strict", True):
+            if unmatched and store.pending_strict:
                 raise StateError(
                     f"Loaded state holds slots for variables {sorted(unmatched)[:8]} that "
-                    f"optimizer {opt.name!r} has not seen, but its new variable {record.name!r} "
+                    f"optimizer {owner!r} has not seen, but its new variable {record.name!r} "
                     "has none: the variables are named differently than when the state was "
                     "saved (e.g. saved after minimize(loss, model), which names them by "
                     "`named_parameters()`). Pass them the same way (the nn.Module, or a dict of "
@@ -262,12 +267,12 @@ def adopt_pending(opt: Optimizer, records: list[Any]) -> None:
             if slot is None:
                 raise StateError(
                     f"Loaded state key {key!r}: variable {record.name!r} has no slot {slot_name!r} "
-                    f"in optimizer {opt.name!r} (its slots are {sorted(record.slots)})."
+                    f"in optimizer {owner!r} (its slots are {sorted(record.slots)})."
                 )
-            _expect(key, value, tuple(slot.shape), slot.dtype)
+            expect(key, value, tuple(slot.shape), slot.dtype)
             todo.append((slot, value))
     for slot, value in todo:
         slot.copy_(value.to(slot.device))
     for record in records:
-        opt._pending_slots.pop(record.name, None)
-    opt._pending_slots.pop("", None)
+        store.pending.pop(record.name, None)
+    store.pending.pop("", None)

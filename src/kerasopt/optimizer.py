@@ -39,6 +39,7 @@ from ._hyper import (
 )
 from ._schedules import LearningRateSchedule
 from ._serialization import build_from_config, serialize_schedule
+from ._slots import Mark, Record, SlotStore, Staged, new_slot, var_label
 from .sparse import IndexedSlices, deduplicate, from_torch_sparse
 from .variables import Variable
 
@@ -67,9 +68,6 @@ _BASE_KWARGS = (
     "implementation",
 )
 
-# Slots owned by base-class features, listed after the rule's slots in `weights`.
-_FEATURE_SLOTS = ("average", "gradient_accumulator")
-
 Grad = Tensor | IndexedSlices
 
 
@@ -83,15 +81,8 @@ class Coefficients(dict[str, Any]):
             raise AttributeError(f"no coefficient {key!r}; have {sorted(self)}") from None
 
 
-@dataclass(eq=False)
-class _Record:
-    """What the optimizer keeps for one variable: its name, creation index and slots."""
-
-    var: Tensor
-    name: str
-    index: int
-    slots: dict[str, Tensor] = field(default_factory=dict)
-    shape: tuple[int, ...] = ()  # the variable's shape when its slots were made
+# The old private name, still imported by optimizers/adafactor.py.
+_Record = Record
 
 
 @dataclass(eq=False)
@@ -109,36 +100,17 @@ class _Group:
 
 
 @dataclass(eq=False)
-class _Plan:
+class Plan:
+    """What plan hands to commit: the checked pairs, new variables' staged state, resolved
+    hyperparameters."""
+
     dense: list[tuple[Tensor, Tensor]]
     sparse: list[tuple[Tensor, IndexedSlices]]
     new_vars: list[Tensor]
     hyper_values: dict[str, Tensor]
     update: bool  # False on a gradient-accumulation-only call
     raw_grads: list[tuple[Grad, Tensor]]  # after loss-scale division, before clipping
-    staged: _Staged | None = None  # state of the new variables, built and checked in plan
-
-
-@dataclass(eq=False)
-class _Staged:
-    """What creating the new variables' state adds (records, slots — loaded state already
-    adopted into them — optimizer-level weights): built in plan, installed by commit."""
-
-    records: list[_Record]
-    slot_order: list[tuple[_Record, str]]
-    slot_names: list[str]
-    built: bool
-    opt_weights: list[tuple[str, Tensor]]
-    pending: dict[str, dict[str, Tensor]]
-
-
-def _var_label(var: Tensor, names: dict[int, str] | None = None) -> str:
-    if names and id(var) in names:
-        return names[id(var)]
-    name = getattr(var, "name", None)
-    if isinstance(name, str):
-        return name
-    return f"<tensor shape={tuple(var.shape)} dtype={var.dtype}>"
+    staged: Staged | None = None  # state of the new variables, built and checked in plan
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -171,10 +143,6 @@ def _run_in_float32(
         narrow = [(t, w) for t, w in zip(lst, wide_lst) if t is not w]
         if narrow:
             torch._foreach_copy_([t for t, _ in narrow], [w for _, w in narrow])
-
-
-def _hyper_number(value: Any) -> bool:
-    return number_value(value) is not None and not isinstance(value, Tensor)
 
 
 def _looks_like_parameters(value: Any) -> bool:
@@ -300,12 +268,7 @@ class Optimizer:
                 f"`clipnorm` {kwargs['clipnorm']}, `global_clipnorm` {kwargs['global_clipnorm']}"
             )
         self._name = name if name is not None else type(self).__name__
-        self._records: dict[int, _Record] = {}
-        self._used_names: set[str] = set()
-        self._slot_names: list[str] = []
-        self._slot_order: list[tuple[_Record, str]] = []
-        self._opt_weights: list[tuple[str, Tensor]] = []
-        self._names_hint: dict[int, str] = {}
+        self._store = SlotStore()  # variables, their names and slots (kerasopt._slots)
         self._home = torch.device("cpu")
         # A variable, as TF's `iter` (`opt.iterations.assign(5)` works); int64.
         self._raw_iterations: Tensor = Variable._wrap(
@@ -314,11 +277,7 @@ class Optimizer:
         self._step = 0  # Python mirror of _raw_iterations: control flow never reads the device
         self._step_version = self._raw_iterations._version
         self._iterations_adopted = False
-        self._built = False
-        self._group_cache: dict[tuple[Any, ...], list[_Group]] = {}
         self._constants: dict[tuple[Any, ...], Tensor] = {}
-        self._pending_slots: dict[str, dict[str, Tensor]] = {}
-        self._pending_strict = True
         self._exclude_ids: set[int] = set()
         self._exclude_names: re.Pattern[str] | None = None
         self._legacy_hooks = type(self)._resource_apply_dense is not Optimizer._resource_apply_dense
@@ -615,36 +574,8 @@ class Optimizer:
         record = self._record(var)
         if slot_name in record.slots:
             return record.slots[slot_name]
-        shape = tuple(var.shape) if shape is None else tuple(shape)
-        kw: dict[str, Any] = {"dtype": var.dtype, "device": var.device}
-        sharded = _distributed.is_dtensor(var) and shape == tuple(var.shape)
-        if sharded and (isinstance(initializer, str) or _hyper_number(initializer)):
-            # FSDP2: the slot is sharded like its parameter (each rank holds its shard only)
-            if initializer not in ("zeros", "ones") and isinstance(initializer, str):
-                raise ValueError(f"Unknown slot initializer {initializer!r} for slot {slot_name!r}")
-            fill = {"zeros": 0.0, "ones": 1.0}.get(initializer, initializer)
-            slot = _distributed.zeros_like(var, float(fill))
-        elif isinstance(initializer, str):
-            if initializer not in ("zeros", "ones"):
-                raise ValueError(f"Unknown slot initializer {initializer!r} for slot {slot_name!r}")
-            slot = torch.zeros(shape, **kw) if initializer == "zeros" else torch.ones(shape, **kw)
-        elif isinstance(initializer, Tensor):
-            slot = initializer.detach().to(**kw).expand(shape).clone()
-        elif callable(initializer):
-            slot = torch.as_tensor(initializer(shape, var.dtype)).to(**kw).expand(shape).clone()
-        else:
-            slot = torch.full(shape, float(initializer), **kw)
-        if sharded and not _distributed.is_dtensor(slot):
-            slot = _distributed.like(slot, var)
-        if not _distributed.is_dtensor(slot):
-            # Slots are variables, as in TF (`get_slot(v, "m").assign(...)` in seed-era
-            # subclasses): a kerasopt.Variable over the same storage, no copy.
-            slot = Variable._wrap(slot, False, f"{record.name}/{slot_name}", None)
-        record.slots[slot_name] = slot
-        if slot_name not in self._slot_names and slot_name not in _FEATURE_SLOTS:
-            self._slot_names.append(slot_name)
-        self._slot_order.append((record, slot_name))
-        self._group_cache.clear()
+        slot = new_slot(var, record.name, slot_name, initializer, shape)
+        self._store.add_slot(record, slot_name, slot)
         return slot
 
     def get_slot(self, var: Tensor, slot_name: str) -> Tensor:
@@ -653,10 +584,10 @@ class Optimizer:
         Raises:
             KeyError: naming the variable and the slot when either is unknown.
         """
-        record = self._records.get(id(var))
+        record = self._store.record_of(var)
         if record is None:
             raise KeyError(
-                f"Variable {_var_label(var)} has no slots in optimizer {self._name!r}: it has not "
+                f"Variable {var_label(var)} has no slots in optimizer {self._name!r}: it has not "
                 "been seen by this optimizer yet."
             )
         name = self.slot_aliases.get(slot_name, slot_name)
@@ -669,7 +600,7 @@ class Optimizer:
 
     def get_slot_names(self) -> list[str]:
         """Names of the rule's slots, in first-creation order."""
-        return list(self._slot_names)
+        return self._store.slot_names()
 
     def add_weight(
         self,
@@ -681,14 +612,12 @@ class Optimizer:
         """Creates an optimizer-level weight (e.g. Nadam's ``momentum_cache``) after ``iterations``."""
         fill = {"zeros": 0.0, "ones": 1.0}.get(initializer, initializer)
         tensor = torch.full(tuple(shape), float(fill), dtype=dtype, device=self._home)
-        self._opt_weights.append((name, tensor))
+        self._store.add_weight(name, tensor)
         return tensor
 
     def variables(self) -> list[Tensor]:
         """``[iterations, optimizer-level weights, slots in creation order, feature state]``."""
-        rule = [r.slots[s] for r, s in self._slot_order if s not in _FEATURE_SLOTS]
-        features = [r.slots[s] for kind in _FEATURE_SLOTS for r, s in self._slot_order if s == kind]
-        return [self._raw_iterations, *(t for _, t in self._opt_weights), *rule, *features]
+        return [self._raw_iterations, *self._store.weights()]
 
     @property
     def weights(self) -> list[Tensor]:
@@ -748,36 +677,36 @@ class Optimizer:
         self._sync_step()
 
     # ------------------------------------------------------------------------------------------
-    # variables
-    def _new_name(self, var: Tensor, index: int) -> str:
-        """The name a variable gets when first seen as the ``index``-th variable."""
-        name = self._names_hint.get(id(var)) or getattr(var, "name", None)
-        return name if isinstance(name, str) else f"variable_{index}"
+    # variables: the registry is a SlotStore (kerasopt._slots); these read and extend it
+    @property
+    def _records(self) -> dict[int, Record]:
+        """id(variable) -> Record (read by optimizers/schedule_free_adamw.py and the tests)."""
+        return self._store.by_id
 
-    def _unique_name(self, name: str) -> str:
-        """``name``, or ``name_1``, ``name_2``... if another variable has it (TF's unique
-        variable names): two unnamed ``kerasopt.Variable``s get distinct state keys."""
-        if name not in self._used_names:
-            return name
-        k = 1
-        while f"{name}_{k}" in self._used_names:
-            k += 1
-        return f"{name}_{k}"
+    @property
+    def _opt_weights(self) -> list[tuple[str, Tensor]]:
+        """(name, tensor) of each optimizer-level weight (read by optimizers/nadam.py)."""
+        return self._store.opt_weights
 
-    def _record(self, var: Tensor) -> _Record:
-        record = self._records.get(id(var))
+    @property
+    def _built(self) -> bool:
+        return self._store.built
+
+    @_built.setter
+    def _built(self, value: bool) -> None:
+        self._store.built = value
+
+    def _record(self, var: Tensor) -> Record:
+        """``var``'s record, registered (and the optimizer homed on its device) if new."""
+        record = self._store.record_of(var)
         if record is None:
             self._ensure_home(var.device)
-            index = len(self._records)
-            record = _Record(var, self._unique_name(self._new_name(var, index)), index)
-            record.shape = tuple(var.shape)
-            self._records[id(var)] = record
-            self._used_names.add(record.name)
+            record = self._store.register(var)
         return record
 
     def _ensure_home(self, device: torch.device) -> None:
         """Moves the counter and hyperparameter tensors to the first variable's device."""
-        if self._records or device == self._home:
+        if self._store.by_id or device == self._home:
             return
         self._home = device
         if not self._iterations_adopted:
@@ -792,23 +721,16 @@ class Optimizer:
             self._hyper_variables[name] = moved
             self._hyper_tensors[name] = moved.detach()
             self._hyper_versions[name] = moved._version
-        self._opt_weights = [(n, t.to(device)) for n, t in self._opt_weights]
+        self._store.move_weights(device)
 
     def build(self, var_list: Any) -> None:
         """Creates the slots of ``var_list`` now (optional: slots are also created lazily)."""
         variables = self._flatten_var_list(var_list)
-        self._create_state([v for v in variables if id(v) not in self._records])
+        self._create_state([v for v in variables if self._store.record_of(v) is None])
 
     def _create_state(self, new_vars: Sequence[Tensor]) -> None:
         # Creation is undone if loaded state does not fit the new variables: all or nothing.
-        undo = self._creation_mark()
-        try:
-            self._create_state_unchecked(new_vars)
-            if self._pending_slots:
-                _state.adopt_pending(self, [self._records[id(v)] for v in new_vars])
-        except Exception:
-            self._forget_created(new_vars, undo)
-            raise
+        self._store.create(new_vars, self._create_state_unchecked, self._name)
 
     def _create_state_unchecked(self, new_vars: Sequence[Tensor]) -> None:
         if not self._built:
@@ -832,30 +754,7 @@ class Optimizer:
         """Hook for optimizer-level weights (Nadam's ``momentum_cache``)."""
 
     def _flatten_var_list(self, var_list: Any) -> list[Tensor]:
-        out: list[Tensor] = []
-        if isinstance(var_list, nn.Module):
-            for pname, p in var_list.named_parameters():
-                if p.requires_grad:
-                    self._names_hint.setdefault(id(p), pname)
-                    out.append(p)
-            return out
-        if isinstance(var_list, Tensor):
-            return [var_list]
-        if isinstance(var_list, dict):
-            for key, v in var_list.items():
-                if isinstance(v, Tensor):
-                    self._names_hint.setdefault(id(v), str(key))
-            return self._flatten_var_list(list(var_list.values()))
-        if callable(var_list):
-            return self._flatten_var_list(var_list())
-        if isinstance(var_list, Iterable):
-            for item in var_list:
-                out.extend(self._flatten_var_list(item))
-            return out
-        raise TypeError(
-            "`var_list` must be a tensor, a list/tuple/generator of tensors, an nn.Module, a dict "
-            f"of named tensors or a callable returning one of these; got {type(var_list).__name__}."
-        )
+        return self._store.flatten(var_list)
 
     # ------------------------------------------------------------------------------------------
     # minimize
@@ -1009,7 +908,7 @@ class Optimizer:
                 f"{type(grads_and_vars).__name__}."
             ) from None
 
-    def _plan(self, grads_and_vars: Iterable[tuple[Any, Tensor]], aggregate: bool = True) -> _Plan:
+    def _plan(self, grads_and_vars: Iterable[tuple[Any, Tensor]], aggregate: bool = True) -> Plan:
         self._sync_step()
         pairs = self._unaliased(self._check_pairs(grads_and_vars))
         if aggregate and (
@@ -1026,8 +925,8 @@ class Optimizer:
         if k:
             update = (self._step + 1) % k == 0
             if update:
-                unseen = [v for _, v in pairs if id(v) not in self._records]
-                index = {id(v): len(self._records) + i for i, v in enumerate(unseen)}
+                unseen = [v for _, v in pairs if self._store.record_of(v) is None]
+                index = {id(v): len(self._store.by_id) + i for i, v in enumerate(unseen)}
                 pairs = [(self._accumulated(g, v, k, index.get(id(v), 0)), v) for g, v in pairs]
         if update:
             pairs = self._clip(pairs)
@@ -1063,42 +962,12 @@ class Optimizer:
                 f"{type(self).__name__} does not implement `_resource_apply_sparse`: it cannot apply "
                 f"sparse gradients (variable {self._label(sparse[0][0])})."
             )
-        new_vars = [v for _, v in raw if id(v) not in self._records]
+        new_vars = [v for _, v in raw if self._store.record_of(v) is None]
         hyper_values = self._resolve_hypers()
-        staged = self._stage(new_vars)  # last: slot creation and loaded-state checks can raise
-        return _Plan(dense, sparse, new_vars, hyper_values, update, raw, staged)
-
-    def _stage(self, new_vars: Sequence[Tensor]) -> _Staged | None:
-        """Creates the state of ``new_vars`` (and adopts loaded state into it) without making
-        it visible: everything that can fail in creating state fails here, in plan."""
-        if not new_vars and self._built:
-            return None
-        pending = dict(self._pending_slots)
-        undo = self._creation_mark()
-        self._create_state(new_vars)  # undoes itself if it raises
-        staged = _Staged(
-            [self._records[id(v)] for v in new_vars],
-            self._slot_order[undo[0] :],
-            list(self._slot_names),
-            self._built,
-            self._opt_weights[undo[3] :],
-            dict(self._pending_slots),
-        )
-        self._forget_created(new_vars, undo)
-        self._pending_slots = pending
-        return staged
-
-    def _install(self, staged: _Staged) -> None:
-        """Makes staged state visible: list and dict updates only, nothing that can fail."""
-        for record in staged.records:
-            self._records[id(record.var)] = record
-            self._used_names.add(record.name)
-        self._slot_order.extend(staged.slot_order)
-        self._slot_names[:] = staged.slot_names
-        self._built = staged.built
-        self._opt_weights.extend(staged.opt_weights)
-        self._pending_slots = staged.pending
-        self._group_cache.clear()
+        staged = self._store.stage(
+            new_vars, self._create_state
+        )  # last: slot creation and loaded-state checks can raise
+        return Plan(dense, sparse, new_vars, hyper_values, update, raw, staged)
 
     def _aggregate_gradients(self, grads_and_vars: list[tuple[Grad, Tensor]]) -> Any:
         """TF's hook: aggregates gradients across replicas (``gradient_aggregator`` if given).
@@ -1116,7 +985,7 @@ class Optimizer:
         then reads every gradient as it was before any variable was written."""
         storages = set()
         for _, var in pairs:
-            record = self._records.get(id(var))
+            record = self._store.record_of(var)
             if record is not None and var.shape != record.shape:
                 raise ValueError(
                     f"Variable {record.name!r} has shape {tuple(var.shape)}, but its slots in "
@@ -1177,8 +1046,7 @@ class Optimizer:
         return kept
 
     def _name_of(self, var: Tensor) -> str:
-        record = self._records.get(id(var))
-        return record.name if record else _var_label(var, self._names_hint)
+        return self._store.name_of(var)
 
     def _label(self, var: Tensor) -> str:
         return repr(self._name_of(var))
@@ -1282,13 +1150,12 @@ class Optimizer:
         return g.with_values(fn(g.values)) if isinstance(g, IndexedSlices) else fn(g)
 
     def _accumulated(self, g: Grad, var: Tensor, k: int, new_index: int) -> Tensor:
-        record = self._records.get(id(var))
+        record = self._store.record_of(var)
         dense = self._densify(g, var) if isinstance(g, IndexedSlices) else g
         if record is not None:
             return (dense + record.slots["gradient_accumulator"]) / k
         # First sight on an update call: the accumulator is zero, or what a loaded state holds.
-        loaded = self._pending_slots.get(self._new_name(var, new_index), {})
-        acc = loaded.get("gradient_accumulator")
+        acc = self._store.pending_slot(var, new_index, "gradient_accumulator")
         if acc is None or tuple(acc.shape) != tuple(dense.shape) or acc.dtype != dense.dtype:
             acc = torch.zeros_like(dense)  # a mismatch is reported when the state is adopted
         return (dense + acc.to(dense.device)) / k
@@ -1341,7 +1208,7 @@ class Optimizer:
         return values
 
     # ------------------------------------------------------------------------------------------
-    def _commit(self, plan: _Plan, transactional: bool = True) -> None:
+    def _commit(self, plan: Plan, transactional: bool = True) -> None:
         """Applies a plan: installs the state the plan staged, then writes. Only user code run
         here can fail — a variable ``constraint`` — so when the step has constraints, everything
         the step writes is snapshotted first and restored if one raises (the only cost of
@@ -1349,7 +1216,7 @@ class Optimizer:
         snapshot = self._snapshot(plan) if transactional and self._constrained(plan) else None
         undo = self._creation_mark()
         if plan.staged is not None:
-            self._install(plan.staged)
+            self._store.install(plan.staged)
         try:
             self._commit_created(plan)
         except BaseException:
@@ -1359,17 +1226,17 @@ class Optimizer:
             raise
 
     @staticmethod
-    def _constrained(plan: _Plan) -> bool:
+    def _constrained(plan: Plan) -> bool:
         return any(getattr(v, "constraint", None) is not None for _, v in plan.raw_grads)
 
-    def _snapshot(self, plan: _Plan) -> list[tuple[Tensor, Tensor]]:
+    def _snapshot(self, plan: Plan) -> list[tuple[Tensor, Tensor]]:
         """Copies of every tensor a commit of ``plan`` may write (variables, their slots,
         optimizer-level weights, hyperparameter tensors, the counter)."""
         tensors: list[Tensor] = [self._raw_iterations, *self._hyper_tensors.values()]
-        tensors += [t for _, t in self._opt_weights]
+        tensors += [t for _, t in self._store.opt_weights]
         for _, var in plan.raw_grads:
             tensors.append(var)
-            record = self._records.get(id(var))
+            record = self._store.record_of(var)
             if record is not None:
                 tensors.extend(record.slots.values())
         return [(t, t.detach().clone()) for t in tensors]
@@ -1380,22 +1247,14 @@ class Optimizer:
             for tensor, saved in snapshot:
                 tensor.copy_(saved)
 
-    def _creation_mark(self) -> tuple[Any, ...]:
-        return (len(self._slot_order), list(self._slot_names), self._built, len(self._opt_weights))
+    def _creation_mark(self) -> Mark:
+        return self._store.mark()
 
-    def _forget_created(self, new_vars: Sequence[Tensor], undo: tuple[Any, ...]) -> None:
+    def _forget_created(self, new_vars: Sequence[Tensor], undo: Mark) -> None:
         """Undoes ``_create_state(new_vars)`` back to ``undo`` (a ``_creation_mark``)."""
-        for var in new_vars:
-            record = self._records.pop(id(var), None)
-            if record is not None:
-                self._used_names.discard(record.name)
-        del self._slot_order[undo[0] :]
-        self._slot_names[:] = undo[1]
-        self._built = undo[2]
-        del self._opt_weights[undo[3] :]
-        self._group_cache.clear()
+        self._store.forget(new_vars, undo)
 
-    def _commit_created(self, plan: _Plan) -> None:
+    def _commit_created(self, plan: Plan) -> None:
         for name, value in plan.hyper_values.items():
             self._hyper_tensors[name].copy_(value)
         k = self.gradient_accumulation_steps
@@ -1403,7 +1262,7 @@ class Optimizer:
         try:
             if k and not plan.update:
                 for g, var in plan.raw_grads:
-                    acc = self._records[id(var)].slots["gradient_accumulator"]
+                    acc = self._store.slots_of(var)["gradient_accumulator"]
                     if isinstance(g, IndexedSlices):
                         acc.index_add_(0, g.indices.long(), g.values)
                     else:
@@ -1417,7 +1276,7 @@ class Optimizer:
                 self._apply_sparse(plan.sparse, apply_state)
                 if k:
                     for _, v in plan.raw_grads:
-                        self._records[id(v)].slots["gradient_accumulator"].zero_()
+                        self._store.slots_of(v)["gradient_accumulator"].zero_()
             self._update_ema([v for _, v in plan.raw_grads])
             self._apply_constraints([v for _, v in plan.raw_grads])
         finally:
@@ -1530,10 +1389,10 @@ class Optimizer:
         plain SGD, which scatter-adds every row)."""
         return True
 
-    def _rule_slots(self, record: _Record) -> list[Tensor]:
+    def _rule_slots(self, record: Record) -> list[Tensor]:
         return [record.slots[s] for s in self.slot_names_for(record)]
 
-    def slot_names_for(self, record: _Record) -> tuple[str, ...]:
+    def slot_names_for(self, record: Record) -> tuple[str, ...]:
         """The slots passed to the rule for one variable (Muon routes variables differently)."""
         return self.slot_names()
 
@@ -1608,11 +1467,11 @@ class Optimizer:
     def _groups(self, dense: list[tuple[Tensor, Tensor]]) -> list[_Group]:
         # the decay coefficient is part of the composition: `opt.weight_decay = x` regroups
         key = (self.weight_decay, *(id(v) for v, _ in dense))
-        groups = self._group_cache.get(key)
+        groups = self._store.group_cache.get(key)
         if groups is None:
             by_key: dict[tuple[Any, ...], _Group] = {}
             for i, (var, _) in enumerate(dense):
-                record = self._records[id(var)]
+                record = self._store.by_id[id(var)]
                 names = self.slot_names_for(record)
                 wd = self._weight_decay_for(record)
                 sharded = _distributed.is_dtensor(var)
@@ -1634,9 +1493,9 @@ class Optimizer:
                 for lst, s in zip(group.slots, names):
                     lst.append(record.slots[s])
             groups = list(by_key.values())
-            if len(self._group_cache) > 16:
-                self._group_cache.clear()
-            self._group_cache[key] = groups
+            if len(self._store.group_cache) > 16:
+                self._store.group_cache.clear()
+            self._store.group_cache[key] = groups
         return groups
 
     def _apply_sparse(
@@ -1653,7 +1512,7 @@ class Optimizer:
                 )
                 continue
             g = deduplicate(grad) if self.sums_duplicates() else grad
-            record = self._records[id(var)]
+            record = self._store.by_id[id(var)]
             compute = compute_dtype(var.dtype)
             c = apply_state[(var.device, compute)]
             slots = self._rule_slots(record)
@@ -1732,22 +1591,22 @@ class Optimizer:
         self._exclude_ids = {id(v) for v in var_list or []}
         self._exclude_names = re.compile("|".join(var_names)) if var_names else None
 
-    def _weight_decay_for(self, record: _Record) -> float | None:
+    def _weight_decay_for(self, record: Record) -> float | None:
         """The decoupled decay coefficient of one variable (None: not decayed)."""
         if self.weight_decay is None or self._excluded(record):
             return None
         return float(self.weight_decay)
 
-    def _excluded(self, record: _Record) -> bool:
+    def _excluded(self, record: Record) -> bool:
         if id(record.var) in self._exclude_ids:
             return True
         return bool(self._exclude_names is not None and self._exclude_names.search(record.name))
 
-    def _apply_weight_decay(self, plan: _Plan, apply_state: dict[Any, Coefficients]) -> None:
+    def _apply_weight_decay(self, plan: Plan, apply_state: dict[Any, Coefficients]) -> None:
         """Decay for what the engines do not fuse it into: sparse pairs and seed-era hooks."""
         pairs = [*plan.dense, *plan.sparse] if self._legacy_hooks else plan.sparse
         for var, _ in pairs:
-            wd = self._weight_decay_for(self._records[id(var)])
+            wd = self._weight_decay_for(self._store.by_id[id(var)])
             if wd is None:
                 continue
             dtype = var.dtype if self._legacy_hooks else compute_dtype(var.dtype)
@@ -1763,14 +1622,14 @@ class Optimizer:
         k = self.gradient_accumulation_steps or 1
         n = self._step // k
         for var in variables:
-            avg = _distributed.local(self._records[id(var)].slots["average"])
+            avg = _distributed.local(self._store.slots_of(var)["average"])
             momentum = float(self.ema_momentum) if n != 0 else 0.0
             m = self._const(momentum, var.dtype, var.device)
             avg.copy_(m * avg + (1 - m) * _distributed.local(var))
         f = self.ema_overwrite_frequency
         if f and (n + 1) % f == 0:
             for var in variables:
-                var.copy_(self._records[id(var)].slots["average"])
+                var.copy_(self._store.slots_of(var)["average"])
 
     def finalize_variable_values(self, var_list: Any) -> None:
         """With ``use_ema``, overwrites each variable with its moving average (else a no-op)."""
@@ -1778,7 +1637,7 @@ class Optimizer:
             return
         with torch.no_grad():
             for var in self._flatten_var_list(var_list):
-                record = self._records.get(id(var))
+                record = self._store.record_of(var)
                 if record is not None and "average" in record.slots:
                     var.copy_(record.slots["average"])
 
@@ -1811,7 +1670,7 @@ class Optimizer:
             >>> [k for k in opt.state_dict() if k.startswith("slot/bias")]
             ['slot/bias/m', 'slot/bias/v']
         """
-        return _state.state_dict(self)
+        return _state.state_dict(self, self._store)
 
     def load_state_dict(self, state_dict: Any, strict: bool = True) -> None:
         """Restores ``state_dict()`` output; checks every key, shape, dtype and value first.
@@ -1830,7 +1689,7 @@ class Optimizer:
             ValueError: a key, shape, dtype or value that does not fit, or a missing slot (the
                 message names the key); the optimizer is then unchanged.
         """
-        _state.load_state_dict(self, state_dict, strict=strict)
+        _state.load_state_dict(self, self._store, state_dict, strict=strict)
 
     # ------------------------------------------------------------------------------------------
     # config

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .._hyper import Hyper, Param, non_negative, number_value, tf_cast_value
-from ..optimizer import Coefficients, Optimizer, _Record
+from ..optimizer import Coefficients, Optimizer, Record
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -168,14 +168,14 @@ class Muon(Optimizer):
         self.rms_rate = rms_rate
 
     # -- routing -------------------------------------------------------------------------------
-    def _should_use_adamw(self, record: _Record) -> bool:
+    def _should_use_adamw(self, record: Record) -> bool:
         if record.var.dim() != 2:
             return True
         if self.exclude_embeddings and "embedding" in record.name.lower():
             return True
         return any(re.search(kw, record.name) for kw in self.exclude_layers)
 
-    def _uses_adamw(self, record: _Record) -> bool:
+    def _uses_adamw(self, record: Record) -> bool:
         # Decided when the slots were created (as Keras 3: the velocity slot selects the path).
         if "momentum" in record.slots:
             return "velocity" in record.slots
@@ -191,10 +191,10 @@ class Muon(Optimizer):
     def slot_names(self) -> tuple[str, ...]:
         return ("momentum", "velocity")
 
-    def slot_names_for(self, record: _Record) -> tuple[str, ...]:
+    def slot_names_for(self, record: Record) -> tuple[str, ...]:
         return ("momentum", "velocity") if self._uses_adamw(record) else ("momentum",)
 
-    def _weight_decay_for(self, record: _Record) -> float | None:
+    def _weight_decay_for(self, record: Record) -> float | None:
         if self._excluded(record):
             return None
         wd = self.adam_weight_decay if self._uses_adamw(record) else self.weight_decay

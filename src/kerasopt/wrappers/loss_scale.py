@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .. import _distributed
 from .._serialization import build_from_config, serialize
-from .._state import StateError, _expect
+from .._state import StateError, expect
 from ..optimizer import Optimizer
 from ..sparse import IndexedSlices
 
@@ -539,7 +539,7 @@ class LossScaleOptimizer(Optimizer):
         for key, value in own.items():
             if key not in expected:
                 raise StateError(f"Unknown state key {key!r} for LossScaleOptimizer.")
-            _expect(key, value, (), expected[key].dtype)
+            expect(key, value, (), expected[key].dtype)
         missing = sorted(set(expected) - set(own))
         if missing:
             raise StateError(f"State dict has no {missing[0]!r} key (dynamic loss scaling state).")

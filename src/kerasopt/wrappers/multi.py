@@ -17,8 +17,9 @@ import torch
 from torch import Tensor
 
 from .._serialization import build_from_config, serialize
-from .._state import StateError, _expect
-from ..optimizer import Optimizer, _Plan, _var_label
+from .._slots import var_label
+from .._state import StateError, expect
+from ..optimizer import Optimizer, Plan
 from .loss_scale import LossScaleOptimizer
 
 __all__ = ["MultiOptimizer", "OptimizerMap"]
@@ -121,7 +122,7 @@ class OptimizerMap(MutableMapping[str, Optimizer]):
         name = getattr(variable, "name", None)
         if not isinstance(name, str):
             raise ValueError(
-                f"OptimizerMap routes variables by name, but {_var_label(variable)} has none: "
+                f"OptimizerMap routes variables by name, but {var_label(variable)} has none: "
                 "look it up as `m[name]`, or give MultiOptimizer an nn.Module or a "
                 "{name: tensor} dict."
             )
@@ -276,7 +277,7 @@ class MultiOptimizer(Optimizer):
         if self._built:
             return
         variables = self._flatten_var_list(var_list)
-        names = [self._names_hint.get(id(v)) or getattr(v, "name", None) for v in variables]
+        names = [self._store.hints.get(id(v)) or getattr(v, "name", None) for v in variables]
         # Route everything before changing anything.
         assigned: list[Optimizer] = []
         seen: set[int] = set()
@@ -301,14 +302,14 @@ class MultiOptimizer(Optimizer):
             groups.setdefault(index, []).append(var)
             if isinstance(name, str):
                 # The inner optimizer names slots and matches weight-decay exclusions by it.
-                opt._names_hint.setdefault(id(var), name)
+                opt._store.hint(var, name)
         for index, group in groups.items():
             self._inner_optimizers[index].build(group)
         self._var_list = list(variables)
         self._built = True
 
     def _route(self, var: Tensor, name: Any) -> Optimizer:
-        label = repr(name) if isinstance(name, str) else _var_label(var)
+        label = repr(name) if isinstance(name, str) else var_label(var)
         if isinstance(self._optimizer_map, OptimizerMap):
             if not isinstance(name, str):
                 raise ValueError(
@@ -396,12 +397,12 @@ class MultiOptimizer(Optimizer):
                 stacklevel=2,
             )
         # Every group is validated before any group is applied.
-        plans: list[tuple[Optimizer, _Plan]] = [
+        plans: list[tuple[Optimizer, Plan]] = [
             (opt, opt._plan(group)) for opt, group in zip(self._inner_optimizers, pairs) if group
         ]
         # Commit can only fail in user code (a constraint) or on loaded state that does not fit
         # new variables: then every group's writes are rolled back, not just the failing one's.
-        guarded = any(opt._constrained(plan) or opt._pending_slots for opt, plan in plans)
+        guarded = any(opt._constrained(plan) or opt._store.pending for opt, plan in plans)
         snapshots = [(opt, opt._snapshot(plan), opt._creation_mark()) for opt, plan in plans]
         snapshots = snapshots if guarded else []
         with torch.no_grad():
@@ -461,7 +462,7 @@ class MultiOptimizer(Optimizer):
         """
         if not isinstance(state_dict, dict) or "iterations" not in state_dict:
             raise StateError("A MultiOptimizer state dict needs an 'iterations' key.")
-        _expect("iterations", state_dict["iterations"], (), torch.int64)
+        expect("iterations", state_dict["iterations"], (), torch.int64)
         if int(state_dict["iterations"]) < 0:
             raise StateError("State key 'iterations' is negative.")
         parts: list[dict[str, Any]] = [{} for _ in self._inner_optimizers]

@@ -1,0 +1,302 @@
+"""The variable registry: which variables an optimizer has seen, their names and their slots.
+
+One ``SlotStore`` per optimizer holds
+
+- a ``Record`` per variable (keyed by ``id``): its unique name, creation index, slots and the
+  shape its slots were made for;
+- the slot creation order (TF's ``weights`` order) and the rule's slot names;
+- the optimizer-level weights (Nadam's ``momentum_cache``);
+- name hints (``named_parameters()`` keys, dict keys) for variables not seen yet;
+- state loaded for variables not seen yet (adopted when they first appear, see ``_state``);
+- the engines' group cache, which every change of the registry invalidates.
+
+State creation is staged: ``stage`` runs the optimizer's creation (its hooks may raise, and
+loaded state is checked against the new slots), records what it added and takes it back, so
+plan changes nothing; ``install`` makes the staged state visible in commit with list and dict
+updates only. ``mark`` / ``forget`` undo a creation back to a mark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import _distributed, _state
+from ._hyper import number_value
+from .variables import Variable
+
+# Slots owned by base-class features, listed after the rule's slots in `weights`.
+FEATURE_SLOTS = ("average", "gradient_accumulator")
+
+
+@dataclass(eq=False)
+class Record:
+    """What the optimizer keeps for one variable: its name, creation index and slots."""
+
+    var: Tensor
+    name: str
+    index: int
+    slots: dict[str, Tensor] = field(default_factory=dict)
+    shape: tuple[int, ...] = ()  # the variable's shape when its slots were made
+
+
+@dataclass(eq=False)
+class Staged:
+    """What creating the new variables' state adds (records, slots — loaded state already
+    adopted into them — optimizer-level weights): built in plan, installed by commit."""
+
+    records: list[Record]
+    slot_order: list[tuple[Record, str]]
+    slot_names: list[str]
+    built: bool
+    opt_weights: list[tuple[str, Tensor]]
+    pending: dict[str, dict[str, Tensor]]
+
+
+# (slot count, rule slot names, built, optimizer-level weight count)
+Mark = tuple[int, list[str], bool, int]
+
+
+def var_label(var: Tensor, names: dict[int, str] | None = None) -> str:
+    """A variable's name for messages: a hint, its ``name``, or its shape and dtype."""
+    if names and id(var) in names:
+        return names[id(var)]
+    name = getattr(var, "name", None)
+    if isinstance(name, str):
+        return name
+    return f"<tensor shape={tuple(var.shape)} dtype={var.dtype}>"
+
+
+def _hyper_number(value: Any) -> bool:
+    return number_value(value) is not None and not isinstance(value, Tensor)
+
+
+def new_slot(
+    var: Tensor,
+    var_name: str,
+    slot_name: str,
+    initializer: Any = "zeros",
+    shape: Sequence[int] | None = None,
+) -> Tensor:
+    """A new slot tensor for ``var`` (see ``Optimizer.add_slot`` for the initializers)."""
+    shape = tuple(var.shape) if shape is None else tuple(shape)
+    kw: dict[str, Any] = {"dtype": var.dtype, "device": var.device}
+    sharded = _distributed.is_dtensor(var) and shape == tuple(var.shape)
+    if sharded and (isinstance(initializer, str) or _hyper_number(initializer)):
+        # FSDP2: the slot is sharded like its parameter (each rank holds its shard only)
+        if initializer not in ("zeros", "ones") and isinstance(initializer, str):
+            raise ValueError(f"Unknown slot initializer {initializer!r} for slot {slot_name!r}")
+        fill = {"zeros": 0.0, "ones": 1.0}.get(initializer, initializer)
+        slot = _distributed.zeros_like(var, float(fill))
+    elif isinstance(initializer, str):
+        if initializer not in ("zeros", "ones"):
+            raise ValueError(f"Unknown slot initializer {initializer!r} for slot {slot_name!r}")
+        slot = torch.zeros(shape, **kw) if initializer == "zeros" else torch.ones(shape, **kw)
+    elif isinstance(initializer, Tensor):
+        slot = initializer.detach().to(**kw).expand(shape).clone()
+    elif callable(initializer):
+        slot = torch.as_tensor(initializer(shape, var.dtype)).to(**kw).expand(shape).clone()
+    else:
+        slot = torch.full(shape, float(initializer), **kw)
+    if sharded and not _distributed.is_dtensor(slot):
+        slot = _distributed.like(slot, var)
+    if not _distributed.is_dtensor(slot):
+        # Slots are variables, as in TF (`get_slot(v, "m").assign(...)` in seed-era
+        # subclasses): a kerasopt.Variable over the same storage, no copy.
+        slot = Variable._wrap(slot, False, f"{var_name}/{slot_name}", None)
+    return slot
+
+
+class SlotStore:
+    """The registry of one optimizer's variables, slots and optimizer-level weights."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, Record] = {}  # id(var) -> Record, in creation order
+        self._used_names: set[str] = set()
+        self._slot_names: list[str] = []
+        self._slot_order: list[tuple[Record, str]] = []
+        self.opt_weights: list[tuple[str, Tensor]] = []
+        self.hints: dict[int, str] = {}
+        self.built = False
+        self.pending: dict[str, dict[str, Tensor]] = {}  # loaded state of unseen variables
+        self.pending_strict = True
+        # The engines' groups per composition (kerasopt._engines.groups); any change here
+        # invalidates it.
+        self.group_cache: dict[tuple[Any, ...], list[Any]] = {}
+
+    # ------------------------------------------------------------------------------------------
+    # reading
+    def records(self) -> list[Record]:
+        """Every variable's record, in creation order."""
+        return list(self.by_id.values())
+
+    def record_of(self, var: Tensor) -> Record | None:
+        return self.by_id.get(id(var))
+
+    def slots_of(self, var: Tensor) -> dict[str, Tensor]:
+        """``var``'s slots by name (KeyError for a variable not seen)."""
+        return self.by_id[id(var)].slots
+
+    def slot_names(self) -> list[str]:
+        """The rule's slot names, in first-creation order."""
+        return list(self._slot_names)
+
+    def weights(self) -> list[Tensor]:
+        """Optimizer-level weights, then the rule's slots in creation order, then feature state."""
+        rule = [r.slots[s] for r, s in self._slot_order if s not in FEATURE_SLOTS]
+        features = [r.slots[s] for kind in FEATURE_SLOTS for r, s in self._slot_order if s == kind]
+        return [*(t for _, t in self.opt_weights), *rule, *features]
+
+    def name_of(self, var: Tensor) -> str:
+        record = self.by_id.get(id(var))
+        return record.name if record else var_label(var, self.hints)
+
+    def new_name(self, var: Tensor, index: int) -> str:
+        """The name a variable gets when first seen as the ``index``-th variable."""
+        name = self.hints.get(id(var)) or getattr(var, "name", None)
+        return name if isinstance(name, str) else f"variable_{index}"
+
+    def pending_slot(self, var: Tensor, index: int, slot_name: str) -> Tensor | None:
+        """Loaded state for slot ``slot_name`` of an unseen variable, were it the ``index``-th."""
+        return self.pending.get(self.new_name(var, index), {}).get(slot_name)
+
+    # ------------------------------------------------------------------------------------------
+    # writing
+    def _unique_name(self, name: str) -> str:
+        """``name``, or ``name_1``, ``name_2``... if another variable has it (TF's unique
+        variable names): two unnamed ``kerasopt.Variable``s get distinct state keys."""
+        if name not in self._used_names:
+            return name
+        k = 1
+        while f"{name}_{k}" in self._used_names:
+            k += 1
+        return f"{name}_{k}"
+
+    def register(self, var: Tensor) -> Record:
+        """The record of ``var``, created (with a unique name) when it is first seen."""
+        record = self.by_id.get(id(var))
+        if record is None:
+            index = len(self.by_id)
+            record = Record(var, self._unique_name(self.new_name(var, index)), index)
+            record.shape = tuple(var.shape)
+            self.by_id[id(var)] = record
+            self._used_names.add(record.name)
+        return record
+
+    def add_slot(self, record: Record, slot_name: str, slot: Tensor) -> None:
+        record.slots[slot_name] = slot
+        if slot_name not in self._slot_names and slot_name not in FEATURE_SLOTS:
+            self._slot_names.append(slot_name)
+        self._slot_order.append((record, slot_name))
+        self.group_cache.clear()
+
+    def add_weight(self, name: str, tensor: Tensor) -> None:
+        self.opt_weights.append((name, tensor))
+
+    def move_weights(self, device: torch.device) -> None:
+        self.opt_weights[:] = [(n, t.to(device)) for n, t in self.opt_weights]
+
+    def hint(self, var: Tensor, name: str) -> None:
+        """Names ``var`` ``name`` when it is first seen (unless it already has a hint)."""
+        self.hints.setdefault(id(var), name)
+
+    def set_pending(self, pending: dict[str, dict[str, Tensor]], strict: bool) -> None:
+        self.pending = pending
+        self.pending_strict = strict
+        self.group_cache.clear()
+
+    def flatten(self, var_list: Any) -> list[Tensor]:
+        """The tensors of ``var_list``, noting the names an ``nn.Module`` or a dict gives them."""
+        out: list[Tensor] = []
+        if isinstance(var_list, nn.Module):
+            for pname, p in var_list.named_parameters():
+                if p.requires_grad:
+                    self.hint(p, pname)
+                    out.append(p)
+            return out
+        if isinstance(var_list, Tensor):
+            return [var_list]
+        if isinstance(var_list, dict):
+            for key, v in var_list.items():
+                if isinstance(v, Tensor):
+                    self.hint(v, str(key))
+            return self.flatten(list(var_list.values()))
+        if callable(var_list):
+            return self.flatten(var_list())
+        if isinstance(var_list, Iterable):
+            for item in var_list:
+                out.extend(self.flatten(item))
+            return out
+        raise TypeError(
+            "`var_list` must be a tensor, a list/tuple/generator of tensors, an nn.Module, a dict "
+            f"of named tensors or a callable returning one of these; got {type(var_list).__name__}."
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # creation: all or nothing
+    def mark(self) -> Mark:
+        return (len(self._slot_order), list(self._slot_names), self.built, len(self.opt_weights))
+
+    def forget(self, new_vars: Sequence[Tensor], mark: Mark) -> None:
+        """Undoes the creation of ``new_vars``' state back to ``mark``."""
+        for var in new_vars:
+            record = self.by_id.pop(id(var), None)
+            if record is not None:
+                self._used_names.discard(record.name)
+        del self._slot_order[mark[0] :]
+        self._slot_names[:] = mark[1]
+        self.built = mark[2]
+        del self.opt_weights[mark[3] :]
+        self.group_cache.clear()
+
+    def create(
+        self, new_vars: Sequence[Tensor], populate: Callable[[Sequence[Tensor]], None], owner: str
+    ) -> None:
+        """Runs ``populate(new_vars)`` (the optimizer's slot creation), then adopts loaded state
+        into the new slots; undone if either raises."""
+        undo = self.mark()
+        try:
+            populate(new_vars)
+            if self.pending:
+                _state.adopt_pending(self, [self.by_id[id(v)] for v in new_vars], owner)
+        except Exception:
+            self.forget(new_vars, undo)
+            raise
+
+    def stage(
+        self, new_vars: Sequence[Tensor], create: Callable[[Sequence[Tensor]], None]
+    ) -> Staged | None:
+        """Runs ``create(new_vars)`` and takes back what it added, as a ``Staged``: everything
+        that can fail in creating state fails here, in plan."""
+        if not new_vars and self.built:
+            return None
+        pending = dict(self.pending)
+        undo = self.mark()
+        create(new_vars)  # undoes itself if it raises
+        staged = Staged(
+            [self.by_id[id(v)] for v in new_vars],
+            self._slot_order[undo[0] :],
+            list(self._slot_names),
+            self.built,
+            self.opt_weights[undo[3] :],
+            dict(self.pending),
+        )
+        self.forget(new_vars, undo)
+        self.pending = pending
+        return staged
+
+    def install(self, staged: Staged) -> None:
+        """Makes staged state visible: list and dict updates only, nothing that can fail."""
+        for record in staged.records:
+            self.by_id[id(record.var)] = record
+            self._used_names.add(record.name)
+        self._slot_order.extend(staged.slot_order)
+        self._slot_names[:] = staged.slot_names
+        self.built = staged.built
+        self.opt_weights.extend(staged.opt_weights)
+        self.pending = staged.pending
+        self.group_cache.clear()
