@@ -15,7 +15,6 @@ So a call that raises leaves every variable, slot and counter exactly as it was.
 from __future__ import annotations
 
 import inspect
-import numbers
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,7 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import _distributed, _engines, _state
+from . import _distributed, _engines, _gradients, _state
+from ._gradients import COMPLEX_DTYPES, Grad
 from ._hyper import (
     _UNSET,
     Hyper,
@@ -40,16 +40,8 @@ from ._hyper import (
 from ._schedules import LearningRateSchedule
 from ._serialization import build_from_config, serialize_schedule
 from ._slots import Mark, Record, SlotStore, Staged, new_slot, var_label
-from .sparse import IndexedSlices, deduplicate, from_torch_sparse
+from .sparse import IndexedSlices, deduplicate
 from .variables import Variable
-
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-COMPLEX_DTYPES = (torch.complex64, torch.complex128)
-
-
-def _differentiable(dtype: torch.dtype) -> bool:
-    return dtype in FLOAT_DTYPES or dtype in COMPLEX_DTYPES
-
 
 # Constructor keywords every optimizer accepts (Part 1 + Part 2 §1.1 of SPEC.md).
 _BASE_KWARGS = (
@@ -67,8 +59,6 @@ _BASE_KWARGS = (
     "jit_compile",
     "implementation",
 )
-
-Grad = Tensor | IndexedSlices
 
 
 class Coefficients(dict[str, Any]):
@@ -796,59 +786,9 @@ class Optimizer:
         self, loss: Any, var_list: Any, grad_loss: Tensor | None = None, tape: Any = None
     ) -> list[tuple[Grad | None, Tensor]]:
         """TF's ``_compute_gradients``: the (gradient, variable) pairs ``minimize`` applies."""
-        if not callable(loss) and not isinstance(loss, Tensor):
-            raise ValueError(
-                "`loss` must be a callable returning the loss, or a loss tensor; got "
-                f"{type(loss).__name__}."
-            )
-        variables: list[Tensor] | None = None
-        if callable(loss):
-            if not callable(var_list) or isinstance(var_list, nn.Module):
-                variables = self._flatten_var_list(var_list)
-                for v in variables:
-                    # TF watches the listed variables before computing the loss.
-                    if v.is_leaf and not v.requires_grad and _differentiable(v.dtype):
-                        v.requires_grad_(True)
-            with torch.enable_grad():
-                loss_value = loss()
-        else:
-            loss_value = loss
-        if variables is None:
-            variables = self._flatten_var_list(var_list)
-        if self.loss_scale_factor is not None:
-            loss_value = loss_value * self.loss_scale_factor
-        if tape is not None:
-            grads = tape.gradient(loss_value, variables, output_gradients=grad_loss)
-        else:
-            grads = self._autograd(loss_value, variables, grad_loss)
-        return list(zip(grads, variables))
-
-    @staticmethod
-    def _autograd(loss: Tensor, variables: Sequence[Tensor], grad_loss: Tensor | None) -> list[Any]:
-        if not isinstance(loss, Tensor):
-            raise ValueError(
-                f"The loss must be a tensor; the loss callable returned {type(loss).__name__}."
-            )
-        wanted = [i for i, v in enumerate(variables) if v.requires_grad]
-        grads: list[Any] = [None] * len(variables)
-        if not wanted or not loss.requires_grad:
-            return grads
-        if grad_loss is None and (loss.numel() != 1 or loss.is_complex()):
-            # TF's implicit sum over a non-scalar (or complex) target: output gradient of ones
-            grad_loss = torch.ones_like(loss)
-        inputs = [variables[i] for i in wanted]
-        if _distributed.active():
-            # DDP / FSDP2 reduce gradients in backward hooks, which autograd.grad never runs
-            # (kerasopt._distributed): one backward, reduced once, read from `.grad`.
-            seed = torch.ones_like(loss) if grad_loss is None else grad_loss
-            computed: Sequence[Any] = _distributed.backward_gradients(
-                [loss], [seed], inputs, retain_graph=False
-            )
-        else:
-            computed = torch.autograd.grad(loss, inputs, grad_outputs=grad_loss, allow_unused=True)
-        for i, g in zip(wanted, computed):
-            grads[i] = g
-        return grads
+        return _gradients.compute_gradients(
+            loss, var_list, grad_loss, tape, self._flatten_var_list, self.loss_scale_factor
+        )
 
     # ------------------------------------------------------------------------------------------
     # apply_gradients: plan, then commit
@@ -898,27 +838,21 @@ class Optimizer:
             self._commit(plan)
         return self.iterations
 
-    @staticmethod
-    def _materialize(grads_and_vars: Iterable[tuple[Any, Tensor]]) -> list[Any]:
-        try:
-            return list(grads_and_vars)
-        except TypeError:
-            raise TypeError(
-                "`grads_and_vars` must be an iterable of (gradient, variable) pairs; got "
-                f"{type(grads_and_vars).__name__}."
-            ) from None
+    _materialize = staticmethod(_gradients.materialize)
 
     def _plan(self, grads_and_vars: Iterable[tuple[Any, Tensor]], aggregate: bool = True) -> Plan:
         self._sync_step()
-        pairs = self._unaliased(self._check_pairs(grads_and_vars))
+        checks = _gradients.PairChecks(
+            self._store, type(self).__name__, self.supports_complex or self._legacy_hooks
+        )
+        pairs = _gradients.unaliased(checks.pairs(grads_and_vars), self._store, self._name)
         if aggregate and (
             self.gradient_aggregator is not None
             or type(self)._aggregate_gradients is not Optimizer._aggregate_gradients
         ):
-            pairs = self._check_pairs(self._aggregate_gradients(pairs), transformed=True)
-        scale = self.loss_scale_factor
-        if scale is not None:
-            pairs = [(self._map_grad(g, lambda t: t / scale), v) for g, v in pairs]
+            pairs = checks.pairs(self._aggregate_gradients(pairs), transformed=True)
+        if self.loss_scale_factor is not None:
+            pairs = _gradients.divide(pairs, self.loss_scale_factor)
         raw = pairs
         update = True
         k = self.gradient_accumulation_steps
@@ -927,18 +861,21 @@ class Optimizer:
             if update:
                 unseen = [v for _, v in pairs if self._store.record_of(v) is None]
                 index = {id(v): len(self._store.by_id) + i for i, v in enumerate(unseen)}
-                pairs = [(self._accumulated(g, v, k, index.get(id(v), 0)), v) for g, v in pairs]
+                pairs = [
+                    (_gradients.accumulated(g, v, k, index.get(id(v), 0), self._store), v)
+                    for g, v in pairs
+                ]
         if update:
-            pairs = self._clip(pairs)
+            pairs = _gradients.clip(pairs, self.clipvalue, self.clipnorm, self.global_clipnorm)
             for transform in self.gradient_transformers:
                 pairs = list(transform(pairs))
-                pairs = self._check_pairs(pairs, transformed=True)
+                pairs = checks.pairs(pairs, transformed=True)
         dense: list[tuple[Tensor, Tensor]] = []
         sparse: list[tuple[Tensor, IndexedSlices]] = []
         for g, v in pairs:
             if isinstance(g, IndexedSlices):
                 if self.sparse_mode == "dense" and not self._legacy_hooks:
-                    dense.append((v, self._densify(g, v)))
+                    dense.append((v, _gradients.densify(g, v)))
                 else:
                     sparse.append((v, g))
             else:
@@ -979,224 +916,11 @@ class Optimizer:
             return grads_and_vars
         return self.gradient_aggregator(grads_and_vars)
 
-    def _unaliased(self, pairs: list[tuple[Grad, Tensor]]) -> list[tuple[Grad, Tensor]]:
-        """Checks each known variable against its slots and copies gradients that share memory
-        with a variable of the step (``(w, w)``, swapped pairs of two parameters): every engine
-        then reads every gradient as it was before any variable was written."""
-        storages = set()
-        for _, var in pairs:
-            record = self._store.record_of(var)
-            if record is not None and var.shape != record.shape:
-                raise ValueError(
-                    f"Variable {record.name!r} has shape {tuple(var.shape)}, but its slots in "
-                    f"optimizer {self._name!r} were made for shape {record.shape} (was "
-                    "`param.data` replaced by a tensor of another shape?). Create a new "
-                    "optimizer, or give the variable its old shape back."
-                )
-            storages.add(_distributed.local(var).untyped_storage().data_ptr())
-        out = []
-        for g, var in pairs:
-            values = _distributed.local(g.values if isinstance(g, IndexedSlices) else g)
-            if values.untyped_storage().data_ptr() in storages:
-                g = g.with_values(values.clone()) if isinstance(g, IndexedSlices) else g.clone()
-            out.append((g, var))
-        return out
-
-    @staticmethod
-    def _densify(g: IndexedSlices, var: Tensor) -> Tensor:
-        return IndexedSlices(g.values, g.indices, tuple(var.shape)).to_dense()
-
-    def _check_pairs(
-        self, grads_and_vars: Iterable[tuple[Any, Tensor]], transformed: bool = False
-    ) -> list[tuple[Grad, Tensor]]:
-        items = self._materialize(grads_and_vars)
-        kept: list[tuple[Grad, Tensor]] = []
-        dropped: list[str] = []
-        seen: set[int] = set()
-        for position, item in enumerate(items):
-            if not isinstance(item, (tuple, list)) or len(item) != 2:
-                raise TypeError(
-                    f"`grads_and_vars` item {position} must be a (gradient, variable) pair; got {item!r}."
-                )
-            grad, var = item
-            if not isinstance(var, Tensor):
-                raise TypeError(
-                    f"`grads_and_vars` item {position}: the variable must be a torch tensor "
-                    f"(e.g. kerasopt.Variable or nn.Parameter); got {type(var).__name__}."
-                )
-            if id(var) in seen:
-                raise ValueError(
-                    f"Variable {self._label(var)} appears more than once in `grads_and_vars`."
-                )
-            seen.add(id(var))
-            if grad is None:
-                dropped.append(self._name_of(var))
-                continue
-            kept.append((self._check_grad(grad, var), var))
-        if not kept:
-            names = [self._name_of(item[1]) for item in items if isinstance(item, (tuple, list))]
-            raise ValueError(f"No gradients provided for any variable: {tuple(names)}.")
-        if dropped and not transformed:
-            warnings.warn(
-                f"Gradients do not exist for variables {dropped} when minimizing the loss. If "
-                "you're using `model.compile()`, did you forget to provide a `loss` argument?",
-                UserWarning,
-                stacklevel=3,
-            )
-        return kept
-
     def _name_of(self, var: Tensor) -> str:
         return self._store.name_of(var)
 
     def _label(self, var: Tensor) -> str:
         return repr(self._name_of(var))
-
-    def _check_grad(self, grad: Any, var: Tensor) -> Grad:
-        # Labels are built only on the error paths: this runs for every pair of every step.
-        if var.dtype not in FLOAT_DTYPES:
-            if var.dtype in COMPLEX_DTYPES:
-                if not (self.supports_complex or self._legacy_hooks):
-                    raise ValueError(
-                        f"Variable {self._label(var)} has dtype {var.dtype}: {type(self).__name__} "
-                        "does not support complex variables (as in TensorFlow). SGD, Adagrad, "
-                        "Adadelta and RMSprop do."
-                    )
-            else:
-                raise ValueError(
-                    f"Variable {self._label(var)} has dtype {var.dtype}; optimizers update floating "
-                    "variables only (float16, bfloat16, float32, float64; complex64 and "
-                    "complex128 for SGD, Adagrad, Adadelta and RMSprop)."
-                )
-        if not var.is_leaf:
-            raise ValueError(
-                f"Variable {self._label(var)} is not a leaf tensor (it was computed from other tensors); "
-                "pass the parameter itself."
-            )
-        if isinstance(grad, np.ndarray):
-            # TF converts array gradients to tensors (their dtype is then checked like any other).
-            if grad.dtype == object or grad.dtype.kind not in "biufc":
-                raise TypeError(
-                    f"Gradient for variable {self._label(var)} is a NumPy array of dtype "
-                    f"{grad.dtype}; it must hold numbers."
-                )
-            grad = torch.from_numpy(np.array(grad)).to(var.device)
-        elif isinstance(grad, (list, tuple, numbers.Number)):
-            # TF's convert_to_tensor: Python numbers take the variable's dtype.
-            try:
-                grad = torch.tensor(grad, dtype=var.dtype, device=var.device)
-            except (TypeError, ValueError, RuntimeError) as e:
-                raise TypeError(
-                    f"Gradient for variable {self._label(var)} could not be converted to a tensor "
-                    f"of dtype {var.dtype}: {e}"
-                ) from None
-        if isinstance(grad, Tensor) and grad.layout == torch.sparse_coo:
-            if tuple(grad.shape) != tuple(var.shape):
-                raise ValueError(
-                    f"Sparse gradient for variable {self._label(var)} has dense shape "
-                    f"{tuple(grad.shape)}, expected {tuple(var.shape)}."
-                )
-            grad = from_torch_sparse(grad)
-        if isinstance(grad, IndexedSlices):
-            if grad.dtype != var.dtype:
-                raise ValueError(
-                    f"Gradient for variable {self._label(var)} has dtype {grad.dtype}, expected {var.dtype}."
-                )
-            if grad.device != var.device or grad.indices.device != var.device:
-                raise ValueError(
-                    f"Gradient for variable {self._label(var)} is on {grad.device} (indices on "
-                    f"{grad.indices.device}), the variable on {var.device}."
-                )
-            if var.dim() == 0 or tuple(grad.values.shape[1:]) != tuple(var.shape[1:]):
-                raise ValueError(
-                    f"Sparse gradient for variable {self._label(var)} has value rows of shape "
-                    f"{tuple(grad.values.shape[1:])}, incompatible with the variable's shape "
-                    f"{tuple(var.shape)}."
-                )
-            if grad.indices.numel() and (
-                bool(grad.indices.min() < 0) or bool(grad.indices.max() >= var.shape[0])
-            ):
-                raise ValueError(
-                    f"Sparse gradient for variable {self._label(var)} has indices outside [0, {var.shape[0]})."
-                )
-            return grad
-        if not isinstance(grad, Tensor):
-            raise TypeError(
-                f"Gradient for variable {self._label(var)} must be a tensor, IndexedSlices or None; got "
-                f"{type(grad).__name__}."
-            )
-        if grad.is_leaf and grad.requires_grad and not var.requires_grad:
-            raise ValueError(
-                f"The pair for variable {self._label(var)} looks swapped: its 'gradient' is a "
-                "trainable parameter (requires grad) and its 'variable' is not. `grads_and_vars` "
-                "takes (gradient, variable) pairs, gradient first."
-            )
-        if grad.dtype != var.dtype:
-            raise ValueError(
-                f"Gradient for variable {self._label(var)} has dtype {grad.dtype}, expected {var.dtype}."
-            )
-        if tuple(grad.shape) != tuple(var.shape):
-            raise ValueError(
-                f"Gradient for variable {self._label(var)} has shape {tuple(grad.shape)}, expected "
-                f"{tuple(var.shape)}."
-            )
-        if grad.device != var.device:
-            raise ValueError(
-                f"Gradient for variable {self._label(var)} is on {grad.device}, the variable on {var.device}."
-            )
-        return grad.detach()
-
-    @staticmethod
-    def _map_grad(g: Grad, fn: Callable[[Tensor], Tensor]) -> Grad:
-        return g.with_values(fn(g.values)) if isinstance(g, IndexedSlices) else fn(g)
-
-    def _accumulated(self, g: Grad, var: Tensor, k: int, new_index: int) -> Tensor:
-        record = self._store.record_of(var)
-        dense = self._densify(g, var) if isinstance(g, IndexedSlices) else g
-        if record is not None:
-            return (dense + record.slots["gradient_accumulator"]) / k
-        # First sight on an update call: the accumulator is zero, or what a loaded state holds.
-        acc = self._store.pending_slot(var, new_index, "gradient_accumulator")
-        if acc is None or tuple(acc.shape) != tuple(dense.shape) or acc.dtype != dense.dtype:
-            acc = torch.zeros_like(dense)  # a mismatch is reported when the state is adopted
-        return (dense + acc.to(dense.device)) / k
-
-    def _clip(self, pairs: list[tuple[Grad, Tensor]]) -> list[tuple[Grad, Tensor]]:
-        if self.clipvalue is not None:
-            c = self.clipvalue
-            clamp = lambda t: _distributed.map_local(t, lambda x: torch.clamp(x, -c, c))  # noqa: E731
-            pairs = [(self._map_grad(g, clamp), v) for g, v in pairs]
-        if self.clipnorm is not None:
-            pairs = [(self._map_grad(g, self._clip_by_norm), v) for g, v in pairs]
-        if self.global_clipnorm is not None:
-            pairs = self._clip_by_global_norm(pairs)
-        return pairs
-
-    def _clip_by_norm(self, t: Tensor) -> Tensor:
-        # TF's clip_by_norm: t * c / max(||t||, c), with a zero tensor left at zero.
-        c = torch.tensor(self.clipnorm, dtype=t.dtype, device=t.device)
-        l2sum = _distributed.reduced((t * t).sum())  # over every shard of a DTensor
-        norm = torch.where(l2sum > 0, torch.sqrt(torch.where(l2sum > 0, l2sum, 1)), l2sum)
-        divisor = torch.maximum(norm, c)
-        return _distributed.map_local(t, lambda x: (x * c) / divisor)
-
-    def _clip_by_global_norm(self, pairs: list[tuple[Grad, Tensor]]) -> list[tuple[Grad, Tensor]]:
-        # TF's clip_by_global_norm: scale = c * min(1/N, 1/c); an inf/NaN norm makes it NaN.
-        values = [g.values if isinstance(g, IndexedSlices) else g for g, _ in pairs]
-        acc_dtype = (
-            torch.float64 if any(v.dtype == torch.float64 for v in values) else torch.float32
-        )
-        device = values[0].device
-        half_sq = [
-            _distributed.reduced((v.to(acc_dtype) ** 2).sum() / 2).to(device) for v in values
-        ]
-        norm = torch.sqrt(torch.stack(half_sq).sum() * 2)
-        c = torch.tensor(self.global_clipnorm, dtype=acc_dtype, device=device)
-        scale = c * torch.minimum(1.0 / norm, 1.0 / c)
-        scale = scale + (norm - norm)
-        scaled = lambda t: _distributed.map_local(  # noqa: E731
-            t, lambda x: x * scale.to(x.dtype).to(x.device)
-        )
-        return [(self._map_grad(g, scaled), v) for g, v in pairs]
 
     def _resolve_hypers(self) -> dict[str, Tensor]:
         values = {}
