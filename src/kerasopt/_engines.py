@@ -13,18 +13,30 @@ Every engine calls the optimizer's single ``update(var, grad, *slots, c=...)`` r
 Per-tensor and foreach perform the same IEEE operations in the same order, so their results are
 bit-identical (the tests hold them to it); compiled results are within a few ulp (the compiler
 may fuse operations). Rules that need the whole tensor (``elementwise = False``) run per tensor.
+
+Around the engines, this module also owns how a step's dense pairs become groups (``groups``:
+one per device, dtype, slot layout, weight decay and DTensor-ness, cached per composition in
+the optimizer's ``SlotStore``) and how one group runs (``run_group``): engine selection, local
+shards of DTensors (or the whole tensor, gathered, for a whole-tensor rule), and float32
+compute for float16/bfloat16 variables (``compute_dtype``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from . import _distributed
 from ._compiled import run_compiled
+from ._gradients import COMPLEX_DTYPES
 from ._tensorlist import TensorList
+
+if TYPE_CHECKING:
+    from ._slots import Record, SlotStore
 
 ENGINES = ("auto", "per_tensor", "foreach", "compiled")
 
@@ -137,3 +149,152 @@ def select(
     if implementation == "compiled" or numel >= AUTO_COMPILE_NUMEL:
         return run_compiled
     return run_foreach
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a rule computes in: float32 for float16/bfloat16 variables, else their own.
+
+    fidelity: TF's optimizer_v2 computes half-precision variables in their own precision, where
+    bfloat16 rounds beta_2 = 0.999 to 1 (Adam never moves; Nadam divides by 0) and float16's
+    epsilon underflows; like torch.optim, kerasopt computes coefficients and the rule in float32
+    and rounds once when it stores. float32 and float64 are exactly TF.
+    """
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def decay_(var: Any, weight_decay: Any, lr_t: Any) -> None:
+    """Decoupled weight decay, in place (a tensor or a ``TensorList``).
+
+    Keras: variable - variable * cast(wd) * lr; fidelity: TF's cast of a Python float goes
+    through float32 (the caller passes ``weight_decay`` cast so; visible in float64).
+    """
+    var.sub_(var * weight_decay * lr_t)
+
+
+@dataclass(eq=False)
+class Group:
+    """Variables of one (device, dtype, slot layout) within a call, with their slot lists."""
+
+    key: tuple[torch.device, torch.dtype]
+    positions: list[int]
+    variables: list[Tensor]
+    slots: list[list[Tensor]]
+    numel: int = 0
+    weight_decay: float | None = None
+    dtensor: bool = False  # FSDP2 parameters: the engines see their local shards
+    cache: dict[str, Any] = field(default_factory=dict)  # the engine's, for this composition
+
+
+def groups(
+    dense: Sequence[tuple[Tensor, Tensor]],
+    store: SlotStore,
+    slot_names_for: Callable[[Record], tuple[str, ...]],
+    weight_decay_for: Callable[[Record], float | None],
+    weight_decay: Any,
+) -> list[Group]:
+    """The groups of a step's dense (variable, gradient) pairs, built once per composition.
+
+    ``slot_names_for`` and ``weight_decay_for`` are the optimizer's per-variable answers;
+    ``weight_decay`` (its attribute) is part of the composition, so ``opt.weight_decay = x``
+    regroups. The cache lives in ``store`` and is cleared whenever the registry changes.
+    """
+    key = (weight_decay, *(id(v) for v, _ in dense))
+    cache = store.group_cache
+    found = cache.get(key)
+    if found is not None:
+        return found
+    by_key: dict[tuple[Any, ...], Group] = {}
+    for i, (var, _) in enumerate(dense):
+        record = store.by_id[id(var)]
+        names = slot_names_for(record)
+        wd = weight_decay_for(record)
+        sharded = _distributed.is_dtensor(var)
+        gkey = (var.device, var.dtype, names, wd, sharded)
+        group = by_key.get(gkey)
+        if group is None:
+            group = Group(
+                (var.device, var.dtype),
+                [],
+                [],
+                [[] for _ in names],
+                weight_decay=wd,
+                dtensor=sharded,
+            )
+            by_key[gkey] = group
+        group.positions.append(i)
+        group.variables.append(var)
+        group.numel += var.numel()
+        for lst, s in zip(group.slots, names):
+            lst.append(record.slots[s])
+    built = list(by_key.values())
+    if len(cache) > 16:
+        cache.clear()
+    cache[key] = built
+    return built
+
+
+def run_group(
+    rule: Rule,
+    group: Group,
+    grads: Sequence[Tensor],
+    c: Any,
+    implementation: str,
+    elementwise: bool,
+) -> None:
+    """Runs ``rule`` over one group with the engine ``implementation`` selects for it."""
+    run = select(implementation, elementwise, group.numel, len(group.variables))
+    if group.key[1] in COMPLEX_DTYPES and run not in (run_per_tensor, run_foreach):
+        run = run_foreach  # inductor does not compile complex arithmetic
+    if group.dtensor and not elementwise:
+        run_whole_tensors(rule, group.variables, grads, group.slots, c)
+        return
+    # FSDP2: an elementwise rule updates each rank's shards, with no communication
+    variables = [_distributed.local(v) for v in group.variables]
+    grads = [_distributed.local(g) for g in grads]
+    slots = [[_distributed.local(t) for t in lst] for lst in group.slots]
+    dtype = group.key[1]
+    if compute_dtype(dtype) == dtype:
+        run(rule, variables, grads, slots, c, group.cache)
+    else:
+        run_in_float32(run, rule, variables, grads, slots, c)
+
+
+def run_in_float32(
+    run: Callable[..., None],
+    rule: Rule,
+    variables: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    slots: Sequence[Sequence[Tensor]],
+    c: Any,
+) -> None:
+    """One rule over half-precision tensors, computed in float32 and rounded once on store."""
+    if run is run_flat:
+        run = run_compiled  # the flat engine's caches hold on to their operands
+    wide = [v.float() for v in variables]
+    wide_slots = [[t.float() for t in lst] for lst in slots]
+    run(rule, wide, [g.float() for g in grads], wide_slots, c, {})
+    torch._foreach_copy_(list(variables), wide)
+    for lst, wide_lst in zip(slots, wide_slots):
+        narrow = [(t, w) for t, w in zip(lst, wide_lst) if t is not w]
+        if narrow:
+            torch._foreach_copy_([t for t, _ in narrow], [w for _, w in narrow])
+
+
+def run_whole_tensors(
+    rule: Rule,
+    variables: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    slots: Sequence[Sequence[Tensor]],
+    c: Any,
+) -> None:
+    """A whole-tensor rule (norms, factored moments, orthogonalisation) on sharded
+    variables: each is gathered, updated identically on every rank, and each rank keeps its
+    shard (slots of another shape than the variable's are plain tensors, alike on every
+    rank)."""
+    for i, var in enumerate(variables):
+        own = [lst[i] for lst in slots]
+        whole = [_distributed.full(t) for t in (var, *own)]
+        rule(whole[0], _distributed.full(grads[i]), *whole[1:], c=c)
+        for target, value in zip((var, *own), whole):
+            if _distributed.is_dtensor(target):
+                _distributed.write_shard(target, value)

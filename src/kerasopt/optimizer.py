@@ -18,7 +18,7 @@ import inspect
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from . import _distributed, _engines, _gradients, _state
-from ._gradients import COMPLEX_DTYPES, Grad
+from ._engines import compute_dtype
+from ._gradients import Grad
 from ._hyper import (
     _UNSET,
     Hyper,
@@ -76,20 +77,6 @@ _Record = Record
 
 
 @dataclass(eq=False)
-class _Group:
-    """Variables of one (device, dtype, slot layout) within a call, with their slot lists."""
-
-    key: tuple[torch.device, torch.dtype]
-    positions: list[int]
-    variables: list[Tensor]
-    slots: list[list[Tensor]]
-    numel: int = 0
-    weight_decay: float | None = None
-    dtensor: bool = False  # FSDP2 parameters: the engines see their local shards
-    cache: dict[str, Any] = field(default_factory=dict)  # the engine's, for this composition
-
-
-@dataclass(eq=False)
 class Plan:
     """What plan hands to commit: the checked pairs, new variables' staged state, resolved
     hyperparameters."""
@@ -101,38 +88,6 @@ class Plan:
     update: bool  # False on a gradient-accumulation-only call
     raw_grads: list[tuple[Grad, Tensor]]  # after loss-scale division, before clipping
     staged: Staged | None = None  # state of the new variables, built and checked in plan
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype a rule computes in: float32 for float16/bfloat16 variables, else their own.
-
-    fidelity: TF's optimizer_v2 computes half-precision variables in their own precision, where
-    bfloat16 rounds beta_2 = 0.999 to 1 (Adam never moves; Nadam divides by 0) and float16's
-    epsilon underflows; like torch.optim, kerasopt computes coefficients and the rule in float32
-    and rounds once when it stores. float32 and float64 are exactly TF.
-    """
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def _run_in_float32(
-    run: Callable[..., None],
-    rule: Callable[..., Any],
-    variables: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    slots: Sequence[Sequence[Tensor]],
-    c: Coefficients,
-) -> None:
-    """One rule over half-precision tensors, computed in float32 and rounded once on store."""
-    if run is _engines.run_flat:
-        run = _engines.run_compiled  # the flat engine's caches hold on to their operands
-    wide = [v.float() for v in variables]
-    wide_slots = [[t.float() for t in lst] for lst in slots]
-    run(rule, wide, [g.float() for g in grads], wide_slots, c, {})
-    torch._foreach_copy_(list(variables), wide)
-    for lst, wide_lst in zip(slots, wide_slots):
-        narrow = [(t, w) for t, w in zip(lst, wide_lst) if t is not w]
-        if narrow:
-            torch._foreach_copy_([t for t, _ in narrow], [w for _, w in narrow])
 
 
 def _looks_like_parameters(value: Any) -> bool:
@@ -982,7 +937,7 @@ class Optimizer:
         for name, value in plan.hyper_values.items():
             self._hyper_tensors[name].copy_(value)
         k = self.gradient_accumulation_steps
-        object.__setattr__(self, "_in_step", True)
+        self._in_step = True
         try:
             if k and not plan.update:
                 for g, var in plan.raw_grads:
@@ -1004,7 +959,7 @@ class Optimizer:
             self._update_ema([v for _, v in plan.raw_grads])
             self._apply_constraints([v for _, v in plan.raw_grads])
         finally:
-            object.__setattr__(self, "_in_step", False)
+            self._in_step = False
         self._raw_iterations.add_(1)
         self._step += 1
         self._step_version = self._raw_iterations._version
@@ -1129,16 +1084,11 @@ class Optimizer:
             for var, grad in dense:
                 self._call_hook(self._resource_apply_dense, grad, var, apply_state)
             return
-        for group in self._groups(dense):
+        groups = _engines.groups(
+            dense, self._store, self.slot_names_for, self._weight_decay_for, self.weight_decay
+        )
+        for group in groups:
             grads = [dense[i][1] for i in group.positions]
-            run = _engines.select(
-                self.implementation, self.elementwise, group.numel, len(group.variables)
-            )
-            if group.key[1] in COMPLEX_DTYPES and run not in (
-                _engines.run_per_tensor,
-                _engines.run_foreach,
-            ):
-                run = _engines.run_foreach  # inductor does not compile complex arithmetic
             device, dtype = group.key
             compute = compute_dtype(dtype)
             c = apply_state[(device, compute)]
@@ -1150,77 +1100,13 @@ class Optimizer:
                     c, weight_decay=self._const(tf_cast_value(group.weight_decay), compute, device)
                 )
                 rule = self._update_with_weight_decay
-            if group.dtensor and not self.elementwise:
-                self._apply_whole_tensors(rule, group.variables, grads, group.slots, c)
-                continue
-            # FSDP2: an elementwise rule updates each rank's shards, with no communication
-            variables = [_distributed.local(v) for v in group.variables]
-            grads = [_distributed.local(g) for g in grads]
-            slots = [[_distributed.local(t) for t in lst] for lst in group.slots]
-            if compute == dtype:
-                run(rule, variables, grads, slots, c, group.cache)
-            else:
-                _run_in_float32(run, rule, variables, grads, slots, c)
-
-    @staticmethod
-    def _apply_whole_tensors(
-        rule: Callable[..., Any],
-        variables: Sequence[Tensor],
-        grads: Sequence[Tensor],
-        slots: Sequence[Sequence[Tensor]],
-        c: Coefficients,
-    ) -> None:
-        """A whole-tensor rule (norms, factored moments, orthogonalisation) on sharded
-        variables: each is gathered, updated identically on every rank, and each rank keeps its
-        shard (slots of another shape than the variable's are plain tensors, alike on every
-        rank)."""
-        for i, var in enumerate(variables):
-            own = [lst[i] for lst in slots]
-            whole = [_distributed.full(t) for t in (var, *own)]
-            rule(whole[0], _distributed.full(grads[i]), *whole[1:], c=c)
-            for target, value in zip((var, *own), whole):
-                if _distributed.is_dtensor(target):
-                    _distributed.write_shard(target, value)
+            _engines.run_group(rule, group, grads, c, self.implementation, self.elementwise)
 
     def _update_with_weight_decay(self, var: Any, grad: Any, *slots: Any, c: Coefficients) -> None:
-        # Keras: variable - variable * cast(wd) * lr; fidelity: TF's cast of a Python float goes
-        # through float32 (visible in float64).
-        var.sub_(var * c.weight_decay * c.lr_t)
+        # A method, not a closure: the compiled engine keys its graphs on the rule's function
+        # and class.
+        _engines.decay_(var, c.weight_decay, c.lr_t)
         self.update(var, grad, *slots, c=c)
-
-    def _groups(self, dense: list[tuple[Tensor, Tensor]]) -> list[_Group]:
-        # the decay coefficient is part of the composition: `opt.weight_decay = x` regroups
-        key = (self.weight_decay, *(id(v) for v, _ in dense))
-        groups = self._store.group_cache.get(key)
-        if groups is None:
-            by_key: dict[tuple[Any, ...], _Group] = {}
-            for i, (var, _) in enumerate(dense):
-                record = self._store.by_id[id(var)]
-                names = self.slot_names_for(record)
-                wd = self._weight_decay_for(record)
-                sharded = _distributed.is_dtensor(var)
-                gkey = (var.device, var.dtype, names, wd, sharded)
-                group = by_key.get(gkey)
-                if group is None:
-                    group = _Group(
-                        (var.device, var.dtype),
-                        [],
-                        [],
-                        [[] for _ in names],
-                        weight_decay=wd,
-                        dtensor=sharded,
-                    )
-                    by_key[gkey] = group
-                group.positions.append(i)
-                group.variables.append(var)
-                group.numel += var.numel()
-                for lst, s in zip(group.slots, names):
-                    lst.append(record.slots[s])
-            groups = list(by_key.values())
-            if len(self._store.group_cache) > 16:
-                self._store.group_cache.clear()
-            self._store.group_cache[key] = groups
-        return groups
 
     def _apply_sparse(
         self, sparse: list[tuple[Tensor, IndexedSlices]], apply_state: dict[Any, Coefficients]
@@ -1335,10 +1221,10 @@ class Optimizer:
                 continue
             dtype = var.dtype if self._legacy_hooks else compute_dtype(var.dtype)
             c = apply_state[(var.device, dtype)]
-            # Keras: variable - variable * cast(wd) * lr; fidelity: TF's cast of a Python float
-            # goes through float32 (visible in float64).
             wide = var.to(dtype)
-            var.copy_(wide - wide * self._const(tf_cast_value(wd), dtype, var.device) * c["lr_t"])
+            _engines.decay_(wide, self._const(tf_cast_value(wd), dtype, var.device), c["lr_t"])
+            if wide is not var:
+                var.copy_(wide)
 
     def _update_ema(self, variables: Sequence[Tensor]) -> None:
         if not self.use_ema:
