@@ -4,12 +4,18 @@
 
 1. **plan** — changes nothing and may raise: drop ``None`` gradients, check every (grad, var)
    pair, divide by ``loss_scale_factor``, read the gradient accumulators, clip, run
-   ``gradient_transformers`` and resolve every hyperparameter (callables and schedules).
-2. **commit** — cannot fail on valid input: create slots for new variables, update the
-   accumulators, apply decoupled weight decay, run the optimizer's one update rule through an
-   engine, update the EMA, apply constraints, ``iterations += 1``.
+   ``gradient_transformers``, resolve every hyperparameter (callables and schedules) and stage
+   the state of variables seen for the first time.
+2. **commit** — cannot fail on valid input: install the staged state, update the accumulators,
+   apply decoupled weight decay, run the optimizer's one update rule through an engine, update
+   the EMA, apply constraints (rolled back if one raises), ``iterations += 1``.
 
 So a call that raises leaves every variable, slot and counter exactly as it was.
+
+This module is the public API and that pipeline; the machinery lives in modules named for it:
+``_gradients`` (checks, unscaling, accumulation, clipping, autograd), ``_slots`` (the variable
+registry), ``_engines`` (grouping and running a rule), ``_state`` (the state dict), ``_hyper``
+(declarations). docs/architecture.md walks through a step.
 """
 
 from __future__ import annotations
