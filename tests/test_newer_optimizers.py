@@ -312,3 +312,31 @@ def test_rule_never_reads_a_value_on_the_host(name, shape):
     c = Coefficients(lr_t=torch.empty((), device=meta))
     opt.prepare(c, meta, var.dtype)
     opt.update(var, grad, *(record.slots[s] for s in opt.slot_names_for(record)), c=c)
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "Lamb", "Adagrad", "RMSprop", "Nadam"])
+def test_float32_slots_for_half_precision_variables(name):
+    """`slot_dtype="float32"` keeps the slots of bf16 variables in float32: the rule (computed in
+    float32 either way) then equals a float32 run whose variable is rounded to bf16 after each
+    step, and the slots equal that run's slots exactly."""
+    start = torch.tensor([[1.0, -2.0], [0.5, 0.25]], dtype=torch.bfloat16)
+    var = ko.Variable(start.clone())
+    ref = ko.Variable(start.float())
+    opt = getattr(ko.optimizers, name)(learning_rate=0.05, slot_dtype="float32")
+    ref_opt = getattr(ko.optimizers, name)(learning_rate=0.05)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        g = torch.randn(2, 2, generator=gen).to(torch.bfloat16)
+        opt.apply_gradients([(g, var)])
+        ref_opt.apply_gradients([(g.float(), ref)])
+        with torch.no_grad():
+            ref.copy_(ref.to(torch.bfloat16).float())  # what storing in bf16 does
+        assert torch.equal(var.float(), ref)
+    for slot in opt.get_slot_names():
+        assert opt.get_slot(var, slot).dtype == torch.float32
+        assert torch.equal(opt.get_slot(var, slot), ref_opt.get_slot(ref, slot)), slot
+    assert opt.get_config()["slot_dtype"] == "float32"
+    again = type(opt).from_config(opt.get_config())
+    assert again.slot_dtype == "float32"
+    with pytest.raises(ValueError, match="`slot_dtype` must be None"):
+        getattr(ko.optimizers, name)(slot_dtype="float16")

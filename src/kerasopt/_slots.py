@@ -81,17 +81,20 @@ def new_slot(
     slot_name: str,
     initializer: Any = "zeros",
     shape: Sequence[int] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """A new slot tensor for ``var`` (see ``Optimizer.add_slot`` for the initializers)."""
+    """A new slot tensor for ``var`` (see ``Optimizer.add_slot`` for the initializers), in
+    ``dtype`` (default: the variable's)."""
     shape = tuple(var.shape) if shape is None else tuple(shape)
-    kw: dict[str, Any] = {"dtype": var.dtype, "device": var.device}
+    dtype = var.dtype if dtype is None else dtype
+    kw: dict[str, Any] = {"dtype": dtype, "device": var.device}
     sharded = _distributed.is_dtensor(var) and shape == tuple(var.shape)
     if sharded and (isinstance(initializer, str) or _hyper_number(initializer)):
         # FSDP2: the slot is sharded like its parameter (each rank holds its shard only)
         if initializer not in ("zeros", "ones") and isinstance(initializer, str):
             raise ValueError(f"Unknown slot initializer {initializer!r} for slot {slot_name!r}")
         fill = {"zeros": 0.0, "ones": 1.0}.get(initializer, initializer)
-        slot = _distributed.zeros_like(var, float(fill))
+        slot = _distributed.zeros_like(var, float(fill)).to(dtype)
     elif isinstance(initializer, str):
         if initializer not in ("zeros", "ones"):
             raise ValueError(f"Unknown slot initializer {initializer!r} for slot {slot_name!r}")
@@ -99,7 +102,7 @@ def new_slot(
     elif isinstance(initializer, Tensor):
         slot = initializer.detach().to(**kw).expand(shape).clone()
     elif callable(initializer):
-        slot = torch.as_tensor(initializer(shape, var.dtype)).to(**kw).expand(shape).clone()
+        slot = torch.as_tensor(initializer(shape, dtype)).to(**kw).expand(shape).clone()
     else:
         slot = torch.full(shape, float(initializer), **kw)
     if sharded and not _distributed.is_dtensor(slot):

@@ -65,6 +65,7 @@ _BASE_KWARGS = (
     "gradient_accumulation_steps",
     "jit_compile",
     "implementation",
+    "slot_dtype",
 )
 
 
@@ -142,8 +143,9 @@ class Optimizer:
         **kwargs: ``clipnorm``, ``clipvalue``, ``global_clipnorm``, ``decay`` (legacy
             ``lr / (1 + decay * iterations)``), ``lr`` (deprecated alias of ``learning_rate``),
             ``weight_decay``, ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,
-            ``loss_scale_factor``, ``gradient_accumulation_steps``, ``jit_compile`` and
-            ``implementation`` (``"auto"``, ``"foreach"``, ``"per_tensor"`` or ``"compiled"``).
+            ``loss_scale_factor``, ``gradient_accumulation_steps``, ``jit_compile``,
+            ``implementation`` (``"auto"``, ``"foreach"``, ``"per_tensor"`` or ``"compiled"``) and
+            ``slot_dtype`` (``"float32"``: float32 slots for float16/bfloat16 variables).
 
     Raises:
         TypeError: for an unexpected keyword argument.
@@ -260,6 +262,9 @@ class Optimizer:
         self.implementation = kwargs.pop(
             "implementation", "compiled" if self.jit_compile else "auto"
         )
+        # kerasopt addition: float32 slots for float16/bfloat16 variables (the rule computes in
+        # float32 anyway, so the slots then keep its full precision between steps)
+        self.slot_dtype = kwargs.pop("slot_dtype", None)
         self._validate_features()
 
     # ------------------------------------------------------------------------------------------
@@ -304,6 +309,11 @@ class Optimizer:
         if self.implementation not in _engines.ENGINES:
             raise ValueError(
                 f"`implementation` must be one of {_engines.ENGINES}. Received: {self.implementation!r}"
+            )
+        if self.slot_dtype not in (None, "float32", torch.float32):
+            raise ValueError(
+                "`slot_dtype` must be None (slots in the variable's dtype) or 'float32' (float32 "
+                f"slots for float16/bfloat16 variables). Received: slot_dtype={self.slot_dtype!r}"
             )
 
     # ------------------------------------------------------------------------------------------
@@ -525,7 +535,12 @@ class Optimizer:
         record = self._record(var)
         if slot_name in record.slots:
             return record.slots[slot_name]
-        slot = new_slot(var, record.name, slot_name, initializer, shape)
+        dtype = (
+            torch.float32
+            if self.slot_dtype is not None and var.dtype in (torch.float16, torch.bfloat16)
+            else var.dtype
+        )
+        slot = new_slot(var, record.name, slot_name, initializer, shape, dtype)
         self._store.add_slot(record, slot_name, slot)
         return slot
 
@@ -1330,6 +1345,8 @@ class Optimizer:
                 config[key] = value
         if self.jit_compile:
             config["jit_compile"] = True
+        if self.slot_dtype is not None:
+            config["slot_dtype"] = "float32"
         if self.implementation not in ("auto", "compiled" if self.jit_compile else "auto"):
             config["implementation"] = self.implementation
         for decl in declared(type(self)):

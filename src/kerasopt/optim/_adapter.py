@@ -41,6 +41,7 @@ _FEATURES: dict[str, Any] = {
     "gradient_accumulation_steps": None,
     "jit_compile": False,
     "implementation": None,
+    "slot_dtype": None,
 }
 
 # Slots the base class owns (EMA, gradient accumulation); the rule's own are get_slot_names().
