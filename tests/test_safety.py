@@ -264,3 +264,11 @@ def test_multi_optimizer_apply_gradients_of_a_non_iterable():
     opt = ko.optimizers.MultiOptimizer(ko.optimizers.OptimizerMap(ko.optimizers.SGD(0.1), {}))
     with pytest.raises(TypeError, match="must be an iterable of \\(gradient, variable\\) pairs"):
         opt.apply_gradients(5)
+
+
+@pytest.mark.parametrize("key", ["clipnorm", "clipvalue", "global_clipnorm", "loss_scale_factor"])
+@pytest.mark.parametrize("value", ["", "0.5", True, [1.0]])
+def test_feature_numbers_are_checked_at_construction(key, value):
+    # before: Adam(clipnorm="") was accepted and the first step raised a raw torch TypeError
+    with pytest.raises(TypeError, match=rf"`{key}` must be a number or None"):
+        ko.optimizers.Adam(**{key: value})

@@ -21,6 +21,7 @@ registry), ``_engines`` (grouping and running a rule), ``_state`` (the state dic
 from __future__ import annotations
 
 import inspect
+import numbers
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -95,6 +96,10 @@ class Plan:
     update: bool  # False on a gradient-accumulation-only call
     raw_grads: list[tuple[Grad, Tensor]]  # after loss-scale division, before clipping
     staged: Staged | None = None  # state of the new variables, built and checked in plan
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real)
 
 
 def _looks_like_parameters(value: Any) -> bool:
@@ -212,6 +217,10 @@ class Optimizer:
         for key in kwargs:
             if key not in _BASE_KWARGS:
                 raise TypeError(f"Unexpected keyword argument passed to optimizer: {key}")
+        for key in ("clipnorm", "clipvalue", "global_clipnorm", "loss_scale_factor"):
+            value = kwargs.get(key)
+            if value is not None and (isinstance(value, (bool, Tensor)) or not _is_real(value)):
+                raise TypeError(f"`{key}` must be a number or None. Received: {key}={value!r}")
         for key in ("clipnorm", "clipvalue", "global_clipnorm", "decay", "lr", "loss_scale_factor"):
             if kwargs.get(key) is not None:
                 non_negative(key, kwargs[key])
