@@ -272,3 +272,27 @@ def test_feature_numbers_are_checked_at_construction(key, value):
     # before: Adam(clipnorm="") was accepted and the first step raised a raw torch TypeError
     with pytest.raises(TypeError, match=rf"`{key}` must be a number or None"):
         ko.optimizers.Adam(**{key: value})
+
+
+def test_set_weights_with_an_unreadable_tensor_changes_nothing():
+    v = ko.Variable([1.0], name="v")
+    opt = ko.optimizers.Adam()
+    opt.apply_gradients([(torch.ones(1), v)])
+    before = _snapshot(opt, v)
+    bad = [torch.tensor(5), torch.ones(1), torch.empty(1, device="meta")]
+    with pytest.raises(ValueError, match="Optimizer weight 2 of optimizer Adam cannot be read"):
+        opt.set_weights(bad)
+    _assert_unchanged(before, opt, v)
+
+
+def test_failed_first_multi_optimizer_call_leaves_it_unbuilt():
+    a, b = ko.Variable([1.0], name="a"), ko.Variable([1.0, 2.0], name="b")
+    m = ko.optimizers.OptimizerMap(ko.optimizers.Adam(0.1), {"b": ko.optimizers.SGD(0.5, 0.9)})
+    opt = ko.optimizers.MultiOptimizer(m)
+    fresh, count = _snapshot(opt, a, b), len(opt.variables())
+    with pytest.raises(ValueError, match=r"'b' has shape \(3,\), expected \(2,\)"):
+        opt.apply_gradients([(torch.ones(1), a), (torch.ones(3), b)])
+    assert not opt.built and len(opt.variables()) == count
+    _assert_unchanged(fresh, opt, a, b)
+    opt.apply_gradients([(torch.ones(1), a), (torch.ones(2), b)])  # builds now
+    assert opt.built and float(b[0]) == 0.5

@@ -646,9 +646,17 @@ class Optimizer:
             # TF: Keras V1 Adam stores `vhat` slots even without amsgrad; they are dropped.
             weights = weights[: len(params)]
         values = self._checked_weights(params, weights)
+        staged = []  # every copy source made first: a failing one (a meta tensor) writes nothing
+        for i, (param, value) in enumerate(zip(params, values)):
+            try:
+                staged.append(value.detach().to(device=param.device, dtype=param.dtype, copy=True))
+            except (RuntimeError, NotImplementedError) as e:
+                raise ValueError(
+                    f"Optimizer weight {i} of optimizer {self._name} cannot be read: {e}"
+                ) from None
         with torch.no_grad():
-            for param, value in zip(params, values):
-                param.copy_(value.to(param.dtype))
+            for param, value in zip(params, staged):
+                param.copy_(value)
         self._sync_step()
 
     # ------------------------------------------------------------------------------------------

@@ -292,6 +292,7 @@ class MultiOptimizer(Optimizer):
             self._ensure_home(variables[0].device)
             self._dummy_learning_rate = self._dummy_learning_rate.to(self._home)
         groups: dict[int, list[Tensor]] = {}
+        count_before = len(self._inner_optimizers)
         for var, name, opt in zip(variables, names, assigned):
             index = next((i for i, o in enumerate(self._inner_optimizers) if o is opt), None)
             if index is None:
@@ -303,10 +304,27 @@ class MultiOptimizer(Optimizer):
             if isinstance(name, str):
                 # The inner optimizer names slots and matches weight-decay exclusions by it.
                 opt._store.hint(var, name)
-        for index, group in groups.items():
-            self._inner_optimizers[index].build(group)
+        undo: list[tuple[Optimizer, list[Tensor], Any]] = []
+        try:
+            for index, group in groups.items():
+                opt = self._inner_optimizers[index]
+                undo.append((opt, group, opt._creation_mark()))
+                opt.build(group)
+        except BaseException:
+            self._unbuild(undo, count_before)
+            raise
+        self._build_undo = (undo, count_before)
         self._var_list = list(variables)
         self._built = True
+
+    def _unbuild(self, undo: list[tuple[Optimizer, list[Tensor], Any]], count: int) -> None:
+        """Forgets a build (a failed build, or a first ``apply`` that raised): all or nothing."""
+        for opt, group, mark in undo:
+            opt._forget_created(group, mark)
+        del self._inner_optimizers[count:]
+        self._var_to_optimizer.clear()
+        self._var_list = []
+        self._built = False
 
     def _route(self, var: Tensor, name: Any) -> Optimizer:
         label = repr(name) if isinstance(name, str) else var_label(var)
@@ -372,6 +390,14 @@ class MultiOptimizer(Optimizer):
             variables = self._flatten_var_list(trainable_variables)
             if not self._built:
                 self.build(variables)
+                try:
+                    return self._apply_built(grads, variables)
+                except BaseException:
+                    self._unbuild(*self._build_undo)  # a failed first call leaves it unbuilt
+                    raise
+        return self._apply_built(grads, variables)
+
+    def _apply_built(self, grads: list[Any], variables: list[Tensor]) -> Tensor:
         for count in (len(self._var_list), len(variables)):
             if len(grads) != count:
                 raise ValueError(
