@@ -80,9 +80,6 @@ class Coefficients(dict[str, Any]):
             raise AttributeError(f"no coefficient {key!r}; have {sorted(self)}") from None
 
 
-# The old private name, still imported by optimizers/adafactor.py.
-_Record = Record
-
 
 @dataclass(eq=False)
 class Plan:
@@ -665,11 +662,6 @@ class Optimizer:
     def _records(self) -> dict[int, Record]:
         """id(variable) -> Record (read by optimizers/schedule_free_adamw.py and the tests)."""
         return self._store.by_id
-
-    @property
-    def _opt_weights(self) -> list[tuple[str, Tensor]]:
-        """(name, tensor) of each optimizer-level weight (read by optimizers/nadam.py)."""
-        return self._store.opt_weights
 
     @property
     def _built(self) -> bool:

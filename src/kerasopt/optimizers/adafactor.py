@@ -13,7 +13,7 @@ from ..optimizer import Coefficients
 from ._keras3 import Keras3Optimizer
 
 if TYPE_CHECKING:
-    from ..optimizer import _Record
+    from ..optimizer import Record
 
 
 def _rms(x: Tensor) -> Tensor:
@@ -112,7 +112,7 @@ class Adafactor(Keras3Optimizer):
                 self.add_slot(var, "c", shape=shape[:-2] + shape[-1:])
             self.add_slot(var, "v")
 
-    def slot_names_for(self, record: _Record) -> tuple[str, ...]:
+    def slot_names_for(self, record: Record) -> tuple[str, ...]:
         return ("r", "c", "v") if record.var.dim() >= 2 else ("v",)
 
     def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:

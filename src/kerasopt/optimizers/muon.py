@@ -10,8 +10,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._hyper import Hyper, Param, non_negative, number_value, tf_cast_value
-from ..optimizer import Coefficients, Optimizer, Record
+from .._hyper import Hyper, Param, non_negative, number_value
+from ..optimizer import Coefficients, Record
+from ._keras3 import Keras3Optimizer
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -30,7 +31,7 @@ def _patterns(value: Any) -> list[str]:
     return list(value or [])
 
 
-class Muon(Optimizer):
+class Muon(Keras3Optimizer):
     """Muon for 2-D weight matrices, AdamW for every other variable (Keras 3's Muon).
 
     Each variable is routed once, when its slots are created, by its registered name
@@ -125,8 +126,6 @@ class Muon(Optimizer):
 
     slot_aliases: ClassVar[dict[str, str]] = {"m": "momentum", "v": "velocity"}
     elementwise: ClassVar[bool] = False  # Newton–Schulz needs the whole matrix
-    sparse_mode: ClassVar[str] = "dense"
-    keras3_config: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -202,21 +201,16 @@ class Muon(Optimizer):
 
     # -- math ----------------------------------------------------------------------------------
     def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
-        local_step = self._local_step(dtype, device)
-        # fidelity: Keras 3 computes `ops.power(ops.cast(beta, dtype), t)`; on TensorFlow that
-        # cast goes through float32, which shows in float64 (checked against TF 2.21).
-        adam_beta_1_t = self._const(tf_cast_value(self.adam_beta_1), dtype, device)
-        adam_beta_2_t = self._const(tf_cast_value(self.adam_beta_2), dtype, device)
-        adam_beta_1_power = torch.pow(adam_beta_1_t, local_step)
-        adam_beta_2_power = torch.pow(adam_beta_2_t, local_step)
+        adam_beta_1_power, adam_beta_2_power = self._beta_powers(
+            dtype, device, self.adam_beta_1, self.adam_beta_2
+        )
         # fidelity: Keras 3 multiplies the float32 learning rate by `adam_lr_ratio` before the
         # cast to the variable's dtype, so the product is float32-rounded (shows in float64).
         ratio = self._const(self.adam_lr_ratio, torch.float32, device)
         adam_lr = (c.lr_t.to(torch.float32) * ratio).to(dtype)
         c["alpha"] = adam_lr * torch.sqrt(1 - adam_beta_2_power) / (1 - adam_beta_1_power)
-        # Keras 3 computes (1 - beta) on the Python floats, then converts to the variable dtype.
-        c["one_minus_adam_beta_1"] = self._const(1 - self.adam_beta_1, dtype, device)
-        c["one_minus_adam_beta_2"] = self._const(1 - self.adam_beta_2, dtype, device)
+        c["one_minus_adam_beta_1"] = self._one_minus(self.adam_beta_1, dtype, device)
+        c["one_minus_adam_beta_2"] = self._one_minus(self.adam_beta_2, dtype, device)
         c["epsilon"] = self._const(self.epsilon, dtype, device)
         c["momentum"] = self._const(self.momentum, dtype, device)
         c["momentum_minus_one"] = self._const(self.momentum - 1, dtype, device)

@@ -113,7 +113,7 @@ class Nadam(Optimizer):
     @property
     def _m_cache(self) -> Tensor | None:
         # Looked up by name: moving the weights to the first variable's device replaces them.
-        return dict(self._opt_weights).get("momentum_cache")
+        return dict(self._store.opt_weights).get("momentum_cache")
 
     def _decayed_lr(self, var_dtype: torch.dtype) -> Tensor:
         # `decay` is the momentum-schedule decay: the learning rate is used as given.
