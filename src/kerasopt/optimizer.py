@@ -80,7 +80,6 @@ class Coefficients(dict[str, Any]):
             raise AttributeError(f"no coefficient {key!r}; have {sorted(self)}") from None
 
 
-
 @dataclass(eq=False)
 class Plan:
     """What plan hands to commit: the checked pairs, new variables' staged state, resolved
