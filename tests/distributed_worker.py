@@ -37,6 +37,16 @@ def batch(step: int, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]
     return x[rank * n : (rank + 1) * n], y[rank * n : (rank + 1) * n]
 
 
+def shard(net: torch.nn.Module) -> None:
+    """FSDP2 over each Linear layer, then the root (DTensor parameters sharded on dim 0)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in net:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer)
+    fully_shard(net)
+
+
 def loss_of(net: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((net(x) - y) ** 2).mean()
 
@@ -140,8 +150,6 @@ def zero(rank: int, world: int) -> dict[str, Any]:
 
 
 def fsdp(rank: int, world: int) -> dict[str, Any]:
-    from torch.distributed.fsdp import fully_shard
-
     out: dict[str, Any] = {}
     cases = [(api, "Adam") for api in ("backward", "minimize", "tape", "optim")]
     cases += [
@@ -159,10 +167,7 @@ def fsdp(rank: int, world: int) -> dict[str, Any]:
     for api, name in cases:
         net = model()
         if world > 1:
-            for layer in net:
-                if isinstance(layer, torch.nn.Linear):
-                    fully_shard(layer)
-            fully_shard(net)
+            shard(net)
         opt = train(api, name, net, rank, world)
         out[f"{api}/{name}"] = [full(p).clone() for p in net.parameters()]
         if api == "backward" and name == "Adam":
@@ -179,15 +184,11 @@ def dcp_save(rank: int, world: int, folder: Path) -> dict[str, Any]:
     """FSDP2 on ``world`` ranks: train 2 steps with both APIs, save both states with DCP."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
-    from torch.distributed.fsdp import fully_shard
 
     out: dict[str, Any] = {}
     for api in ("keras", "optim"):
         net = model()
-        for layer in net:
-            if isinstance(layer, torch.nn.Linear):
-                fully_shard(layer)
-        fully_shard(net)
+        shard(net)
         opt = train("backward" if api == "keras" else "optim", "Adam", net, rank, world, 2)
         if api == "keras":
             state = {"model": net.state_dict(), "optimizer": opt.state_dict()}
@@ -207,16 +208,12 @@ def dcp_load(rank: int, world: int, folder: Path) -> dict[str, Any]:
     """Load the 2-rank checkpoints on ``world`` ranks (1: no FSDP), then train 2 more steps."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-    from torch.distributed.fsdp import fully_shard
 
     out: dict[str, Any] = {}
     for api in ("keras", "optim"):
         net = model()
         if world > 1:
-            for layer in net:
-                if isinstance(layer, torch.nn.Linear):
-                    fully_shard(layer)
-            fully_shard(net)
+            shard(net)
         if api == "keras":
             opt: Any = ko.optimizers.Adam(0.05)
             opt.build(net)
