@@ -20,6 +20,7 @@ registry), ``_engines`` (grouping and running a rule), ``_state`` (the state dic
 
 from __future__ import annotations
 
+import abc
 import inspect
 import numbers
 import re
@@ -126,7 +127,7 @@ def _requires_step_argument(fn: Callable[..., Any]) -> bool:
     return len(required) == 1
 
 
-class Optimizer:
+class Optimizer(metaclass=abc.ABCMeta):
     """Base class of kerasopt optimizers (TF ``tf.keras.optimizers.Optimizer``, optimizer_v2).
 
     You never use this class directly: create one of its subclasses such as
