@@ -85,6 +85,9 @@ class Hyper:
         check: validation applied to numbers when the value is set.
     """
 
+    #: False for ``_set_hyper`` names made attributes (kerasopt._legacy), not declared by a class
+    is_declaration = True
+
     def __init__(self, default: Any = None, *, check: Check | None = None) -> None:
         self.default = default
         self.check = check
@@ -174,6 +177,6 @@ def declared(cls: type) -> list[Hyper | Param]:
     seen: dict[str, Hyper | Param] = {}
     for klass in reversed(cls.__mro__):
         for key, value in vars(klass).items():
-            if isinstance(value, (Hyper, Param)):
+            if isinstance(value, Param) or (isinstance(value, Hyper) and value.is_declaration):
                 seen[key] = value  # a redeclaration keeps the base's position (TF's key order)
     return list(seen.values())

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import _distributed, _engines, _gradients, _state
+from . import _distributed, _engines, _gradients, _legacy, _state
 from ._engines import compute_dtype
 from ._gradients import Grad
 from ._hyper import (
@@ -127,7 +127,48 @@ def _requires_step_argument(fn: Callable[..., Any]) -> bool:
     return len(required) == 1
 
 
-class Optimizer(metaclass=abc.ABCMeta):
+class RulePath:
+    """Applies a plan through the optimizer's rule (``update`` / ``update_sparse``) and the
+    engines; ``kerasopt._legacy.HookPath`` is the other path, for TF 2.x-style subclasses."""
+
+    def accepts_complex(self, opt: Optimizer) -> bool:
+        return opt.supports_complex
+
+    def compute_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        return compute_dtype(dtype)
+
+    def route(
+        self, opt: Optimizer, pairs: list[tuple[Any, Tensor]]
+    ) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, IndexedSlices]]]:
+        dense: list[tuple[Tensor, Tensor]] = []
+        sparse: list[tuple[Tensor, IndexedSlices]] = []
+        for g, v in pairs:
+            if isinstance(g, IndexedSlices):
+                if _distributed.active() and _distributed.is_dtensor(v):
+                    raise NotImplementedError(
+                        f"Variable {opt._label(v)} is a DTensor (FSDP2): sparse gradients are not "
+                        "supported for sharded variables."
+                    )
+                if opt.sparse_mode == "dense":
+                    dense.append((v, _gradients.densify(g, v)))
+                else:
+                    sparse.append((v, g))
+            else:
+                dense.append((v, g))
+        return dense, sparse
+
+    def apply(self, opt: Optimizer, plan: Plan, apply_state: dict[Any, Coefficients]) -> None:
+        opt._apply_weight_decay(plan.sparse, apply_state)
+        opt._apply_dense(plan.dense, apply_state)
+        opt._apply_sparse(plan.sparse, apply_state)
+
+
+_RULES = RulePath()
+
+
+# ABCMeta only so that the wrappers, which compose instead of inheriting, register as virtual
+# subclasses (TF's LossScaleOptimizer is an Optimizer): nothing here is abstract.
+class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
     """Base class of kerasopt optimizers (TF ``tf.keras.optimizers.Optimizer``, optimizer_v2).
 
     You never use this class directly: create one of its subclasses such as
@@ -184,6 +225,14 @@ class Optimizer(metaclass=abc.ABCMeta):
     #: how ``set_weights`` reads a Keras V1 optimizer's ``get_weights()`` (TF's per-class
     #: overrides): ``"without_iterations"`` (Adagrad, Adadelta, RMSprop), ``"with_vhats"`` (Adam)
     keras_v1_weights: ClassVar[str | None] = None
+    #: how a plan is applied: the rule and engines, or a TF 2.x subclass's hooks (chosen per class)
+    _path: ClassVar[RulePath | _legacy.HookPath] = _RULES
+    #: set by LossScaleOptimizer on the optimizer it wraps (TF's flag; one wrapper per optimizer)
+    _is_wrapped_by_loss_scale_optimizer: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._path = _HOOKS if _HOOKS.serves(cls) else _RULES
 
     def __init__(
         self,
@@ -193,16 +242,19 @@ class Optimizer(metaclass=abc.ABCMeta):
         learning_rate: Any = _UNSET,
         **kwargs: Any,
     ) -> None:
-        # Plain state first, through object.__setattr__: our __setattr__ refuses attributes set
-        # before this constructor ran (Keras 3 does the same).
-        init = object.__setattr__
-        init(self, "_hypers", {})
-        init(self, "_hyper_tensors", {})
-        init(self, "_hyper_variables", {})
-        init(self, "_hyper_versions", {})
-        init(self, "_step_callables", {})
-        init(self, "_dynamic_hypers", set())
-        init(self, "_params", {})
+        if self.__dict__:
+            # Keras 3 and TF refuse this too: the base's state would overwrite (or miss) it.
+            raise RuntimeError(
+                f"It looks like you are subclassing `Optimizer` and forgot to call "
+                f"`super().__init__()` as the first statement in `__init__()` (attributes set "
+                f"before it: {sorted(self.__dict__)})."
+            )
+        self._hypers: dict[str, Any] = {}  # name -> number, tensor, callable or schedule
+        self._hyper_tensors: dict[str, Tensor] = {}  # what the engines read (float32, 0-d)
+        self._hyper_variables: dict[str, Tensor] = {}  # what `opt.<hyper>` returns
+        self._hyper_versions: dict[str, int] = {}
+        self._step_callables: dict[str, bool] = {}
+        self._params: dict[str, Any] = {}
         if _looks_like_parameters(learning_rate):
             cls = type(self).__name__
             raise TypeError(
@@ -239,7 +291,6 @@ class Optimizer(metaclass=abc.ABCMeta):
         self._constants: dict[tuple[Any, ...], Tensor] = {}
         self._exclude_ids: set[int] = set()
         self._exclude_names: re.Pattern[str] | None = None
-        self._legacy_hooks = type(self)._resource_apply_dense is not Optimizer._resource_apply_dense
 
         if "lr" in kwargs:
             warnings.warn(
@@ -272,27 +323,6 @@ class Optimizer(metaclass=abc.ABCMeta):
         # float32 anyway, so the slots then keep its full precision between steps)
         self.slot_dtype = kwargs.pop("slot_dtype", None)
         self._validate_features()
-
-    # ------------------------------------------------------------------------------------------
-    # attribute plumbing: declared hyperparameters are descriptors; seed-era `_set_hyper` names
-    # are reachable as attributes too (TF's `opt.beta_1`), without __getattribute__ magic.
-    def __setattr__(self, name: str, value: Any) -> None:
-        d = self.__dict__
-        if "_hypers" not in d:
-            raise RuntimeError(
-                f"It looks like you are subclassing `Optimizer` and forgot to call "
-                f"`super().__init__()` as the first statement in `__init__()` (setting {name!r})."
-            )
-        if name in d["_dynamic_hypers"]:
-            self._set_hyper(name, value)
-            return
-        object.__setattr__(self, name, value)
-
-    def __getattr__(self, name: str) -> Any:
-        d = self.__dict__
-        if name in d.get("_dynamic_hypers", ()):
-            return self._hyper_read(name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _validate_features(self) -> None:
         k = self.gradient_accumulation_steps
@@ -333,7 +363,7 @@ class Optimizer(metaclass=abc.ABCMeta):
         """
         check_hyper_value(name, value)
         if name not in {d.name for d in declared(type(self)) if isinstance(d, Hyper)}:
-            self._dynamic_hypers.add(name)
+            _legacy.expose(type(self), name)  # TF: `opt.momentum` after `_set_hyper("momentum")`
         if name == "learning_rate" and "learning_rate" in self._hypers:
             old = self._hypers["learning_rate"]
             if isinstance(old, LearningRateSchedule) and number_value(value) is not None:
@@ -409,10 +439,6 @@ class Optimizer(metaclass=abc.ABCMeta):
     @lr.setter
     def lr(self, value: Any) -> None:
         self.learning_rate = value
-
-    def __dir__(self) -> list[str]:
-        # TF lists the hyperparameters set with `_set_hyper` (and `lr`) among the attributes.
-        return sorted(set(super().__dir__()) | set(self.__dict__.get("_hypers", ())))
 
     def _get_hyper(self, name: str, dtype: torch.dtype | None = None) -> Any:
         """TF's ``_get_hyper``: the step-time value in ``dtype`` (schedules are returned as is)."""
@@ -725,7 +751,7 @@ class Optimizer(metaclass=abc.ABCMeta):
             for var in new_vars:
                 self.add_slot(var, "gradient_accumulator")
 
-    def _build_optimizer_weights(self, var_list: Sequence[Tensor]) -> None:
+    def _build_optimizer_weights(self, var_list: Sequence[Tensor]) -> None:  # noqa: B027
         """Hook for optimizer-level weights (Nadam's ``momentum_cache``)."""
 
     def _flatten_var_list(self, var_list: Any) -> list[Tensor]:
@@ -828,7 +854,7 @@ class Optimizer(metaclass=abc.ABCMeta):
     def _plan(self, grads_and_vars: Iterable[tuple[Any, Tensor]], aggregate: bool = True) -> Plan:
         self._sync_step()
         checks = _gradients.PairChecks(
-            self._store, type(self).__name__, self.supports_complex or self._legacy_hooks
+            self._store, type(self).__name__, self._path.accepts_complex(self)
         )
         pairs = _gradients.unaliased(checks.pairs(grads_and_vars), self._store, self._name)
         if aggregate and (
@@ -855,35 +881,7 @@ class Optimizer(metaclass=abc.ABCMeta):
             for transform in self.gradient_transformers:
                 pairs = list(transform(pairs))
                 pairs = checks.pairs(pairs, transformed=True)
-        dense: list[tuple[Tensor, Tensor]] = []
-        sparse: list[tuple[Tensor, IndexedSlices]] = []
-        for g, v in pairs:
-            if isinstance(g, IndexedSlices):
-                if self.sparse_mode == "dense" and not self._legacy_hooks:
-                    dense.append((v, _gradients.densify(g, v)))
-                else:
-                    sparse.append((v, g))
-            else:
-                dense.append((v, g))
-        if _distributed.active():
-            for g, v in pairs:
-                if _distributed.is_dtensor(v) and (
-                    isinstance(g, IndexedSlices) or self._legacy_hooks
-                ):
-                    raise NotImplementedError(
-                        f"Variable {self._label(v)} is a DTensor (FSDP2): "
-                        + (
-                            "sparse gradients are not supported for sharded variables."
-                            if isinstance(g, IndexedSlices)
-                            else f"{type(self).__name__}'s `_resource_apply_*` hooks are not "
-                            "supported for sharded variables (write `update` instead)."
-                        )
-                    )
-        if sparse and self._legacy_hooks and not self._has_sparse_hook():
-            raise NotImplementedError(
-                f"{type(self).__name__} does not implement `_resource_apply_sparse`: it cannot apply "
-                f"sparse gradients (variable {self._label(sparse[0][0])})."
-            )
+        dense, sparse = self._path.route(self, pairs)
         new_vars = [v for _, v in raw if self._store.record_of(v) is None]
         hyper_values = self._resolve_hypers()
         staged = self._store.stage(
@@ -980,9 +978,7 @@ class Optimizer(metaclass=abc.ABCMeta):
                 apply_state = self._prepare(
                     [v for v, _ in plan.dense] + [v for v, _ in plan.sparse]
                 )
-                self._apply_weight_decay(plan, apply_state)
-                self._apply_dense(plan.dense, apply_state)
-                self._apply_sparse(plan.sparse, apply_state)
+                self._path.apply(self, plan, apply_state)
                 if k:
                     for _, v in plan.raw_grads:
                         self._store.slots_of(v)["gradient_accumulator"].zero_()
@@ -1018,8 +1014,7 @@ class Optimizer(metaclass=abc.ABCMeta):
     ) -> dict[tuple[torch.device, torch.dtype], Coefficients]:
         apply_state: dict[tuple[torch.device, torch.dtype], Coefficients] = {}
         for var in variables:
-            dtype = var.dtype if self._legacy_hooks else compute_dtype(var.dtype)
-            key = (var.device, dtype)
+            key = (var.device, self._path.compute_dtype(var.dtype))
             if key not in apply_state:
                 apply_state[key] = Coefficients()
                 self._prepare_local(key[0], key[1], apply_state)
@@ -1041,7 +1036,7 @@ class Optimizer(metaclass=abc.ABCMeta):
             c["lr_t"] = self._decayed_lr(var_dtype).to(var_device)
         self.prepare(c, var_device, var_dtype)
 
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
+    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:  # noqa: B027
         """Adds the rule's coefficients to ``c`` (0-d tensors in ``dtype`` on ``device``)."""
 
     # helpers for `prepare`
@@ -1110,10 +1105,6 @@ class Optimizer(metaclass=abc.ABCMeta):
     ) -> None:
         if not dense:
             return
-        if self._legacy_hooks:
-            for var, grad in dense:
-                self._call_hook(self._resource_apply_dense, grad, var, apply_state)
-            return
         groups = _engines.groups(
             dense, self._store, self.slot_names_for, self._weight_decay_for, self.weight_decay
         )
@@ -1142,15 +1133,6 @@ class Optimizer(metaclass=abc.ABCMeta):
         self, sparse: list[tuple[Tensor, IndexedSlices]], apply_state: dict[Any, Coefficients]
     ) -> None:
         for var, grad in sparse:
-            if self._legacy_hooks:
-                self._call_hook(
-                    self._resource_apply_sparse_duplicate_indices,
-                    grad.values,
-                    var,
-                    apply_state,
-                    grad.indices,
-                )
-                continue
             g = deduplicate(grad) if self.sums_duplicates() else grad
             record = self._store.by_id[id(var)]
             compute = compute_dtype(var.dtype)
@@ -1166,15 +1148,7 @@ class Optimizer(metaclass=abc.ABCMeta):
                 if t is not w:
                     t.copy_(w)
 
-    def _call_hook(
-        self, hook: Callable[..., Any], grad: Tensor, var: Tensor, apply_state: Any, *extra: Any
-    ) -> None:
-        if "apply_state" in inspect.signature(hook).parameters:
-            hook(grad, var, *extra, apply_state=apply_state)
-        else:
-            hook(grad, var, *extra)
-
-    # seed-era hooks ---------------------------------------------------------------------------
+    # seed-era hooks (TF 2.x subclasses override them; kerasopt._legacy runs those) -------------
     def _resource_apply_dense(self, grad: Tensor, var: Tensor, apply_state: Any = None) -> None:
         """Applies a dense gradient to one variable (TF hook; runs the rule per tensor)."""
         c = (apply_state or {}).get((var.device, var.dtype)) or self._fallback_apply_state(
@@ -1182,23 +1156,10 @@ class Optimizer(metaclass=abc.ABCMeta):
         )
         self.update(var, grad, *self._rule_slots(self._record(var)), c=c)
 
-    def _has_sparse_hook(self) -> bool:
-        cls = type(self)
-        return (
-            cls._resource_apply_sparse is not Optimizer._resource_apply_sparse
-            or cls._resource_apply_sparse_duplicate_indices
-            is not Optimizer._resource_apply_sparse_duplicate_indices
-        )
-
     def _resource_apply_sparse(
         self, grad: Tensor, var: Tensor, indices: Tensor, apply_state: Any = None
     ) -> None:
         """Applies unique-row sparse values (TF hook). Seed-era subclasses override it."""
-        if self._legacy_hooks:
-            raise NotImplementedError(
-                f"{type(self).__name__} does not implement `_resource_apply_sparse`: it cannot apply "
-                "sparse gradients."
-            )
         c = (apply_state or {}).get((var.device, var.dtype)) or self._fallback_apply_state(
             var.device, var.dtype
         )
@@ -1209,7 +1170,7 @@ class Optimizer(metaclass=abc.ABCMeta):
     ) -> None:
         """Sums duplicate indices, then calls ``_resource_apply_sparse`` (TF hook)."""
         g = deduplicate(IndexedSlices(grad, indices, tuple(handle.shape)))
-        self._call_hook(self._resource_apply_sparse, g.values, handle, apply_state, g.indices)
+        _legacy.call_hook(self._resource_apply_sparse, g.values, handle, apply_state, g.indices)
 
     # ------------------------------------------------------------------------------------------
     # newer-generation features
@@ -1242,14 +1203,15 @@ class Optimizer(metaclass=abc.ABCMeta):
             return True
         return bool(self._exclude_names is not None and self._exclude_names.search(record.name))
 
-    def _apply_weight_decay(self, plan: Plan, apply_state: dict[Any, Coefficients]) -> None:
-        """Decay for what the engines do not fuse it into: sparse pairs and seed-era hooks."""
-        pairs = [*plan.dense, *plan.sparse] if self._legacy_hooks else plan.sparse
-        for var, _ in pairs:
+    def _apply_weight_decay(
+        self, sparse: list[tuple[Tensor, IndexedSlices]], apply_state: dict[Any, Coefficients]
+    ) -> None:
+        """Decay of sparse pairs (the engines fuse it into the dense rule)."""
+        for var, _ in sparse:
             wd = self._weight_decay_for(self._store.by_id[id(var)])
             if wd is None:
                 continue
-            dtype = var.dtype if self._legacy_hooks else compute_dtype(var.dtype)
+            dtype = compute_dtype(var.dtype)
             c = apply_state[(var.device, dtype)]
             wide = var.to(dtype)
             _engines.decay_(wide, self._const(tf_cast_value(wd), dtype, var.device), c["lr_t"])
@@ -1377,3 +1339,6 @@ class Optimizer(metaclass=abc.ABCMeta):
 
     def __repr__(self) -> str:
         return f"<kerasopt.optimizers.{type(self).__name__} name={self._name!r} iterations={self._step}>"
+
+
+_HOOKS = _legacy.HookPath(Optimizer)

@@ -1,0 +1,163 @@
+"""The seed-era (TF 2.x optimizer_v2) subclass API, kept out of the main pipeline.
+
+A TF 2.x custom optimizer subclasses ``Optimizer`` and writes hooks instead of a rule::
+
+    class MyMomentum(ko.optimizers.Optimizer):
+        def __init__(self, learning_rate=0.01, momentum=0.5, name="MyMomentum", **kwargs):
+            super().__init__(name, **kwargs)
+            self._set_hyper("learning_rate", learning_rate)
+            self._set_hyper("momentum", momentum)
+
+        def _create_slots(self, var_list): ...
+        def _resource_apply_dense(self, grad, var, apply_state=None): ...
+        def _resource_apply_sparse(self, grad, var, indices, apply_state=None): ...
+
+Two things make that work without branches through the base class:
+
+- ``HookPath`` is what the pipeline calls to apply a plan for such a class (``RulePath`` in
+  ``optimizer.py`` is the one for rules): hooks run per variable in the variable's own dtype, as
+  TF runs them; weight decay is applied before them; sparse values reach
+  ``_resource_apply_sparse_duplicate_indices``. The base chooses the path once per class.
+- ``HyperAttribute`` makes a name set with ``_set_hyper`` an attribute (TF's ``opt.momentum``):
+  ``_set_hyper`` installs one on the subclass for a name it does not declare, instead of a
+  ``__getattr__``/``__setattr__`` on the base.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from . import _distributed, _engines
+from ._hyper import Hyper, tf_cast_value
+from .sparse import IndexedSlices
+
+if TYPE_CHECKING:
+    from .optimizer import Coefficients, Optimizer, Plan
+
+
+@functools.cache
+def _takes_apply_state(fn: Callable[..., Any]) -> bool:
+    # TF does the same: optimizer_v2 reads `getfullargspec(self._resource_apply_dense).args`
+    # and passes `apply_state` only to hooks that declare it.
+    return "apply_state" in inspect.signature(fn).parameters
+
+
+def call_hook(
+    hook: Callable[..., Any], grad: Tensor, var: Tensor, apply_state: Any, *extra: Any
+) -> None:
+    func = getattr(hook, "__func__", hook)
+    if _takes_apply_state(func):
+        hook(grad, var, *extra, apply_state=apply_state)
+    else:
+        hook(grad, var, *extra)
+
+
+class HookPath:
+    """Applies a plan through the TF hooks of a seed-era subclass of ``base``."""
+
+    def __init__(self, base: type[Optimizer]) -> None:
+        self.base = base
+
+    def serves(self, cls: type[Optimizer]) -> bool:
+        """Whether ``cls`` is a TF 2.x-style subclass (it overrides ``_resource_apply_dense``)."""
+        return cls._resource_apply_dense is not self.base._resource_apply_dense
+
+    def _has_sparse_hook(self, cls: type) -> bool:
+        return any(
+            getattr(cls, hook) is not getattr(self.base, hook)
+            for hook in ("_resource_apply_sparse", "_resource_apply_sparse_duplicate_indices")
+        )
+
+    def accepts_complex(self, opt: Optimizer) -> bool:
+        return True  # the hooks are the user's: their math decides
+
+    def compute_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        return dtype  # hooks see the variable's own dtype, as in TF
+
+    def route(
+        self, opt: Optimizer, pairs: list[tuple[Any, Tensor]]
+    ) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, IndexedSlices]]]:
+        dense: list[tuple[Tensor, Tensor]] = []
+        sparse: list[tuple[Tensor, IndexedSlices]] = []
+        for g, v in pairs:
+            if _distributed.active() and _distributed.is_dtensor(v):
+                raise NotImplementedError(
+                    f"Variable {opt._label(v)} is a DTensor (FSDP2): "
+                    + (
+                        "sparse gradients are not supported for sharded variables."
+                        if isinstance(g, IndexedSlices)
+                        else f"{type(opt).__name__}'s `_resource_apply_*` hooks are not "
+                        "supported for sharded variables (write `update` instead)."
+                    )
+                )
+            if isinstance(g, IndexedSlices):
+                sparse.append((v, g))
+            else:
+                dense.append((v, g))
+        if sparse and not self._has_sparse_hook(type(opt)):
+            raise NotImplementedError(
+                f"{type(opt).__name__} does not implement `_resource_apply_sparse`: it cannot apply "
+                f"sparse gradients (variable {opt._label(sparse[0][0])})."
+            )
+        return dense, sparse
+
+    def apply(self, opt: Optimizer, plan: Plan, apply_state: dict[Any, Coefficients]) -> None:
+        for var, _ in [*plan.dense, *plan.sparse]:
+            wd = opt._weight_decay_for(opt._store.by_id[id(var)])
+            if wd is not None:
+                c = apply_state[(var.device, var.dtype)]
+                _engines.decay_(var, opt._const(tf_cast_value(wd), var.dtype, var.device), c.lr_t)
+        for var, grad in plan.dense:
+            call_hook(opt._resource_apply_dense, grad, var, apply_state)
+        for var, slices in plan.sparse:
+            call_hook(
+                opt._resource_apply_sparse_duplicate_indices,
+                slices.values,
+                var,
+                apply_state,
+                slices.indices,
+            )
+
+
+class HyperAttribute(Hyper):
+    """``opt.<name>`` for a hyperparameter set with ``_set_hyper`` (TF's ``opt.momentum``).
+
+    Installed on the subclass by ``_set_hyper``, so it is shared by the class's instances: one
+    that never set the hyperparameter keeps a plain attribute of that name. Not a declaration:
+    ``get_config`` leaves it to the subclass (TF's custom ``get_config`` writes it).
+    """
+
+    is_declaration = False
+
+    def __get__(self, opt: Any, owner: type | None = None) -> Any:
+        if opt is None:
+            return self
+        if self.name in opt._hypers:
+            return opt._hyper_read(self.name)
+        try:
+            return opt.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(
+                f"{type(opt).__name__!r} object has no attribute {self.name!r}"
+            ) from None
+
+    def __set__(self, opt: Any, value: Any) -> None:
+        if self.name in opt._hypers:
+            super().__set__(opt, value)
+        else:
+            opt.__dict__[self.name] = value
+
+
+def expose(cls: type, name: str) -> None:
+    """Makes hyperparameter ``name`` an attribute of ``cls`` unless the name is taken."""
+    if any(name in vars(klass) for klass in cls.__mro__):
+        return
+    attribute = HyperAttribute()
+    attribute.__set_name__(cls, name)
+    setattr(cls, name, attribute)
