@@ -305,8 +305,8 @@ def _(grad, flag):
 class _FlakyAdam(ko.optimizers.Adam):
     """Adam whose compiled graph raises at run time while ``FLAG`` is set (an opaque custom op)."""
 
-    def update(self, var, grad, *slots, c):
-        ko.optimizers.Adam.update(self, var, _checked_grad(grad, FLAG), *slots, c=c)
+    def update(self, var, grad, *, c, **slots):
+        ko.optimizers.Adam.update(self, var, _checked_grad(grad, FLAG), c=c, **slots)
 
 
 def _flaky_keys():

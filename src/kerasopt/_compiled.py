@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import types
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -69,7 +69,7 @@ _NO_DUCK_SHAPE = fx_config.patch(use_duck_shape=False)  # type: ignore[attr-defi
 
 def _chunk_step(rule: Callable[..., None], variables: Any, grads: Any, slots: Any, c: Any) -> None:
     for i in range(len(variables)):
-        rule(variables[i], grads[i], *(s[i] for s in slots), c=c)
+        rule(variables[i], grads[i], c=c, **{name: s[i] for name, s in slots.items()})
 
 
 def _compiled(key: tuple[Any, ...]) -> Callable[..., None]:
@@ -124,7 +124,7 @@ def _run_chunks(
     rule: Callable[..., None],
     variables: Sequence[Tensor],
     grads: Sequence[Tensor],
-    slots: Sequence[Sequence[Tensor]],
+    slots: Mapping[str, Sequence[Tensor]],
     c: Any,
     flat: list[int],
 ) -> int:
@@ -137,10 +137,10 @@ def _run_chunks(
         scratch = _scratch(var0.dtype, var0.device, (2 + len(slots)) * pad) if pad else []
         v = [_flat(variables[i]) for i in idx] + scratch[:pad]
         g = [_flat(grads[i].contiguous()) for i in idx] + scratch[pad : 2 * pad]
-        s = [
-            [_flat(lst[i]) for i in idx] + scratch[(2 + k) * pad : (3 + k) * pad]
-            for k, lst in enumerate(slots)
-        ]
+        s = {
+            name: [_flat(lst[i]) for i in idx] + scratch[(2 + k) * pad : (3 + k) * pad]
+            for k, (name, lst) in enumerate(slots.items())
+        }
         first = _READY.get(key) is not fn
         try:
             fn(rule, v, g, s, c)
@@ -167,20 +167,24 @@ def run_compiled(
     rule: Callable[..., None],
     variables: Sequence[Tensor],
     grads: Sequence[Tensor],
-    slots: Sequence[Sequence[Tensor]],
+    slots: Mapping[str, Sequence[Tensor]],
     c: Any,
     cache: dict[str, Any] | None = None,
 ) -> None:
     eager: list[int] = []
     flat: list[int] = []
     for i, var in enumerate(variables):
-        ok = var.numel() >= 2 and var.is_contiguous() and all(s[i].is_contiguous() for s in slots)
+        ok = (
+            var.numel() >= 2
+            and var.is_contiguous()
+            and all(s[i].is_contiguous() for s in slots.values())
+        )
         (flat if ok else eager).append(i)
     if flat:
         var0 = variables[flat[0]]
         # The rule's function and its optimizer class: one graph per class, shared by instances.
         owner = type(getattr(rule, "__self__", None))
-        key = (getattr(rule, "__func__", rule), owner, len(slots), var0.dtype, var0.device.type)
+        key = (getattr(rule, "__func__", rule), owner, tuple(slots), var0.dtype, var0.device.type)
         if key in _BROKEN:
             eager.extend(flat)
             flat = []
@@ -193,6 +197,6 @@ def run_compiled(
         rule(
             TensorList([variables[i] for i in eager]),
             TensorList([grads[i] for i in eager]),
-            *(TensorList([lst[i] for i in eager]) for lst in slots),
             c=c,
+            **{name: TensorList([lst[i] for i in eager]) for name, lst in slots.items()},
         )

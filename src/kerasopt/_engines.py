@@ -1,6 +1,7 @@
 """Engines: the ways one update rule is run over a group of variables.
 
-Every engine calls the optimizer's single ``update(var, grad, *slots, c=...)`` rule:
+Every engine calls the optimizer's single ``update(var, grad, <slot>=..., c=...)`` rule, its slots
+passed by name (``Slots``: slot name -> one tensor per variable of the group):
 
 - ``per_tensor``: a plain loop, one call per variable with ordinary tensors;
 - ``foreach``: one call per group with ``TensorList`` arguments, so each operation of the rule is
@@ -23,7 +24,7 @@ compute for float16/bfloat16 variables (``compute_dtype``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,29 +42,36 @@ if TYPE_CHECKING:
 ENGINES = ("auto", "per_tensor", "foreach", "compiled")
 
 Rule = Callable[..., Any]
+#: a group's slots by name, each one tensor per variable (in the group's order)
+Slots = Mapping[str, Sequence[Tensor]]
 
 
 def run_per_tensor(
     rule: Rule,
     variables: Sequence[Tensor],
     grads: Sequence[Tensor],
-    slots: Sequence[Sequence[Tensor]],
+    slots: Slots,
     c: Any,
     cache: dict[str, Any] | None = None,
 ) -> None:
     for i, (var, grad) in enumerate(zip(variables, grads)):
-        rule(var, grad, *(s[i] for s in slots), c=c)
+        rule(var, grad, c=c, **{name: s[i] for name, s in slots.items()})
 
 
 def run_foreach(
     rule: Rule,
     variables: Sequence[Tensor],
     grads: Sequence[Tensor],
-    slots: Sequence[Sequence[Tensor]],
+    slots: Slots,
     c: Any,
     cache: dict[str, Any] | None = None,
 ) -> None:
-    rule(TensorList(variables), TensorList(grads), *(TensorList(s) for s in slots), c=c)
+    rule(
+        TensorList(variables),
+        TensorList(grads),
+        c=c,
+        **{name: TensorList(s) for name, s in slots.items()},
+    )
 
 
 # `auto` compiles a group once it holds this many elements: benchmarks/bench_step.py shows the
@@ -83,7 +91,7 @@ def run_flat(
     rule: Rule,
     variables: Sequence[Tensor],
     grads: Sequence[Tensor],
-    slots: Sequence[Sequence[Tensor]],
+    slots: Slots,
     c: Any,
     cache: dict[str, Any],
 ) -> None:
@@ -96,20 +104,20 @@ def run_flat(
     """
     if "flat" not in cache:
         cache["flat"] = all(v.is_contiguous() for v in variables) and all(
-            t.is_contiguous() for lst in slots for t in lst
+            t.is_contiguous() for lst in slots.values() for t in lst
         )
         if cache["flat"]:
             sizes = [v.numel() for v in variables]
-            flat_slots = []
-            for lst in slots:
+            flat_slots = {}
+            for name, lst in slots.items():
                 buf = torch.cat([t.reshape(-1) for t in lst])
                 offset = 0
                 for t, n in zip(lst, sizes):
                     t.set_(buf.untyped_storage(), offset, t.shape, t.stride())
                     offset += n
-                flat_slots.append([buf])
+                flat_slots[name] = [buf]
             var_buf = (
-                torch.empty_like(flat_slots[0][0])
+                torch.empty_like(next(iter(flat_slots.values()))[0])
                 if flat_slots
                 else torch.cat([v.detach().reshape(-1) for v in variables])
             )
@@ -178,7 +186,7 @@ class Group:
     key: tuple[torch.device, torch.dtype]
     positions: list[int]
     variables: list[Tensor]
-    slots: list[list[Tensor]]
+    slots: dict[str, list[Tensor]]  # by slot name, in the rule's order
     numel: int = 0
     weight_decay: float | None = None
     dtensor: bool = False  # FSDP2 parameters: the engines see their local shards
@@ -191,10 +199,12 @@ def groups(
     slot_names_for: Callable[[Record], tuple[str, ...]],
     weight_decay_for: Callable[[Record], float | None],
     weight_decay: Any,
+    slot_arguments: Mapping[str, str],
 ) -> list[Group]:
     """The groups of a step's dense (variable, gradient) pairs, built once per composition.
 
-    ``slot_names_for`` and ``weight_decay_for`` are the optimizer's per-variable answers;
+    ``slot_names_for`` and ``weight_decay_for`` are the optimizer's per-variable answers, and
+    ``slot_arguments`` its rule's parameter names for slots not named like them;
     ``weight_decay`` (its attribute) is part of the composition, so ``opt.weight_decay = x``
     regroups. The cache lives in ``store`` and is cleared whenever the registry changes.
     """
@@ -216,7 +226,7 @@ def groups(
                 (var.device, var.dtype),
                 [],
                 [],
-                [[] for _ in names],
+                {slot_arguments.get(name, name): [] for name in names},
                 weight_decay=wd,
                 dtensor=sharded,
             )
@@ -224,8 +234,8 @@ def groups(
         group.positions.append(i)
         group.variables.append(var)
         group.numel += var.numel()
-        for lst, s in zip(group.slots, names):
-            lst.append(record.slots[s])
+        for name in names:
+            group.slots[slot_arguments.get(name, name)].append(record.slots[name])
     built = list(by_key.values())
     if len(cache) > 16:
         cache.clear()
@@ -251,7 +261,7 @@ def run_group(
     # FSDP2: an elementwise rule updates each rank's shards, with no communication
     variables = [_distributed.local(v) for v in group.variables]
     grads = [_distributed.local(g) for g in grads]
-    slots = [[_distributed.local(t) for t in lst] for lst in group.slots]
+    slots = {name: [_distributed.local(t) for t in lst] for name, lst in group.slots.items()}
     dtype = group.key[1]
     if compute_dtype(dtype) == dtype:
         run(rule, variables, grads, slots, c, group.cache)
@@ -264,17 +274,17 @@ def run_in_float32(
     rule: Rule,
     variables: Sequence[Tensor],
     grads: Sequence[Tensor],
-    slots: Sequence[Sequence[Tensor]],
+    slots: Slots,
     c: Any,
 ) -> None:
     """One rule over half-precision tensors, computed in float32 and rounded once on store."""
     if run is run_flat:
         run = run_compiled  # the flat engine's caches hold on to their operands
     wide = [v.float() for v in variables]
-    wide_slots = [[t.float() for t in lst] for lst in slots]
+    wide_slots = {name: [t.float() for t in lst] for name, lst in slots.items()}
     run(rule, wide, [g.float() for g in grads], wide_slots, c, {})
     torch._foreach_copy_(list(variables), wide)
-    for lst, wide_lst in zip(slots, wide_slots):
+    for lst, wide_lst in zip(slots.values(), wide_slots.values()):
         narrow = [(t, w) for t, w in zip(lst, wide_lst) if t is not w]
         if narrow:
             torch._foreach_copy_([t for t, _ in narrow], [w for _, w in narrow])
@@ -284,7 +294,7 @@ def run_whole_tensors(
     rule: Rule,
     variables: Sequence[Tensor],
     grads: Sequence[Tensor],
-    slots: Sequence[Sequence[Tensor]],
+    slots: Slots,
     c: Any,
 ) -> None:
     """A whole-tensor rule (norms, factored moments, orthogonalisation) on sharded
@@ -292,9 +302,10 @@ def run_whole_tensors(
     shard (slots of another shape than the variable's are plain tensors, alike on every
     rank)."""
     for i, var in enumerate(variables):
-        own = [lst[i] for lst in slots]
-        whole = [_distributed.full(t) for t in (var, *own)]
-        rule(whole[0], _distributed.full(grads[i]), *whole[1:], c=c)
-        for target, value in zip((var, *own), whole):
+        own = {name: lst[i] for name, lst in slots.items()}
+        whole = {name: _distributed.full(t) for name, t in own.items()}
+        whole_var = _distributed.full(var)
+        rule(whole_var, _distributed.full(grads[i]), c=c, **whole)
+        for target, value in zip((var, *own.values()), (whole_var, *whole.values())):
             if _distributed.is_dtensor(target):
                 _distributed.write_shard(target, value)

@@ -212,6 +212,10 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
     slots: ClassVar[tuple[str, ...]] = ()
     #: other names a slot answers to in ``get_slot`` (e.g. Keras 3's ``momentum`` for ``m``)
     slot_aliases: ClassVar[dict[str, str]] = {}
+    #: the rule's parameter for a slot whose name is not its parameter name (the rule gets each
+    #: slot as a keyword argument named for the slot; Adafactor's slot ``c`` would clash with the
+    #: coefficients ``c``, Schedule-Free's ``momentum`` is the paper's ``z``)
+    slot_arguments: ClassVar[dict[str, str]] = {}
     #: False when the rule needs whole tensors (norms, factored moments): always run per tensor
     elementwise: ClassVar[bool] = True
     #: "lazy": the sparse rule touches only the indexed rows; "dense": densify the gradient
@@ -1074,27 +1078,35 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
     # ------------------------------------------------------------------------------------------
     # engines
     def update(self, var: Any, grad: Any, *args: Any, **kwargs: Any) -> None:
-        """The optimizer's update rule, written once with tensor methods (see DESIGN.md)."""
+        """The optimizer's update rule, written once with tensor methods (see DESIGN.md).
+
+        Called with the variable, its gradient, the step's coefficients ``c`` and each of the
+        variable's slots as a keyword argument named for the slot (``m=..., v=...``), so a
+        rule's signature reads like its SPEC.md page: ``update(self, var, grad, m, v, *, c)``.
+        """
         raise NotImplementedError(f"{type(self).__name__} defines no update rule.")
 
     def update_sparse(self, var: Any, indices: Any, values: Any, *args: Any, **kwargs: Any) -> None:
-        """Sparse rule; the default is lazy: the dense rule on the indexed rows only."""
-        slots: tuple[Tensor, ...] = args
-        c = kwargs["c"]
+        """Sparse rule; the default is lazy: the dense rule on the indexed rows only.
+
+        Called like ``update``, with the indices and values of the gradient's rows.
+        """
+        c, slots = kwargs.pop("c"), kwargs  # (the signature lets a subclass name its slots)
         rows = var.index_select(0, indices)
-        slot_rows = [s.index_select(0, indices) for s in slots]
-        self.update(rows, values, *slot_rows, c=c)
+        slot_rows = {name: s.index_select(0, indices) for name, s in slots.items()}
+        self.update(rows, values, c=c, **slot_rows)
         var.index_copy_(0, indices, rows)
-        for s, r in zip(slots, slot_rows):
-            s.index_copy_(0, indices, r)
+        for name, s in slots.items():
+            s.index_copy_(0, indices, slot_rows[name])
 
     def sums_duplicates(self) -> bool:
         """Whether duplicate sparse indices are summed before ``update_sparse`` (TF: yes, except
         plain SGD, which scatter-adds every row)."""
         return True
 
-    def _rule_slots(self, record: Record) -> list[Tensor]:
-        return [record.slots[s] for s in self.slot_names_for(record)]
+    def _rule_slots(self, record: Record) -> dict[str, Tensor]:
+        arg = self.slot_arguments
+        return {arg.get(name, name): record.slots[name] for name in self.slot_names_for(record)}
 
     def slot_names_for(self, record: Record) -> tuple[str, ...]:
         """The slots passed to the rule for one variable (Muon routes variables differently)."""
@@ -1106,7 +1118,12 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         if not dense:
             return
         groups = _engines.groups(
-            dense, self._store, self.slot_names_for, self._weight_decay_for, self.weight_decay
+            dense,
+            self._store,
+            self.slot_names_for,
+            self._weight_decay_for,
+            self.weight_decay,
+            self.slot_arguments,
         )
         for group in groups:
             grads = [dense[i][1] for i in group.positions]
@@ -1123,11 +1140,13 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
                 rule = self._update_with_weight_decay
             _engines.run_group(rule, group, grads, c, self.implementation, self.elementwise)
 
-    def _update_with_weight_decay(self, var: Any, grad: Any, *slots: Any, c: Coefficients) -> None:
+    def _update_with_weight_decay(
+        self, var: Any, grad: Any, *, c: Coefficients, **slots: Any
+    ) -> None:
         # A method, not a closure: the compiled engine keys its graphs on the rule's function
         # and class.
         _engines.decay_(var, c.weight_decay, c.lr_t)
-        self.update(var, grad, *slots, c=c)
+        self.update(var, grad, c=c, **slots)
 
     def _apply_sparse(
         self, sparse: list[tuple[Tensor, IndexedSlices]], apply_state: dict[Any, Coefficients]
@@ -1139,14 +1158,14 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
             c = apply_state[(var.device, compute)]
             slots = self._rule_slots(record)
             if compute == var.dtype:
-                self.update_sparse(var, g.indices, g.values, *slots, c=c)
+                self.update_sparse(var, g.indices, g.values, c=c, **slots)
                 continue
-            wide, wide_slots = var.float(), [t.float() for t in slots]
-            self.update_sparse(wide, g.indices, g.values.float(), *wide_slots, c=c)
+            wide, wide_slots = var.float(), {name: t.float() for name, t in slots.items()}
+            self.update_sparse(wide, g.indices, g.values.float(), c=c, **wide_slots)
             var.copy_(wide)
-            for t, w in zip(slots, wide_slots):
-                if t is not w:
-                    t.copy_(w)
+            for name, t in slots.items():
+                if t is not wide_slots[name]:
+                    t.copy_(wide_slots[name])
 
     # seed-era hooks (TF 2.x subclasses override them; kerasopt._legacy runs those) -------------
     def _resource_apply_dense(self, grad: Tensor, var: Tensor, apply_state: Any = None) -> None:
@@ -1154,7 +1173,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         c = (apply_state or {}).get((var.device, var.dtype)) or self._fallback_apply_state(
             var.device, var.dtype
         )
-        self.update(var, grad, *self._rule_slots(self._record(var)), c=c)
+        self.update(var, grad, c=c, **self._rule_slots(self._record(var)))
 
     def _resource_apply_sparse(
         self, grad: Tensor, var: Tensor, indices: Tensor, apply_state: Any = None
@@ -1163,7 +1182,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         c = (apply_state or {}).get((var.device, var.dtype)) or self._fallback_apply_state(
             var.device, var.dtype
         )
-        self.update_sparse(var, indices, grad, *self._rule_slots(self._record(var)), c=c)
+        self.update_sparse(var, indices, grad, c=c, **self._rule_slots(self._record(var)))
 
     def _resource_apply_sparse_duplicate_indices(
         self, grad: Tensor, handle: Tensor, indices: Tensor, apply_state: Any = None

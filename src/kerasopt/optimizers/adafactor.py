@@ -84,6 +84,7 @@ class Adafactor(Keras3Optimizer):
 
     slots: ClassVar[tuple[str, ...]] = ("r", "c", "v")
     slot_aliases: ClassVar[dict[str, str]] = {"velocity": "v"}
+    slot_arguments: ClassVar[dict[str, str]] = {"c": "c_factor"}  # `c` is the coefficients
     elementwise: ClassVar[bool] = False
 
     def __init__(
@@ -128,18 +129,25 @@ class Adafactor(Keras3Optimizer):
         c["clip_threshold"] = self._const(self.clip_threshold, dtype, device)
         c["one"] = self._const(1.0, dtype, device)
 
-    def update(self, var: Tensor, grad: Tensor, *slots: Tensor, c: Coefficients) -> None:
+    def update(
+        self,
+        var: Tensor,
+        grad: Tensor,
+        v: Tensor,
+        r: Tensor | None = None,
+        c_factor: Tensor | None = None,
+        *,
+        c: Coefficients,
+    ) -> None:
         alpha_t = torch.maximum(c.epsilon_2, _rms(var)) * c.rho_t
         regulated_grad_square = grad * grad + c.epsilon_1
-        if len(slots) == 3:
-            r, c_factor, v = slots
+        if r is not None and c_factor is not None:  # factored: variables of rank >= 2
             r.copy_(c.beta_2_t * r + c.one_minus_beta_2_t * regulated_grad_square.mean(dim=-1))
             c_factor.copy_(
                 c.beta_2_t * c_factor + c.one_minus_beta_2_t * regulated_grad_square.mean(dim=-2)
             )
             v.copy_((r / r.mean(dim=-1, keepdim=True)).unsqueeze(-1) * c_factor.unsqueeze(-2))
         else:
-            (v,) = slots
             v.copy_(c.beta_2_t * v + c.one_minus_beta_2_t * regulated_grad_square)
         u_t = grad * v.rsqrt()
         u_t_hat = u_t / torch.maximum(c.one, _rms(u_t) / c.clip_threshold)

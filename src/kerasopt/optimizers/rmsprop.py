@@ -116,12 +116,22 @@ class RMSprop(Optimizer):
         c["momentum"] = self._hyper_t("momentum", dtype, device)
         c["one_minus_rho"] = 1.0 - rho
 
-    def update(self, var: Any, grad: Any, rms: Any, *slots: Any, c: Coefficients) -> None:
-        if self._momentum:
-            mom = slots[0]
+    def update(
+        self,
+        var: Any,
+        grad: Any,
+        rms: Any,
+        momentum: Any = None,
+        mg: Any = None,
+        *,
+        c: Coefficients,
+    ) -> None:
+        # The slots present are the path (fixed at construction): `momentum` selects TF's fused
+        # kernel, `mg` centering.
+        if momentum is not None:
+            mom = momentum
             rms.add_((grad * grad - rms) * c.one_minus_rho)
-            if self.centered:
-                mg = slots[1]
+            if mg is not None:
                 mg.add_((grad - mg) * c.one_minus_rho)
                 denom = (rms - mg * mg) + c.epsilon
             else:
@@ -130,8 +140,7 @@ class RMSprop(Optimizer):
             var.sub_(mom)
             return
         rms.copy_(rms * c.rho + (grad * grad) * c.one_minus_rho)
-        if self.centered:
-            mg = slots[0]
+        if mg is not None:
             mg.copy_(mg * c.rho + grad * c.one_minus_rho)
             denom = rms - mg * mg
         else:
@@ -139,17 +148,24 @@ class RMSprop(Optimizer):
         var.sub_(grad * c.lr_t / (denom.sqrt() + c.epsilon))
 
     def update_sparse(
-        self, var: Any, indices: Any, values: Any, rms: Any, *slots: Any, c: Coefficients
+        self,
+        var: Any,
+        indices: Any,
+        values: Any,
+        rms: Any,
+        momentum: Any = None,
+        mg: Any = None,
+        *,
+        c: Coefficients,
     ) -> None:
-        if self._momentum:
+        if momentum is not None:
             # Lazy rows. fidelity: TF's sparse kernel writes the fused lines in its own order
             # (`rms*rho + g*g*(1-rho)`, `rsqrt(denom) * lr * g`, centered `rms + eps - mg*mg`);
             # kept, as it is bit-identical to TF 2.21 where the dense form differs by an ulp.
-            mom = slots[0]
+            mom = momentum
             rms_rows = rms.index_select(0, indices) * c.rho + (values * values) * c.one_minus_rho
             rms.index_copy_(0, indices, rms_rows)
-            if self.centered:
-                mg = slots[1]
+            if mg is not None:
                 mg_rows = mg.index_select(0, indices) * c.rho + values * c.one_minus_rho
                 mg.index_copy_(0, indices, mg_rows)
                 denom = rms_rows + c.epsilon - mg_rows * mg_rows
@@ -161,8 +177,7 @@ class RMSprop(Optimizer):
             return
         rms.mul_(c.rho).index_add_(0, indices, (values * values) * c.one_minus_rho)
         denom = rms.index_select(0, indices)
-        if self.centered:
-            mg = slots[0]
+        if mg is not None:
             mg.mul_(c.rho).index_add_(0, indices, values * c.one_minus_rho)
             mg_rows = mg.index_select(0, indices)
             denom = denom - mg_rows * mg_rows

@@ -104,6 +104,7 @@ class ScheduleFreeAdamW(Keras3Optimizer):
 
     slots: ClassVar[tuple[str, ...]] = ("momentum", "velocity")
     slot_aliases: ClassVar[dict[str, str]] = {"z": "momentum", "v": "velocity"}
+    slot_arguments: ClassVar[dict[str, str]] = {"momentum": "z", "velocity": "v"}  # the paper's
 
     def __init__(
         self,

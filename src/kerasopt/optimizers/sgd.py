@@ -75,18 +75,18 @@ class SGD(Optimizer):
         return bool(self.slot_names())
 
     def update_sparse(
-        self, var: Any, indices: Any, values: Any, *slots: Any, c: Coefficients
+        self, var: Any, indices: Any, values: Any, momentum: Any = None, *, c: Coefficients
     ) -> None:
-        if slots:
-            super().update_sparse(var, indices, values, *slots, c=c)
+        if momentum is not None:
+            super().update_sparse(var, indices, values, c=c, momentum=momentum)
         else:
             var.index_add_(0, indices, -values * c.lr_t)
 
-    def update(self, var: Any, grad: Any, *slots: Any, c: Coefficients) -> None:
-        if not slots:
+    def update(self, var: Any, grad: Any, momentum: Any = None, *, c: Coefficients) -> None:
+        if momentum is None:  # no slot: plain gradient descent
             var.sub_(grad * c.lr_t)
             return
-        (accum,) = slots
+        accum = momentum
         # accum * momentum - lr * g, in that order; the product is formed in place in accum.
         accum.mul_(c.momentum).sub_(grad * c.lr_t)
         if self.nesterov:
