@@ -14,10 +14,12 @@ import re
 from typing import Any
 
 import pytest
+import torch
 
 import kerasopt as ko
 from kerasopt._hyper import Hyper, Param, declared
 from kerasopt._schedules import LearningRateSchedule, declared_args
+from tests.specs import OPTIMIZERS as _SPECS
 
 OPTIMIZERS = [
     cls
@@ -40,9 +42,7 @@ def _builds_without_arguments(cls: type) -> bool:
 
 # Disagreements that cannot be fixed in the declaration without changing behaviour (strict: a
 # fix makes the test pass, and then this entry must go).
-KNOWN = {
-    ("Nadam", "decay"): "Nadam passes schedule_decay (0.004) as the base's `decay`, declared 0.0",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _known(cls: type, name: str) -> Any:
@@ -116,9 +116,11 @@ def test_optimizer_declarations_agree_with_the_constructor_and_the_docstring(cls
         if decl.name in parameters:
             _check_against_signature(cls, decl.name, decl.default)
         else:
-            # Not a constructor argument: the base's declaration, reached through **kwargs
-            # (`decay`) or, for a wrapper, not an argument at all.
-            assert inspect.getattr_static(ko.Optimizer, decl.name, None) is decl, (
+            # Not a constructor argument: a base keyword reached through **kwargs (`decay`;
+            # Nadam redeclares it with its own default, which the test below checks) or, for a
+            # wrapper, not an argument at all.
+            base = inspect.getattr_static(ko.Optimizer, decl.name, None)
+            assert type(base) is type(decl), (
                 f"{cls.__name__} declares `{decl.name}`, which its constructor does not take"
             )
 
@@ -198,3 +200,32 @@ def test_a_disagreement_is_reported() -> None:
     with pytest.raises(AssertionError, match=r"declared with default 1\.0"):
         _check_against_signature(Declared, "steps", 1.0)  # equal, but a config would say 1.0
     _check_against_signature(Declared, "steps", 1)
+
+
+# -- rules name their slots ------------------------------------------------------------------
+def _named_parameters(fn: Any) -> set[str]:
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in inspect.signature(fn).parameters.values() if p.kind in kinds}
+
+
+@pytest.mark.parametrize("spec", _SPECS, ids=lambda s: s.name)
+def test_every_rule_takes_each_slot_as_a_named_parameter(spec: Any) -> None:
+    """The engines pass slots by name; a rule that took ``*slots`` (and picked them by position,
+    as RMSprop once did) or ``**slots`` would not say which slot it reads."""
+    cls = getattr(ko.optimizers, spec.name)
+    rules = [cls.update]
+    if cls.update_sparse is not ko.Optimizer.update_sparse:
+        rules.append(cls.update_sparse)
+    for config in spec.configs:
+        opt = cls(**config)
+        variables = [ko.Variable(torch.zeros(3, 2)), ko.Variable(torch.zeros(4))]
+        opt.build(variables)
+        for var in variables:
+            arguments = set(opt._rule_slots(opt._store.record_of(var)))
+            assert len(arguments) == len(opt._store.record_of(var).slots)
+            for rule in rules:
+                missing = arguments - _named_parameters(rule)
+                assert not missing, (
+                    f"{spec.name}.{rule.__name__} does not name its slots {sorted(missing)} "
+                    f"(config {config})"
+                )

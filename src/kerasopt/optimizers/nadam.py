@@ -68,6 +68,9 @@ class Nadam(Optimizer):
     beta_1 = Hyper(0.9)
     beta_2 = Hyper(0.999)
     epsilon = Param(1e-7, convert=epsilon_or_default)
+    # TF's `schedule_decay` (momentum-schedule decay, not a learning-rate decay), stored as the
+    # base's `decay`: a keyword (`schedule_decay=`), 0.004 by default.
+    decay = Hyper(0.004, check=non_negative)
 
     slots: ClassVar[tuple[str, ...]] = ("m", "v")
 
