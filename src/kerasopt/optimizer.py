@@ -21,6 +21,7 @@ registry), ``_engines`` (grouping and running a rule), ``_state`` (the state dic
 from __future__ import annotations
 
 import abc
+import copy
 import inspect
 import numbers
 import re
@@ -71,14 +72,67 @@ _BASE_KWARGS = (
 )
 
 
-class Coefficients(dict[str, Any]):
-    """Per-(device, dtype) step coefficients (TF's ``apply_state`` entry), also read as attributes."""
+class Coefficients:
+    """One (device, dtype)'s step coefficients: 0-d tensors ``prepare`` computes once per step and
+    the rule reads (TF's ``apply_state`` entry).
 
-    def __getattr__(self, key: str) -> Any:
+    Each optimizer declares its own subclass with annotated fields, so the type checker sees a
+    rule's reads: a misspelt coefficient fails ``mypy``, not a training step. Seed-era (TF 2.x)
+    subclasses use it as TF's dict: ``apply_state[key]["lr_t"]``, ``apply_state[key].update(...)``.
+
+    Example:
+        >>> import torch
+        >>> c = Coefficients(lr_t=torch.tensor(0.1))
+        >>> c.momentum = torch.tensor(0.9)
+        >>> sorted(c.keys()), float(c["lr_t"])
+        (['lr_t', 'momentum'], 0.10000000149011612)
+    """
+
+    lr_t: Tensor  # the step's learning rate (schedule and legacy decay applied)
+    weight_decay: Tensor  # set for the groups decoupled weight decay applies to
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+    def replace(self, **values: Any) -> Coefficients:
+        """A copy with ``values`` set (the originals are left as they are)."""
+        new = copy.copy(self)
+        new.__dict__.update(values)
+        return new
+
+    # TF's dict protocol, for seed-era subclasses
+    def __getitem__(self, key: str) -> Any:
         try:
-            return self[key]
+            return self.__dict__[key]
         except KeyError:
-            raise AttributeError(f"no coefficient {key!r}; have {sorted(self)}") from None
+            raise KeyError(f"no coefficient {key!r}; have {sorted(self.__dict__)}") from None
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.__dict__[key] = value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.__dict__
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.__dict__)
+
+    def __len__(self) -> int:
+        return len(self.__dict__)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.__dict__.get(key, default)
+
+    def keys(self) -> Any:
+        return self.__dict__.keys()
+
+    def items(self) -> Any:
+        return self.__dict__.items()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__.update(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(sorted(self.__dict__))})"
 
 
 @dataclass(eq=False)
@@ -218,7 +272,8 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
     slot_arguments: ClassVar[dict[str, str]] = {}
     #: False when the rule needs whole tensors (norms, factored moments): always run per tensor
     elementwise: ClassVar[bool] = True
-    #: "lazy": the sparse rule touches only the indexed rows; "dense": densify the gradient
+    #: "lazy": sparse gradients reach ``update_sparse`` (the default one touches only the indexed
+    #: rows; Adam's, Nadam's and RMSprop's own decay every row, as TF's); "dense": densify them
     sparse_mode: ClassVar[str] = "lazy"
     #: create slots variable by variable (Ftrl, Keras 3) instead of one slot name at a time
     interleave_slots: ClassVar[bool] = False
@@ -229,6 +284,8 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
     #: how ``set_weights`` reads a Keras V1 optimizer's ``get_weights()`` (TF's per-class
     #: overrides): ``"without_iterations"`` (Adagrad, Adadelta, RMSprop), ``"with_vhats"`` (Adam)
     keras_v1_weights: ClassVar[str | None] = None
+    #: the class of ``prepare``'s coefficients (each optimizer declares the fields its rule reads)
+    coefficients: ClassVar[type[Coefficients]] = Coefficients
     #: how a plan is applied: the rule and engines, or a TF 2.x subclass's hooks (chosen per class)
     _path: ClassVar[RulePath | _legacy.HookPath] = _RULES
     #: set by LossScaleOptimizer on the optimizer it wraps (TF's flag; one wrapper per optimizer)
@@ -1020,14 +1077,14 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         for var in variables:
             key = (var.device, self._path.compute_dtype(var.dtype))
             if key not in apply_state:
-                apply_state[key] = Coefficients()
+                apply_state[key] = self.coefficients()
                 self._prepare_local(key[0], key[1], apply_state)
         return apply_state
 
     def _fallback_apply_state(
         self, var_device: torch.device, var_dtype: torch.dtype
     ) -> Coefficients:
-        apply_state = {(var_device, var_dtype): Coefficients()}
+        apply_state = {(var_device, var_dtype): self.coefficients()}
         self._prepare_local(var_device, var_dtype, apply_state)
         return apply_state[(var_device, var_dtype)]
 
@@ -1037,10 +1094,10 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         """Computes the step's coefficients for one (device, dtype) (TF's ``_prepare_local``)."""
         c = apply_state[(var_device, var_dtype)]
         if "learning_rate" in self._hypers:
-            c["lr_t"] = self._decayed_lr(var_dtype).to(var_device)
+            c.lr_t = self._decayed_lr(var_dtype).to(var_device)
         self.prepare(c, var_device, var_dtype)
 
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:  # noqa: B027
+    def prepare(self, c: Any, device: torch.device, dtype: torch.dtype) -> None:  # noqa: B027
         """Adds the rule's coefficients to ``c`` (0-d tensors in ``dtype`` on ``device``)."""
 
     # helpers for `prepare`
@@ -1134,8 +1191,8 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
             if group.weight_decay is not None:
                 # Decoupled weight decay runs in the same engine call as the rule, so the
                 # compiled engine fuses it into the update's single pass over memory.
-                c = Coefficients(
-                    c, weight_decay=self._const(tf_cast_value(group.weight_decay), compute, device)
+                c = c.replace(
+                    weight_decay=self._const(tf_cast_value(group.weight_decay), compute, device)
                 )
                 rule = self._update_with_weight_decay
             _engines.run_group(rule, group, grads, c, self.implementation, self.elementwise)
@@ -1233,7 +1290,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
             dtype = compute_dtype(var.dtype)
             c = apply_state[(var.device, dtype)]
             wide = var.to(dtype)
-            _engines.decay_(wide, self._const(tf_cast_value(wd), dtype, var.device), c["lr_t"])
+            _engines.decay_(wide, self._const(tf_cast_value(wd), dtype, var.device), c.lr_t)
             if wide is not var:
                 var.copy_(wide)
 

@@ -5,9 +5,18 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from torch import Tensor
 
 from .._hyper import Hyper, Param, epsilon_or_default, non_negative
 from ..optimizer import Coefficients, Optimizer
+
+
+class AdadeltaCoefficients(Coefficients):
+    """Adadelta's step coefficients (``prepare`` sets them, the rule reads them)."""
+
+    rho: Tensor
+    one_minus_rho: Tensor
+    epsilon: Tensor
 
 
 class Adadelta(Optimizer):
@@ -43,6 +52,8 @@ class Adadelta(Optimizer):
         ['accum_grad', 'accum_var']
     """
 
+    coefficients: ClassVar[type[Coefficients]] = AdadeltaCoefficients
+
     supports_complex: ClassVar[bool] = True
     keras_v1_weights: ClassVar[str | None] = "without_iterations"
     learning_rate = Hyper(0.001, check=non_negative)
@@ -63,14 +74,14 @@ class Adadelta(Optimizer):
         self.rho = rho
         self.epsilon = epsilon
 
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
+    def prepare(self, c: AdadeltaCoefficients, device: torch.device, dtype: torch.dtype) -> None:
         rho_t = self._hyper_t("rho", dtype, device)
-        c["rho"] = rho_t
-        c["one_minus_rho"] = 1 - rho_t
-        c["epsilon"] = self._const(self.epsilon, dtype, device)
+        c.rho = rho_t
+        c.one_minus_rho = 1 - rho_t
+        c.epsilon = self._const(self.epsilon, dtype, device)
 
     def update(
-        self, var: Any, grad: Any, accum_grad: Any, accum_var: Any, *, c: Coefficients
+        self, var: Any, grad: Any, accum_grad: Any, accum_var: Any, *, c: AdadeltaCoefficients
     ) -> None:
         accum_grad.copy_(accum_grad * c.rho + grad * grad * c.one_minus_rho)
         update = (accum_var + c.epsilon).sqrt() * (accum_grad + c.epsilon).rsqrt() * grad

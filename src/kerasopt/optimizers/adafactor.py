@@ -20,6 +20,18 @@ def _rms(x: Tensor) -> Tensor:
     return (x * x).mean().sqrt()
 
 
+class AdafactorCoefficients(Coefficients):
+    """Adafactor's step coefficients (``prepare`` sets them, the rule reads them)."""
+
+    rho_t: Tensor
+    beta_2_t: Tensor
+    one_minus_beta_2_t: Tensor
+    epsilon_1: Tensor
+    epsilon_2: Tensor
+    clip_threshold: Tensor
+    one: Tensor
+
+
 class Adafactor(Keras3Optimizer):
     """Adafactor (Shazeer & Stern, 2018): factored second moments, relative step size.
 
@@ -75,6 +87,8 @@ class Adafactor(Keras3Optimizer):
         0.9
     """
 
+    coefficients: ClassVar[type[Coefficients]] = AdafactorCoefficients
+
     learning_rate = Hyper(0.001, check=non_negative)
     beta_2_decay = Param(-0.8)
     epsilon_1 = Param(1e-30)
@@ -116,18 +130,18 @@ class Adafactor(Keras3Optimizer):
     def slot_names_for(self, record: Record) -> tuple[str, ...]:
         return ("r", "c", "v") if record.var.dim() >= 2 else ("v",)
 
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
+    def prepare(self, c: AdafactorCoefficients, device: torch.device, dtype: torch.dtype) -> None:
         local_step = self._local_step(dtype, device)
         # tf_keras first caps a non-schedule lr at rsqrt(t) when relative_step is set, then takes
         # the same minimum again: min(min(lr, s), s) == min(lr, s), so one minimum is exact.
-        c["rho_t"] = torch.minimum(c.lr_t, torch.rsqrt(local_step))
-        c["beta_2_t"] = 1 - torch.pow(local_step, self._const(self.beta_2_decay, dtype, device))
-        c["one_minus_beta_2_t"] = 1 - c.beta_2_t
-        c["epsilon_1"] = self._const(self.epsilon_1, dtype, device)
+        c.rho_t = torch.minimum(c.lr_t, torch.rsqrt(local_step))
+        c.beta_2_t = 1 - torch.pow(local_step, self._const(self.beta_2_decay, dtype, device))
+        c.one_minus_beta_2_t = 1 - c.beta_2_t
+        c.epsilon_1 = self._const(self.epsilon_1, dtype, device)
         # fidelity: tf_keras uses `tf.cast(epsilon_2, dtype)`, float32-rounded (shows in float64).
-        c["epsilon_2"] = self._const(tf_cast_value(self.epsilon_2), dtype, device)
-        c["clip_threshold"] = self._const(self.clip_threshold, dtype, device)
-        c["one"] = self._const(1.0, dtype, device)
+        c.epsilon_2 = self._const(tf_cast_value(self.epsilon_2), dtype, device)
+        c.clip_threshold = self._const(self.clip_threshold, dtype, device)
+        c.one = self._const(1.0, dtype, device)
 
     def update(
         self,
@@ -137,7 +151,7 @@ class Adafactor(Keras3Optimizer):
         r: Tensor | None = None,
         c_factor: Tensor | None = None,
         *,
-        c: Coefficients,
+        c: AdafactorCoefficients,
     ) -> None:
         alpha_t = torch.maximum(c.epsilon_2, _rms(var)) * c.rho_t
         regulated_grad_square = grad * grad + c.epsilon_1

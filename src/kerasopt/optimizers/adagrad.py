@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from torch import Tensor
 
 from .._hyper import Hyper, Param, epsilon_or_default, non_negative, number_value
 from ..optimizer import Coefficients, Optimizer
@@ -14,6 +15,12 @@ def _non_negative_accumulator(name: str, value: Any) -> None:
     v = number_value(value)
     if v is not None and v < 0.0:
         raise ValueError(f"initial_accumulator_value must be non-negative: {value}")
+
+
+class AdagradCoefficients(Coefficients):
+    """Adagrad's step coefficients (``prepare`` sets them, the rule reads them)."""
+
+    epsilon: Tensor
 
 
 class Adagrad(Optimizer):
@@ -51,6 +58,8 @@ class Adagrad(Optimizer):
         [4.1, 16.1]
     """
 
+    coefficients: ClassVar[type[Coefficients]] = AdagradCoefficients
+
     supports_complex: ClassVar[bool] = True
     keras_v1_weights: ClassVar[str | None] = "without_iterations"
     learning_rate = Hyper(0.001, check=non_negative)
@@ -74,9 +83,9 @@ class Adagrad(Optimizer):
     def slot_initializer(self, slot_name: str) -> Any:
         return self.initial_accumulator_value
 
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
-        c["epsilon"] = self._const(self.epsilon, dtype, device)
+    def prepare(self, c: AdagradCoefficients, device: torch.device, dtype: torch.dtype) -> None:
+        c.epsilon = self._const(self.epsilon, dtype, device)
 
-    def update(self, var: Any, grad: Any, accumulator: Any, *, c: Coefficients) -> None:
+    def update(self, var: Any, grad: Any, accumulator: Any, *, c: AdagradCoefficients) -> None:
         accumulator.add_(grad * grad)
         var.sub_(grad * c.lr_t / (accumulator.sqrt() + c.epsilon))

@@ -5,9 +5,22 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from torch import Tensor
 
 from .._hyper import Hyper, Param, epsilon_or_default, non_negative
 from ..optimizer import Coefficients, Optimizer
+
+
+class AdamCoefficients(Coefficients):
+    """Adam's step coefficients (``prepare`` sets them, the rule reads them)."""
+
+    alpha: Tensor
+    lr: Tensor
+    epsilon: Tensor
+    beta_1_t: Tensor
+    beta_2_t: Tensor
+    one_minus_beta_1_t: Tensor
+    one_minus_beta_2_t: Tensor
 
 
 class Adam(Optimizer):
@@ -47,6 +60,8 @@ class Adam(Optimizer):
         ['m', 'v']
     """
 
+    coefficients: ClassVar[type[Coefficients]] = AdamCoefficients
+
     keras_v1_weights: ClassVar[str | None] = "with_vhats"
     learning_rate = Hyper(0.001, check=non_negative)
     beta_1 = Hyper(0.9)
@@ -80,24 +95,24 @@ class Adam(Optimizer):
     def slot_names(self) -> tuple[str, ...]:
         return ("m", "v", "vhat") if self.amsgrad else ("m", "v")
 
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
+    def prepare(self, c: AdamCoefficients, device: torch.device, dtype: torch.dtype) -> None:
         local_step = self._local_step(dtype, device)
         beta_1_t = self._hyper_t("beta_1", dtype, device)
         beta_2_t = self._hyper_t("beta_2", dtype, device)
         beta_1_power = torch.pow(beta_1_t, local_step)
         beta_2_power = torch.pow(beta_2_t, local_step)
         # The dense kernel's step size, in its order: lr * sqrt(1 - b2p) / (1 - b1p) ...
-        c["alpha"] = c.lr_t * torch.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        c.alpha = c.lr_t * torch.sqrt(1 - beta_2_power) / (1 - beta_1_power)
         # ... and the sparse path's: lr * (sqrt(1 - b2p) / (1 - b1p)).
-        c["lr"] = c.lr_t * (torch.sqrt(1 - beta_2_power) / (1 - beta_1_power))
-        c["epsilon"] = self._const(self.epsilon, dtype, device)
-        c["beta_1_t"] = beta_1_t
-        c["beta_2_t"] = beta_2_t
-        c["one_minus_beta_1_t"] = 1 - beta_1_t
-        c["one_minus_beta_2_t"] = 1 - beta_2_t
+        c.lr = c.lr_t * (torch.sqrt(1 - beta_2_power) / (1 - beta_1_power))
+        c.epsilon = self._const(self.epsilon, dtype, device)
+        c.beta_1_t = beta_1_t
+        c.beta_2_t = beta_2_t
+        c.one_minus_beta_1_t = 1 - beta_1_t
+        c.one_minus_beta_2_t = 1 - beta_2_t
 
     def update(
-        self, var: Any, grad: Any, m: Any, v: Any, vhat: Any = None, *, c: Coefficients
+        self, var: Any, grad: Any, m: Any, v: Any, vhat: Any = None, *, c: AdamCoefficients
     ) -> None:
         # TF's kernel order; temporaries are updated in place (the same IEEE operations in the
         # same order, half the allocations in the eager engines).
@@ -117,7 +132,7 @@ class Adam(Optimizer):
         v: Any,
         vhat: Any = None,
         *,
-        c: Coefficients,
+        c: AdamCoefficients,
     ) -> None:
         m.mul_(c.beta_1_t).index_add_(0, indices, values * c.one_minus_beta_1_t)
         v.mul_(c.beta_2_t).index_add_(0, indices, (values * values) * c.one_minus_beta_2_t)

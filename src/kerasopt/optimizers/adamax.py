@@ -5,9 +5,21 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from torch import Tensor
 
 from .._hyper import Hyper, Param, epsilon_or_default, non_negative
 from ..optimizer import Coefficients, Optimizer
+
+
+class AdamaxCoefficients(Coefficients):
+    """Adamax's step coefficients (``prepare`` sets them, the rule reads them)."""
+
+    scaled_lr: Tensor
+    neg_scaled_lr: Tensor
+    epsilon: Tensor
+    beta_1_t: Tensor
+    one_minus_beta_1_t: Tensor
+    beta_2_t: Tensor
 
 
 class Adamax(Optimizer):
@@ -45,6 +57,8 @@ class Adamax(Optimizer):
         ['m', 'v']
     """
 
+    coefficients: ClassVar[type[Coefficients]] = AdamaxCoefficients
+
     learning_rate = Hyper(0.001, check=non_negative)
     beta_1 = Hyper(0.9)
     beta_2 = Hyper(0.999)
@@ -67,26 +81,26 @@ class Adamax(Optimizer):
         self.beta_2 = beta_2
         self.epsilon = epsilon
 
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
+    def prepare(self, c: AdamaxCoefficients, device: torch.device, dtype: torch.dtype) -> None:
         local_step = self._local_step(dtype, device)
         beta_1_t = self._hyper_t("beta_1", dtype, device)
         beta_1_power = torch.pow(beta_1_t, local_step)
         # The dense kernel's step size lr / (1 - b1p); the sparse path adds -lr / (1 - b1p),
         # which is the same number negated (negation is exact).
-        c["scaled_lr"] = c.lr_t / (1 - beta_1_power)
-        c["neg_scaled_lr"] = -c.lr_t / (1 - beta_1_power)
-        c["epsilon"] = self._const(self.epsilon, dtype, device)
-        c["beta_1_t"] = beta_1_t
-        c["one_minus_beta_1_t"] = 1 - beta_1_t
-        c["beta_2_t"] = self._hyper_t("beta_2", dtype, device)
+        c.scaled_lr = c.lr_t / (1 - beta_1_power)
+        c.neg_scaled_lr = -c.lr_t / (1 - beta_1_power)
+        c.epsilon = self._const(self.epsilon, dtype, device)
+        c.beta_1_t = beta_1_t
+        c.one_minus_beta_1_t = 1 - beta_1_t
+        c.beta_2_t = self._hyper_t("beta_2", dtype, device)
 
-    def update(self, var: Any, grad: Any, m: Any, v: Any, *, c: Coefficients) -> None:
+    def update(self, var: Any, grad: Any, m: Any, v: Any, *, c: AdamaxCoefficients) -> None:
         m.add_((grad - m) * c.one_minus_beta_1_t)
         v.copy_((v * c.beta_2_t).maximum(grad.abs()))
         var.sub_(c.scaled_lr * (m / (v + c.epsilon)))
 
     def update_sparse(
-        self, var: Any, indices: Any, values: Any, m: Any, v: Any, *, c: Coefficients
+        self, var: Any, indices: Any, values: Any, m: Any, v: Any, *, c: AdamaxCoefficients
     ) -> None:
         # TF's sparse path writes the first-moment line as a weighted sum, not as the dense
         # kernel's `m += (g - m) * (1 - beta_1)`: the two round differently.

@@ -11,7 +11,7 @@ from torch import Tensor
 from .._hyper import Param
 from ..optimizer import Coefficients
 from ._keras3 import Keras3Optimizer
-from .adam import Adam
+from .adam import Adam, AdamCoefficients
 
 
 class AdamW(Keras3Optimizer, Adam):
@@ -62,6 +62,8 @@ class AdamW(Keras3Optimizer, Adam):
         ['m', 'v']
     """
 
+    coefficients: ClassVar[type[Coefficients]] = AdamCoefficients  # Adam's rule, these four set
+
     # Keras 3 keeps these as Python floats, not float32 variables (Adam's legacy declarations
     # are float32 hyperparameters); see `prepare` for where TF rounds them anyway.
     beta_1 = Param(0.9)
@@ -107,12 +109,12 @@ class AdamW(Keras3Optimizer, Adam):
             for var in var_list:
                 self.add_slot(var, "vhat")
 
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
+    def prepare(self, c: AdamCoefficients, device: torch.device, dtype: torch.dtype) -> None:
         # tf_keras and Keras 3 alike: `tf.pow(tf.cast(beta, dtype), t)`
         beta_1_power, beta_2_power = self._beta_powers(dtype, device, self.beta_1, self.beta_2)
-        c["alpha"] = c.lr_t * torch.sqrt(1 - beta_2_power) / (1 - beta_1_power)
-        c["one_minus_beta_1_t"] = self._one_minus(self.beta_1, dtype, device)
-        c["one_minus_beta_2_t"] = self._one_minus(self.beta_2, dtype, device)
-        c["epsilon"] = self._const(self.epsilon, dtype, device)
+        c.alpha = c.lr_t * torch.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        c.one_minus_beta_1_t = self._one_minus(self.beta_1, dtype, device)
+        c.one_minus_beta_2_t = self._one_minus(self.beta_2, dtype, device)
+        c.epsilon = self._const(self.epsilon, dtype, device)
 
     # The update rule is Adam's (`Adam.update`), unchanged.

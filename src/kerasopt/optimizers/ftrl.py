@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from torch import Tensor
 
 from .._hyper import Hyper, Param, non_negative, number_value, tf_cast_value
 from ..optimizer import Coefficients, Optimizer
@@ -20,6 +21,16 @@ def _negative_or_zero(name: str, value: Any) -> None:
     v = number_value(value)
     if v is not None and v > 0.0:
         raise ValueError(f"`{name}` needs to be negative or zero. Received: {name}={value}.")
+
+
+class FtrlCoefficients(Coefficients):
+    """Ftrl's step coefficients (``prepare`` sets them, the rule reads them)."""
+
+    two_l2: Tensor
+    l1: Tensor
+    power: Tensor
+    sqrt_power: bool  # learning_rate_power == -0.5: TF's sqrt kernel (decided in Python)
+    two_l2_shrinkage: Tensor
 
 
 class Ftrl(Optimizer):
@@ -69,6 +80,8 @@ class Ftrl(Optimizer):
         ['accumulator', 'linear']
     """
 
+    coefficients: ClassVar[type[Coefficients]] = FtrlCoefficients
+
     learning_rate = Hyper(0.001, check=non_negative)
     initial_accumulator_value = Param(0.1, check=_positive_or_zero, convert=float)
     learning_rate_power = Hyper(-0.5, check=_negative_or_zero)
@@ -112,23 +125,23 @@ class Ftrl(Optimizer):
             return bool(self._hyper_tensors["learning_rate_power"].to(dtype) == -0.5)
         return torch.tensor(value, dtype=torch.float32).to(dtype).item() == -0.5
 
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
+    def prepare(self, c: FtrlCoefficients, device: torch.device, dtype: torch.dtype) -> None:
         l2_t = self._hyper_t("l2_regularization_strength", dtype, device)
         beta_t = self._hyper_t("beta", dtype, device)
         # TF folds beta into the L2 strength in Python; the kernel then uses 2 * l2.
         adjusted_l2 = l2_t + beta_t / (2.0 * c.lr_t)
-        c["two_l2"] = 2 * adjusted_l2
-        c["l1"] = self._hyper_t("l1_regularization_strength", dtype, device)
-        c["power"] = -self._hyper_t("learning_rate_power", dtype, device)
-        c["sqrt_power"] = self._is_sqrt_power(dtype)
+        c.two_l2 = 2 * adjusted_l2
+        c.l1 = self._hyper_t("l1_regularization_strength", dtype, device)
+        c.power = -self._hyper_t("learning_rate_power", dtype, device)
+        c.sqrt_power = self._is_sqrt_power(dtype)
         # fidelity: TF's `_prepare_local` does `tf.cast(l2_shrinkage, dtype)`, which goes through
         # float32 (SPEC 1.4 calls it exact; TF 2.21 rounds it, which shows in float64).
-        c["two_l2_shrinkage"] = 2 * self._const(
+        c.two_l2_shrinkage = 2 * self._const(
             tf_cast_value(self.l2_shrinkage_regularization_strength), dtype, device
         )
 
     def update(
-        self, var: Any, grad: Any, accumulator: Any, linear: Any, *, c: Coefficients
+        self, var: Any, grad: Any, accumulator: Any, linear: Any, *, c: FtrlCoefficients
     ) -> None:
         # TF runs the shrinkage kernel (ApplyFtrlV2) only when the strength is positive.
         if self.l2_shrinkage_regularization_strength > 0.0:

@@ -12,6 +12,17 @@ from ..optimizer import Coefficients
 from ._keras3 import Keras3Optimizer
 
 
+class LambCoefficients(Coefficients):
+    """Lamb's step coefficients (``prepare`` sets them, the rule reads them)."""
+
+    one_minus_beta_1_power: Tensor
+    one_minus_beta_2_power: Tensor
+    one_minus_beta_1: Tensor
+    one_minus_beta_2: Tensor
+    epsilon: Tensor
+    one: Tensor
+
+
 class Lamb(Keras3Optimizer):
     """Adam's bias-corrected direction scaled per tensor by the trust ratio ``‖θ‖ / ‖u‖``.
 
@@ -46,6 +57,8 @@ class Lamb(Keras3Optimizer):
         [2.6464, 3.6464]
     """
 
+    coefficients: ClassVar[type[Coefficients]] = LambCoefficients
+
     learning_rate = Hyper(0.001, check=non_negative)
     beta_1 = Param(0.9)
     beta_2 = Param(0.999)
@@ -69,16 +82,18 @@ class Lamb(Keras3Optimizer):
         self.beta_2 = beta_2
         self.epsilon = epsilon
 
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
+    def prepare(self, c: LambCoefficients, device: torch.device, dtype: torch.dtype) -> None:
         beta_1_power, beta_2_power = self._beta_powers(dtype, device, self.beta_1, self.beta_2)
-        c["one_minus_beta_1_power"] = 1.0 - beta_1_power
-        c["one_minus_beta_2_power"] = 1.0 - beta_2_power
-        c["one_minus_beta_1"] = self._one_minus(self.beta_1, dtype, device)
-        c["one_minus_beta_2"] = self._one_minus(self.beta_2, dtype, device)
-        c["epsilon"] = self._const(self.epsilon, dtype, device)
-        c["one"] = self._const(1.0, dtype, device)
+        c.one_minus_beta_1_power = 1.0 - beta_1_power
+        c.one_minus_beta_2_power = 1.0 - beta_2_power
+        c.one_minus_beta_1 = self._one_minus(self.beta_1, dtype, device)
+        c.one_minus_beta_2 = self._one_minus(self.beta_2, dtype, device)
+        c.epsilon = self._const(self.epsilon, dtype, device)
+        c.one = self._const(1.0, dtype, device)
 
-    def update(self, var: Tensor, grad: Tensor, m: Tensor, v: Tensor, *, c: Coefficients) -> None:
+    def update(
+        self, var: Tensor, grad: Tensor, m: Tensor, v: Tensor, *, c: LambCoefficients
+    ) -> None:
         m.add_((grad - m) * c.one_minus_beta_1)
         v.add_((grad * grad - v) * c.one_minus_beta_2)
         m_t_hat = m / c.one_minus_beta_1_power

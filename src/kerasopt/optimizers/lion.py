@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from torch import Tensor
 
 from .._hyper import Hyper, Param, non_negative, number_value, tf_cast_value
 from ..optimizer import Coefficients
@@ -18,6 +19,15 @@ def _beta_1_in_range(name: str, value: Any) -> None:
             f"Argument `{name}` must be in the [0, 1] range. Otherwise, the optimizer "
             f"degenerates to SignSGD. Received: {name}={value}."
         )
+
+
+class LionCoefficients(Coefficients):
+    """Lion's step coefficients (``prepare`` sets them, the rule reads them)."""
+
+    beta_1: Tensor
+    beta_2: Tensor
+    one_minus_beta_1: Tensor
+    one_minus_beta_2: Tensor
 
 
 class Lion(Keras3Optimizer):
@@ -57,6 +67,8 @@ class Lion(Keras3Optimizer):
         [0.02, -0.04, 0.06]
     """
 
+    coefficients: ClassVar[type[Coefficients]] = LionCoefficients
+
     learning_rate = Hyper(0.001, check=non_negative)
     beta_1 = Param(0.9, check=_beta_1_in_range)
     beta_2 = Param(0.99)
@@ -76,15 +88,15 @@ class Lion(Keras3Optimizer):
         self.beta_1 = beta_1
         self.beta_2 = beta_2
 
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
+    def prepare(self, c: LionCoefficients, device: torch.device, dtype: torch.dtype) -> None:
         # Keras casts beta to the variable's dtype first, then subtracts in that dtype.
         # fidelity: that cast (`tf.cast` / Keras 3's `ops.cast` on TF) turns the Python float
         # into float32 first, which shows in float64 (checked against TF 2.21).
-        c["beta_1"] = self._const(tf_cast_value(self.beta_1), dtype, device)
-        c["beta_2"] = self._const(tf_cast_value(self.beta_2), dtype, device)
-        c["one_minus_beta_1"] = 1.0 - c.beta_1
-        c["one_minus_beta_2"] = 1.0 - c.beta_2
+        c.beta_1 = self._const(tf_cast_value(self.beta_1), dtype, device)
+        c.beta_2 = self._const(tf_cast_value(self.beta_2), dtype, device)
+        c.one_minus_beta_1 = 1.0 - c.beta_1
+        c.one_minus_beta_2 = 1.0 - c.beta_2
 
-    def update(self, var: Any, grad: Any, m: Any, *, c: Coefficients) -> None:
+    def update(self, var: Any, grad: Any, m: Any, *, c: LionCoefficients) -> None:
         var.sub_((m * c.beta_1 + grad * c.one_minus_beta_1).sign() * c.lr_t)
         m.copy_(m * c.beta_2 + grad * c.one_minus_beta_2)

@@ -31,6 +31,17 @@ def _patterns(value: Any) -> list[str]:
     return list(value or [])
 
 
+class MuonCoefficients(Coefficients):
+    """Muon's step coefficients (``prepare`` sets them, the rule reads them)."""
+
+    alpha: Tensor
+    one_minus_adam_beta_1: Tensor
+    one_minus_adam_beta_2: Tensor
+    epsilon: Tensor
+    momentum: Tensor
+    momentum_minus_one: Tensor
+
+
 class Muon(Keras3Optimizer):
     """Muon for 2-D weight matrices, AdamW for every other variable (Keras 3's Muon).
 
@@ -107,6 +118,8 @@ class Muon(Keras3Optimizer):
         >>> opt.get_slot_names()
         ['momentum', 'velocity']
     """
+
+    coefficients: ClassVar[type[Coefficients]] = MuonCoefficients
 
     learning_rate = Hyper(0.001, check=non_negative)
     adam_beta_1 = Param(0.9, convert=float)
@@ -200,7 +213,7 @@ class Muon(Keras3Optimizer):
         return None if wd is None else float(wd)
 
     # -- math ----------------------------------------------------------------------------------
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
+    def prepare(self, c: MuonCoefficients, device: torch.device, dtype: torch.dtype) -> None:
         adam_beta_1_power, adam_beta_2_power = self._beta_powers(
             dtype, device, self.adam_beta_1, self.adam_beta_2
         )
@@ -208,15 +221,15 @@ class Muon(Keras3Optimizer):
         # cast to the variable's dtype, so the product is float32-rounded (shows in float64).
         ratio = self._const(self.adam_lr_ratio, torch.float32, device)
         adam_lr = (c.lr_t.to(torch.float32) * ratio).to(dtype)
-        c["alpha"] = adam_lr * torch.sqrt(1 - adam_beta_2_power) / (1 - adam_beta_1_power)
-        c["one_minus_adam_beta_1"] = self._one_minus(self.adam_beta_1, dtype, device)
-        c["one_minus_adam_beta_2"] = self._one_minus(self.adam_beta_2, dtype, device)
-        c["epsilon"] = self._const(self.epsilon, dtype, device)
-        c["momentum"] = self._const(self.momentum, dtype, device)
-        c["momentum_minus_one"] = self._const(self.momentum - 1, dtype, device)
+        c.alpha = adam_lr * torch.sqrt(1 - adam_beta_2_power) / (1 - adam_beta_1_power)
+        c.one_minus_adam_beta_1 = self._one_minus(self.adam_beta_1, dtype, device)
+        c.one_minus_adam_beta_2 = self._one_minus(self.adam_beta_2, dtype, device)
+        c.epsilon = self._const(self.epsilon, dtype, device)
+        c.momentum = self._const(self.momentum, dtype, device)
+        c.momentum_minus_one = self._const(self.momentum - 1, dtype, device)
 
     def update(
-        self, var: Any, grad: Any, momentum: Any, velocity: Any = None, *, c: Coefficients
+        self, var: Any, grad: Any, momentum: Any, velocity: Any = None, *, c: MuonCoefficients
     ) -> None:
         if velocity is not None:  # AdamW path
             momentum.add_((grad - momentum) * c.one_minus_adam_beta_1)

@@ -16,6 +16,23 @@ from .schedules import LearningRateSchedule
 _U_FLOAT32 = float(torch.tensor(0.96, dtype=torch.float32))
 
 
+class NadamCoefficients(Coefficients):
+    """Nadam's step coefficients (``prepare`` sets them, the rule reads them)."""
+
+    neg_lr_t: Tensor
+    epsilon: Tensor
+    beta_1_t: Tensor
+    beta_2_t: Tensor
+    m_t: Tensor
+    m_t_1: Tensor
+    one_minus_beta_1_t: Tensor
+    one_minus_beta_2_t: Tensor
+    one_minus_m_t: Tensor
+    one_minus_m_schedule_new: Tensor
+    one_minus_m_schedule_next: Tensor
+    v_t_prime_denominator: Tensor
+
+
 class Nadam(Optimizer):
     """Adam with Nesterov momentum and Dozat's momentum schedule (TF's legacy Nadam).
 
@@ -63,6 +80,8 @@ class Nadam(Optimizer):
         >>> [w.shape for w in opt.get_weights()]
         [(), (), (), ()]
     """
+
+    coefficients: ClassVar[type[Coefficients]] = NadamCoefficients
 
     learning_rate = Hyper(0.001, check=non_negative)
     beta_1 = Hyper(0.9)
@@ -128,7 +147,7 @@ class Nadam(Optimizer):
         self._m_cache_read = None if cache is None else cache.clone()
         return super()._prepare(variables)
 
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
+    def prepare(self, c: NadamCoefficients, device: torch.device, dtype: torch.dtype) -> None:
         cache = self._m_cache
         if cache is None:
             raise RuntimeError("Nadam's `momentum_cache` is created with the first variables.")
@@ -147,20 +166,20 @@ class Nadam(Optimizer):
         if dtype == cache.dtype:
             cache.copy_(m_schedule_new)
         m_schedule_next = m_schedule_new * m_t_1
-        c["neg_lr_t"] = -c.lr_t
-        c["epsilon"] = self._const(self.epsilon, dtype, device)
-        c["beta_1_t"] = beta_1_t
-        c["beta_2_t"] = beta_2_t
-        c["m_t"] = m_t
-        c["m_t_1"] = m_t_1
-        c["one_minus_beta_1_t"] = 1 - beta_1_t
-        c["one_minus_beta_2_t"] = 1 - beta_2_t
-        c["one_minus_m_t"] = 1.0 - m_t
-        c["one_minus_m_schedule_new"] = 1.0 - m_schedule_new
-        c["one_minus_m_schedule_next"] = 1.0 - m_schedule_next
-        c["v_t_prime_denominator"] = 1.0 - torch.pow(beta_2_t, local_step)
+        c.neg_lr_t = -c.lr_t
+        c.epsilon = self._const(self.epsilon, dtype, device)
+        c.beta_1_t = beta_1_t
+        c.beta_2_t = beta_2_t
+        c.m_t = m_t
+        c.m_t_1 = m_t_1
+        c.one_minus_beta_1_t = 1 - beta_1_t
+        c.one_minus_beta_2_t = 1 - beta_2_t
+        c.one_minus_m_t = 1.0 - m_t
+        c.one_minus_m_schedule_new = 1.0 - m_schedule_new
+        c.one_minus_m_schedule_next = 1.0 - m_schedule_next
+        c.v_t_prime_denominator = 1.0 - torch.pow(beta_2_t, local_step)
 
-    def update(self, var: Any, grad: Any, m: Any, v: Any, *, c: Coefficients) -> None:
+    def update(self, var: Any, grad: Any, m: Any, v: Any, *, c: NadamCoefficients) -> None:
         g_prime = grad / c.one_minus_m_schedule_new
         m.copy_(m * c.beta_1_t + grad * c.one_minus_beta_1_t)
         m_t_prime = m / c.one_minus_m_schedule_next
@@ -170,7 +189,7 @@ class Nadam(Optimizer):
         var.sub_(m_t_bar * c.lr_t / (v_t_prime.sqrt() + c.epsilon))
 
     def update_sparse(
-        self, var: Any, indices: Any, values: Any, m: Any, v: Any, *, c: Coefficients
+        self, var: Any, indices: Any, values: Any, m: Any, v: Any, *, c: NadamCoefficients
     ) -> None:
         g_prime = values / c.one_minus_m_schedule_new
         m.mul_(c.beta_1_t).index_add_(0, indices, values * c.one_minus_beta_1_t)

@@ -19,6 +19,16 @@ def _momentum_in_unit_interval(name: str, value: Any) -> None:
         )
 
 
+class RMSpropCoefficients(Coefficients):
+    """RMSprop's step coefficients (``prepare`` sets them, the rule reads them)."""
+
+    neg_lr_t: Tensor
+    epsilon: Tensor
+    rho: Tensor
+    momentum: Tensor
+    one_minus_rho: Tensor
+
+
 class RMSprop(Optimizer):
     """RMSprop with optional momentum and centering (TF's RMSprop).
 
@@ -72,6 +82,8 @@ class RMSprop(Optimizer):
         ['rms']
     """
 
+    coefficients: ClassVar[type[Coefficients]] = RMSpropCoefficients
+
     supports_complex: ClassVar[bool] = True
     keras_v1_weights: ClassVar[str | None] = "without_iterations"
     learning_rate = Hyper(0.001, check=non_negative)
@@ -108,13 +120,13 @@ class RMSprop(Optimizer):
             + (("mg",) if self.centered else ())
         )
 
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
+    def prepare(self, c: RMSpropCoefficients, device: torch.device, dtype: torch.dtype) -> None:
         rho = self._hyper_t("rho", dtype, device)
-        c["neg_lr_t"] = -c.lr_t
-        c["epsilon"] = self._const(self.epsilon, dtype, device)
-        c["rho"] = rho
-        c["momentum"] = self._hyper_t("momentum", dtype, device)
-        c["one_minus_rho"] = 1.0 - rho
+        c.neg_lr_t = -c.lr_t
+        c.epsilon = self._const(self.epsilon, dtype, device)
+        c.rho = rho
+        c.momentum = self._hyper_t("momentum", dtype, device)
+        c.one_minus_rho = 1.0 - rho
 
     def update(
         self,
@@ -124,7 +136,7 @@ class RMSprop(Optimizer):
         momentum: Any = None,
         mg: Any = None,
         *,
-        c: Coefficients,
+        c: RMSpropCoefficients,
     ) -> None:
         # The slots present are the path (fixed at construction): `momentum` selects TF's fused
         # kernel, `mg` centering.
@@ -156,7 +168,7 @@ class RMSprop(Optimizer):
         momentum: Any = None,
         mg: Any = None,
         *,
-        c: Coefficients,
+        c: RMSpropCoefficients,
     ) -> None:
         if momentum is not None:
             # Lazy rows. fidelity: TF's sparse kernel writes the fused lines in its own order

@@ -39,6 +39,19 @@ def _cast_count(value: Any) -> float:
     return tf_cast_value(value)
 
 
+class ScheduleFreeAdamWCoefficients(Coefficients):
+    """ScheduleFreeAdamW's step coefficients (``prepare`` sets them, the rule reads them)."""
+
+    beta_1: Tensor
+    one_minus_beta_1: Tensor
+    one_minus_beta_2: Tensor
+    bias_correction_2: Tensor
+    epsilon: Tensor
+    lr: Tensor
+    weight: Tensor
+    one_minus_weight: Tensor
+
+
 class ScheduleFreeAdamW(Keras3Optimizer):
     """Schedule-Free AdamW: Adam-style steps on a sequence z, averaged into x, trained at y.
 
@@ -96,6 +109,8 @@ class ScheduleFreeAdamW(Keras3Optimizer):
         ['momentum', 'velocity']
     """
 
+    coefficients: ClassVar[type[Coefficients]] = ScheduleFreeAdamWCoefficients
+
     learning_rate = Hyper(0.0025, check=non_negative)
     beta_1 = Param(0.9)
     beta_2 = Param(0.999)
@@ -135,25 +150,29 @@ class ScheduleFreeAdamW(Keras3Optimizer):
         beta_1 = self._const(tf_cast_value(self.beta_1), dtype, device)
         return beta_1, 1.0 - beta_1
 
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
+    def prepare(
+        self, c: ScheduleFreeAdamWCoefficients, device: torch.device, dtype: torch.dtype
+    ) -> None:
         local_step = self._local_step(dtype, device)
         # fidelity: every constant goes through Keras 3's `ops.cast(python_float, dtype)`, which
         # TensorFlow rounds to float32 first; `1 - beta` is computed on the cast value.
-        c["beta_1"], c["one_minus_beta_1"] = self._coefficients(dtype, device)
+        c.beta_1, c.one_minus_beta_1 = self._coefficients(dtype, device)
         beta_2 = self._const(tf_cast_value(self.beta_2), dtype, device)
-        c["one_minus_beta_2"] = 1.0 - beta_2
-        c["bias_correction_2"] = 1.0 - torch.pow(beta_2, local_step)
-        c["epsilon"] = self._const(tf_cast_value(self.epsilon), dtype, device)
+        c.one_minus_beta_2 = 1.0 - beta_2
+        c.bias_correction_2 = 1.0 - torch.pow(beta_2, local_step)
+        c.epsilon = self._const(tf_cast_value(self.epsilon), dtype, device)
         lr = c.lr_t  # the base rate stays in `lr_t`: weight decay uses it, without warmup
         if self.warmup_steps > 0:
             warmup = self._const(_cast_count(self.warmup_steps), dtype, device)
             one = self._const(1.0, dtype, device)
             lr = lr * torch.minimum(local_step / warmup, one)
-        c["lr"] = lr
-        c["weight"] = 1.0 / local_step
-        c["one_minus_weight"] = 1.0 - c.weight
+        c.lr = lr
+        c.weight = 1.0 / local_step
+        c.one_minus_weight = 1.0 - c.weight
 
-    def update(self, var: Any, grad: Any, z: Any, v: Any, *, c: Coefficients) -> None:
+    def update(
+        self, var: Any, grad: Any, z: Any, v: Any, *, c: ScheduleFreeAdamWCoefficients
+    ) -> None:
         # x_old is taken from z before z moves (z_old; Keras's torch backend reads the moved z
         # through an alias here, its JAX/TF backends and the paper do not).
         x = (var - z * c.one_minus_beta_1).div_(c.beta_1)

@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from torch import Tensor
 
 from .._hyper import Hyper, Param, non_negative, unit_interval
 from ..optimizer import Coefficients, Optimizer
+
+
+class SGDCoefficients(Coefficients):
+    """SGD's step coefficients (``prepare`` sets them, the rule reads them)."""
+
+    momentum: Tensor
 
 
 class SGD(Optimizer):
@@ -42,6 +49,8 @@ class SGD(Optimizer):
         0.72
     """
 
+    coefficients: ClassVar[type[Coefficients]] = SGDCoefficients
+
     supports_complex: ClassVar[bool] = True
     learning_rate = Hyper(0.01, check=non_negative)
     momentum = Hyper(0.0, check=unit_interval)
@@ -67,22 +76,22 @@ class SGD(Optimizer):
     def slot_names(self) -> tuple[str, ...]:
         return ("momentum",) if self._momentum else ()
 
-    def prepare(self, c: Coefficients, device: torch.device, dtype: torch.dtype) -> None:
-        c["momentum"] = self._hyper_t("momentum", dtype, device)
+    def prepare(self, c: SGDCoefficients, device: torch.device, dtype: torch.dtype) -> None:
+        c.momentum = self._hyper_t("momentum", dtype, device)
 
     def sums_duplicates(self) -> bool:
         # TF's plain SGD scatter-adds -g * lr row by row, duplicates included (no summing first).
         return bool(self.slot_names())
 
     def update_sparse(
-        self, var: Any, indices: Any, values: Any, momentum: Any = None, *, c: Coefficients
+        self, var: Any, indices: Any, values: Any, momentum: Any = None, *, c: SGDCoefficients
     ) -> None:
         if momentum is not None:
             super().update_sparse(var, indices, values, c=c, momentum=momentum)
         else:
             var.index_add_(0, indices, -values * c.lr_t)
 
-    def update(self, var: Any, grad: Any, momentum: Any = None, *, c: Coefficients) -> None:
+    def update(self, var: Any, grad: Any, momentum: Any = None, *, c: SGDCoefficients) -> None:
         if momentum is None:  # no slot: plain gradient descent
             var.sub_(grad * c.lr_t)
             return
