@@ -11,8 +11,7 @@ import pytest
 import torch
 
 import kerasopt as ko
-
-LAZY = ["Adagrad", "Adadelta", "Adamax", "Ftrl"]
+from tests.specs import BY_NAME, LEGACY_BASE_KEYS
 
 
 def _opt(name, **kw):
@@ -22,11 +21,7 @@ def _opt(name, **kw):
 # -- constructors ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("name", "defaults"),
-    [
-        ("Adagrad", {"learning_rate": 0.001, "initial_accumulator_value": 0.1, "epsilon": 1e-7}),
-        ("Adadelta", {"learning_rate": 0.001, "rho": 0.95, "epsilon": 1e-7}),
-        ("Adamax", {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
-    ],
+    [(name, BY_NAME[name].default_config) for name in ("Adagrad", "Adadelta", "Adamax")],
 )
 def test_defaults_and_name(name, defaults):
     opt = _opt(name)
@@ -64,17 +59,8 @@ def test_positional_order():
 
 
 def test_ftrl_config_keys_exactly():
-    assert set(ko.optimizers.Ftrl().get_config()) == {
-        "name",
-        "learning_rate",
-        "decay",
-        "initial_accumulator_value",
-        "learning_rate_power",
-        "l1_regularization_strength",
-        "l2_regularization_strength",
-        "beta",
-        "l2_shrinkage_regularization_strength",
-    }
+    expected = LEGACY_BASE_KEYS | BY_NAME["Ftrl"].own_config_keys
+    assert set(ko.optimizers.Ftrl().get_config()) == expected
 
 
 @pytest.mark.parametrize("name", ["Adagrad", "Adadelta", "Adamax"])
@@ -311,12 +297,15 @@ def test_adamax_sparse_uses_the_weighted_sum_line(dtype):
 
 
 # -- lazy sparse semantics ----------------------------------------------------------------------
+# A config per optimizer of this file for the sparse tests; which of them are lazy (only the
+# indexed rows of the variable and its slots change) is the table's statement, OptSpec.lazy_rows.
 LAZY_CONFIGS = {
     "Adagrad": {"learning_rate": 0.1},
     "Adadelta": {"learning_rate": 1.0, "epsilon": 1e-2},
     "Adamax": {"learning_rate": 0.05},
     "Ftrl": {"learning_rate": 0.1, "l1_regularization_strength": 0.05},
 }
+LAZY = [name for name, config in LAZY_CONFIGS.items() if BY_NAME[name].lazy_rows_for(config)]
 
 
 @pytest.mark.parametrize("name", LAZY)

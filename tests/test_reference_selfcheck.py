@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.reference import REFERENCES
+from tests.specs import BY_NAME, OPTIMIZERS
 
 
 def make(name, **config):
@@ -126,7 +127,9 @@ def test_ftrl_first_step_closed_form():
     np.testing.assert_allclose(var, [-0.1])
 
 
-LAZY = [
+# Reference configs for the sparse self-checks. Which are lazy (a sparse step changes only the
+# indexed rows of the variable and its slots) is the table's statement: OptSpec.lazy_rows.
+SPARSE_CASES = [
     ("SGD", {}),
     ("SGD", {"momentum": 0.9, "nesterov": True}),
     ("Adagrad", {}),
@@ -134,7 +137,17 @@ LAZY = [
     ("Adamax", {}),
     ("Ftrl", {"l1_regularization_strength": 0.01, "l2_shrinkage_regularization_strength": 0.1}),
     ("RMSprop", {"momentum": 0.5, "centered": True}),
+    ("Adam", {"amsgrad": True}),
+    ("RMSprop", {"centered": True}),
+    ("Nadam", {}),
+    ("AdamW", {}),
+    ("Lion", {}),
+    ("Lamb", {}),
+    ("Adafactor", {}),
 ]
+LAZY = [(name, config) for name, config in SPARSE_CASES if BY_NAME[name].lazy_rows_for(config)]
+# Own sparse rules that are not lazy (by default): the moments decay over every row.
+DENSE_DECAY = sorted(s.name for s in OPTIMIZERS if s.sparse and not s.lazy_rows_for({}))
 
 
 def _rand_state(ref, rng, shape=(5, 3)):
@@ -165,19 +178,7 @@ def test_lazy_sparse_matches_dense_on_rows(name, config):
         np.testing.assert_allclose(sslots[k][[0, 3]], rows[k], rtol=1e-14)
 
 
-@pytest.mark.parametrize(
-    ("name", "config"),
-    [
-        *LAZY,
-        ("Adam", {"amsgrad": True}),
-        ("RMSprop", {"centered": True}),
-        ("Nadam", {}),
-        ("AdamW", {}),
-        ("Lion", {}),
-        ("Lamb", {}),
-        ("Adafactor", {}),
-    ],
-)
+@pytest.mark.parametrize(("name", "config"), SPARSE_CASES)
 def test_duplicate_indices_are_summed(name, config):
     rng = np.random.default_rng(1)
     ref_a, ref_b = make(name, **config), make(name, **config)
@@ -193,7 +194,7 @@ def test_duplicate_indices_are_summed(name, config):
         np.testing.assert_allclose(sa[k], sb[k], rtol=1e-14)
 
 
-@pytest.mark.parametrize("name", ["Adam", "Nadam", "RMSprop"])
+@pytest.mark.parametrize("name", DENSE_DECAY)
 def test_dense_decay_sparse(name):
     """m/v/rms decay over all rows; Adam moves every row, Nadam/RMSprop only the indexed ones."""
     rng = np.random.default_rng(2)

@@ -8,10 +8,10 @@ import torch
 
 import kerasopt as ko
 from tests.reference import REFERENCES
-from tests.specs import KERAS3_BASE_KEYS
+from tests.specs import BY_NAME, KERAS3_BASE_KEYS
 
 SFA = ko.optimizers.ScheduleFreeAdamW
-OWN_KEYS = {"beta_1", "beta_2", "epsilon", "warmup_steps"}
+SFA_SPEC = BY_NAME["ScheduleFreeAdamW"]
 
 
 def f32(x: float) -> float:
@@ -35,10 +35,12 @@ def _grads(shape, steps, seed=0):
 # -- constructor, config, registry -------------------------------------------------------------
 def test_defaults_positional_order_and_name():
     opt = SFA()
-    assert opt.name == "ScheduleFreeAdamW"
-    assert float(opt.learning_rate) == pytest.approx(0.0025)
-    assert (opt.beta_1, opt.beta_2, opt.epsilon, opt.warmup_steps) == (0.9, 0.999, 1e-8, 0)
-    assert opt.weight_decay is None
+    defaults = SFA_SPEC.default_config
+    assert opt.name == defaults["name"] == "ScheduleFreeAdamW"
+    assert float(opt.learning_rate) == pytest.approx(defaults["learning_rate"])
+    own = ("beta_1", "beta_2", "epsilon", "warmup_steps")
+    assert tuple(getattr(opt, k) for k in own) == tuple(defaults[k] for k in own)
+    assert opt.weight_decay is defaults["weight_decay"] is None
     opt = SFA(0.01, 0.8, 0.99, 1e-6, 5, "sf")
     assert (opt.beta_1, opt.beta_2, opt.epsilon, opt.warmup_steps, opt.name) == (
         0.8,
@@ -54,7 +56,7 @@ def test_get_by_name_and_keras3_config_round_trip():
     assert type(ko.optimizers.get("ScheduleFreeAdamW")) is SFA
     opt = SFA(learning_rate=0.5, warmup_steps=7, weight_decay=0.01, clipvalue=1.0, use_ema=True)
     cfg = opt.get_config()
-    assert set(cfg) == KERAS3_BASE_KEYS | OWN_KEYS
+    assert set(cfg) == KERAS3_BASE_KEYS | SFA_SPEC.own_config_keys
     assert cfg["warmup_steps"] == 7 and cfg["weight_decay"] == 0.01 and cfg["learning_rate"] == 0.5
     assert SFA.from_config(cfg).get_config() == cfg
     again = ko.optimizers.deserialize(ko.optimizers.serialize(opt))
