@@ -38,7 +38,7 @@ def test_seed_lazy_model_with_callable_var_list():
         opt.minimize(loss_fn, lambda: list(model.parameters()))
     assert int(opt.iterations) == 5
     assert losses[-1] < losses[0]
-    assert len(opt._records) == 4
+    assert len(opt._store.by_id) == 4
 
 
 def test_seed_gradient_tape_then_apply_gradients():
@@ -85,7 +85,7 @@ def test_module_var_list_registers_parameter_names():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2))
     opt = ko.optimizers.SGD(0.1, momentum=0.5)
     opt.minimize(lambda: model(torch.ones(1, 2)).sum(), model)
-    names = sorted(r.name for r in opt._records.values())
+    names = sorted(r.name for r in opt._store.by_id.values())
     assert names == ["0.bias", "0.weight"]
 
 

@@ -56,7 +56,7 @@ def _compare_with_eager(make_opt, shapes, steps, seed):
     (eager_opt, eager_vars), (comp_opt, comp_vars) = runs
     for i, (a, b) in enumerate(zip(eager_vars, comp_vars)):
         _assert_within_steps_ulps(b, a, steps, f"variable {i}")
-        for name in eager_opt._records[id(a)].slots:
+        for name in eager_opt._store.by_id[id(a)].slots:
             got, ref = comp_opt.get_slot(b, name), eager_opt.get_slot(a, name)
             _assert_within_steps_ulps(got, ref, steps, f"slot {name!r} of variable {i}")
 

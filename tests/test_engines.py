@@ -92,8 +92,8 @@ def _assert_same_state(opt_a, vars_a, opt_b, vars_b):
     r/c exist only for rank >= 2)."""
     for i, (a, b) in enumerate(zip(vars_a, vars_b)):
         assert torch.equal(a, b), f"variable {i}"
-        names = opt_a._records[id(a)].slots
-        assert names.keys() == opt_b._records[id(b)].slots.keys(), f"slots of variable {i}"
+        names = opt_a._store.by_id[id(a)].slots
+        assert names.keys() == opt_b._store.by_id[id(b)].slots.keys(), f"slots of variable {i}"
         assert names, f"variable {i} has no slots to compare"
         for name in names:
             got, ref = opt_b.get_slot(b, name), opt_a.get_slot(a, name)
@@ -113,8 +113,8 @@ def test_foreach_bit_identical_to_per_tensor_mixed_dtypes(spec, config, monkeypa
     assert all(spy.engines_of(v) == {"run_foreach"} for v in variables if v.dtype != torch.bfloat16)
     for i, (a, b) in enumerate(zip(ref_vars, variables)):
         assert torch.equal(a, b), f"variable {i}"
-        names = ref_opt._records[id(a)].slots
-        assert names.keys() == opt._records[id(b)].slots.keys()
+        names = ref_opt._store.by_id[id(a)].slots
+        assert names.keys() == opt._store.by_id[id(b)].slots.keys()
         for name in names:
             assert torch.equal(ref_opt.get_slot(a, name), opt.get_slot(b, name)), name
 
@@ -200,7 +200,7 @@ def test_lazy_sparse_rules_bypass_the_engines(spec, config, monkeypatch):
         assert all(spy.engines_of(v) == {engine} for v in variables[1:]), spy.calls
         states.append((opt, variables))
     (opt_a, vars_a), (opt_b, vars_b) = states
-    for name in opt_a._records[id(vars_a[0])].slots:
+    for name in opt_a._store.by_id[id(vars_a[0])].slots:
         assert torch.equal(opt_a.get_slot(vars_a[0], name), opt_b.get_slot(vars_b[0], name))
     assert torch.equal(vars_a[0], vars_b[0])
 

@@ -227,7 +227,7 @@ def test_unnamed_parameters_route_by_rank_only():
     params = [torch.nn.Parameter(torch.ones(3, 4)), torch.nn.Parameter(torch.ones(4))]
     opt = Muon(exclude_layers=["^out_"])
     opt.apply_gradients(zip([torch.ones(3, 4), torch.ones(4)], params))
-    assert sorted(r.name for r in opt._records.values()) == ["variable_0", "variable_1"]
+    assert sorted(r.name for r in opt._store.by_id.values()) == ["variable_0", "variable_1"]
     assert not _has_velocity(opt, params[0]) and _has_velocity(opt, params[1])
 
 
@@ -293,7 +293,7 @@ def test_module_parameter_names_route_and_match_reference():
     opt.build(model)  # registers the named_parameters() keys
     names = [n for n, _ in model.named_parameters()]
     params = [p for _, p in model.named_parameters()]
-    assert {r.name for r in opt._records.values()} == set(names)
+    assert {r.name for r in opt._store.by_id.values()} == set(names)
     routed = {n: ("adamw" if _has_velocity(opt, p) else "muon") for n, p in zip(names, params)}
     assert routed == {
         "embedding.weight": "adamw",

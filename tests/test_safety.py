@@ -152,7 +152,7 @@ def test_resume_with_differently_named_variables_raises_instead_of_zeroing_slots
     before = [p.detach().clone() for p in fresh_model.parameters()]
     with pytest.raises(ValueError, match=r"variables \[.*'0.weight'.*named differently"):
         fresh.apply_gradients([(p.grad, p) for p in fresh_model.parameters()])
-    assert int(fresh.iterations) == int(sd["iterations"]) and not fresh._records
+    assert int(fresh.iterations) == int(sd["iterations"]) and not fresh._store.by_id
     for p, saved in zip(fresh_model.parameters(), before):
         assert torch.equal(p, saved)
     fresh.build(fresh_model)  # the module's names, as at save time: the state is adopted
@@ -249,7 +249,7 @@ def test_sparse_coo_of_another_dense_shape_is_refused():
     opt = ko.optimizers.Adagrad(0.1)
     with pytest.raises(ValueError, match=r"'emb' has dense shape \(10, 3\), expected \(5, 3\)"):
         opt.apply_gradients([(g, v)])
-    assert torch.equal(v, torch.ones(5, 3)) and not opt._records
+    assert torch.equal(v, torch.ones(5, 3)) and not opt._store.by_id
 
 
 def test_object_array_gradient_is_refused():

@@ -559,7 +559,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
                     "kerasopt.Variable(0, dtype=torch.int64, trainable=False)) or an int; got a "
                     f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}."
                 )
-            if self._built:
+            if self._store.built:
                 raise RuntimeError(
                     "Cannot set `iterations` to a new Variable after the Optimizer weights have "
                     f"been created. Here it is attempting to set `iterations` to {value!r}."
@@ -582,7 +582,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
 
     @property
     def built(self) -> bool:
-        return self._built
+        return self._store.built
 
     # ------------------------------------------------------------------------------------------
     # slots and weights
@@ -712,7 +712,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
                 nothing is assigned then.
         """
         params = self.variables()
-        if len(params) == 1 and not self._built:
+        if len(params) == 1 and not self._store.built:
             if len(weights) == 0:
                 return  # TF: a fresh optimizer has no weights, so an empty list fits
             raise ValueError(
@@ -745,19 +745,6 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
 
     # ------------------------------------------------------------------------------------------
     # variables: the registry is a SlotStore (kerasopt._slots); these read and extend it
-    @property
-    def _records(self) -> dict[int, Record]:
-        """id(variable) -> Record (read by optimizers/schedule_free_adamw.py and the tests)."""
-        return self._store.by_id
-
-    @property
-    def _built(self) -> bool:
-        return self._store.built
-
-    @_built.setter
-    def _built(self, value: bool) -> None:
-        self._store.built = value
-
     def _record(self, var: Tensor) -> Record:
         """``var``'s record, registered (and the optimizer homed on its device) if new."""
         record = self._store.record_of(var)
@@ -795,8 +782,8 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         self._store.create(new_vars, self._create_state_unchecked, self._name)
 
     def _create_state_unchecked(self, new_vars: Sequence[Tensor]) -> None:
-        if not self._built:
-            self._built = True
+        if not self._store.built:
+            self._store.built = True
             if new_vars:
                 self._ensure_home(new_vars[0].device)
             self._build_optimizer_weights(new_vars)
@@ -1261,7 +1248,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         Raises:
             ValueError: when called after the optimizer has been built.
         """
-        if self._built:
+        if self._store.built:
             raise ValueError(
                 "`exclude_from_weight_decay()` can only be configured before the optimizer is built."
             )

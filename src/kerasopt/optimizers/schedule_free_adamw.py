@@ -200,7 +200,7 @@ class ScheduleFreeAdamW(Keras3Optimizer):
         out = []
         with torch.no_grad():
             for var in variables:
-                record = self._records.get(id(var))
+                record = self._store.by_id.get(id(var))
                 if record is None:
                     out.append(var.detach().clone())
                     continue
@@ -249,5 +249,5 @@ class ScheduleFreeAdamW(Keras3Optimizer):
 
     def _eval_variables(self, var_list: Any) -> list[Tensor]:
         if var_list is None:
-            return [record.var for record in self._records.values()]
+            return [record.var for record in self._store.by_id.values()]
         return self._flatten_var_list(var_list)
