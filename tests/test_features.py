@@ -226,16 +226,16 @@ def test_hyperparameter_tensors_keep_identity_across_changes_and_schedules():
     sched = ko.optimizers.schedules.ExponentialDecay(0.1, 1, 0.5)
     opt = ko.optimizers.Adam(sched, use_ema=True)
     opt.apply_gradients([(torch.ones(1), v)])
-    ids = {name: id(t) for name, t in opt._hyper_tensors.items()}
+    ids = {name: id(t) for name, t in opt._hyper.tensors.items()}
     counter = id(opt._raw_iterations)
     lr_values = []
     for _ in range(3):
         opt.apply_gradients([(torch.ones(1), v)])
-        lr_values.append(float(opt._hyper_tensors["learning_rate"]))
+        lr_values.append(float(opt._hyper.tensors["learning_rate"]))
     opt.beta_1 = 0.5
     opt.learning_rate = ko.optimizers.schedules.ExponentialDecay(0.2, 1, 0.5)
     opt.apply_gradients([(torch.ones(1), v)])
-    assert {name: id(t) for name, t in opt._hyper_tensors.items()} == ids
+    assert {name: id(t) for name, t in opt._hyper.tensors.items()} == ids
     assert id(opt._raw_iterations) == counter
     np.testing.assert_allclose(lr_values, [0.1 * 0.5**k for k in (1, 2, 3)], rtol=1e-6)
-    assert float(opt._hyper_tensors["beta_1"]) == 0.5
+    assert float(opt._hyper.tensors["beta_1"]) == 0.5

@@ -9,6 +9,9 @@ variable's dtype when used, never float32-rounded.
 
 Both are descriptors, so ``opt.beta_1 = 0.8`` validates and takes effect at the next step, and
 ``get_config`` is derived from the declarations instead of being written by hand.
+
+``HyperStore`` holds an optimizer's hyperparameters at run time (sources, public variables and
+the tensors the engines read).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from .variables import Variable
 
 if TYPE_CHECKING:
     from .optimizer import Optimizer
@@ -180,3 +185,111 @@ def declared(cls: type) -> list[Hyper | Param]:
             if isinstance(value, Param) or (isinstance(value, Hyper) and value.is_declaration):
                 seen[key] = value  # a redeclaration keeps the base's position (TF's key order)
     return list(seen.values())
+
+
+class HyperStore:
+    """An optimizer's hyperparameters at run time, by name.
+
+    Each has a *source* (the number, tensor, callable or schedule that was set), a public float32
+    ``Variable`` (what ``opt.<name>`` returns for a number: assigning to it changes the value,
+    as in TF) and the engines' *tensor*, a plain alias of that variable (same storage and version
+    counter), which a step refreshes from callables and tensors before the rule reads it.
+    """
+
+    def __init__(self, home: torch.device) -> None:
+        self.home = home
+        self.sources: dict[str, Any] = {}
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.variables: dict[str, torch.Tensor] = {}
+        self._versions: dict[str, int] = {}
+        self._takes_step: dict[str, bool] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.sources
+
+    def set(self, name: str, value: Any, takes_step: bool = False) -> None:
+        """Stores ``value`` (checked by the caller); ``takes_step``: a callable of the step."""
+        if isinstance(value, Variable) and value is self.variables.get(name):
+            return  # `opt.lr = opt.lr` (e.g. `opt.lr += 0` after an in-place op)
+        tensor = self.tensors.get(name)
+        if tensor is None:
+            public = Variable._wrap(
+                torch.zeros((), dtype=torch.float32, device=self.home), False, name, None
+            )
+            self.variables[name] = public
+            tensor = public.detach()
+            self.tensors[name] = tensor
+        self.sources[name] = value
+        if callable(value):
+            self._takes_step[name] = takes_step
+        else:
+            self._takes_step.pop(name, None)
+        v = number_value(value)
+        if v is not None:
+            # float32 rounding, as TF's float32 hyperparameter variables (overflow gives inf)
+            tensor.copy_(torch.tensor(v, dtype=torch.float64))
+        self._versions[name] = tensor._version
+
+    def source(self, name: str) -> Any:
+        """The current source. A number written straight into the public variable
+        (``opt.lr.assign(x)``, Keras's ``backend.set_value(opt.lr, x)``) is picked up here, by
+        the variable's version counter."""
+        value = self.sources[name]
+        tensor = self.tensors[name]
+        if (
+            not callable(value)
+            and not isinstance(value, torch.Tensor)
+            and tensor._version != self._versions[name]
+        ):
+            value = float(tensor)
+            self.sources[name] = value
+            self._versions[name] = tensor._version
+        return value
+
+    def read(self, name: str) -> Any:
+        """What ``opt.<name>`` returns: the variable holding a number, else the source."""
+        value = self.sources[name]
+        if callable(value) or isinstance(value, torch.Tensor):
+            return value
+        return self.variables[name]
+
+    def evaluate(self, name: str, step: torch.Tensor) -> torch.Tensor:
+        """A callable source's value now, as a new float32 0-d tensor on the home device."""
+        fn = self.sources[name]
+        result = fn(step) if self._takes_step.get(name) else fn()
+        v = result if isinstance(result, torch.Tensor) else number_value(result)
+        if v is None or (isinstance(v, torch.Tensor) and v.numel() != 1):
+            raise ValueError(
+                f"Hyperparameter `{name}` is a callable that returned {result!r}; it must return a "
+                "number or a scalar tensor."
+            )
+        out = torch.empty((), dtype=torch.float32, device=self.home)
+        return out.copy_(v.reshape(())) if isinstance(v, torch.Tensor) else out.fill_(v)
+
+    def resolve(self, step: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The step's values of callable and tensor sources (the plan computes, commit copies)."""
+        values = {}
+        for name, source in self.sources.items():
+            if callable(source):
+                values[name] = self.evaluate(name, step)
+            elif isinstance(source, torch.Tensor):
+                values[name] = source.to(torch.float32)
+        return values
+
+    def move(self, device: torch.device) -> None:
+        """New variables on ``device`` (torch cannot move a tensor across device types in
+        place); done once, when the first variable is seen, before any step."""
+        self.home = device
+        for name, public in list(self.variables.items()):
+            moved = Variable._wrap(public.detach().to(device), False, name, None)
+            self.variables[name] = moved
+            self.tensors[name] = moved.detach()
+            self._versions[name] = moved._version
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # copy.deepcopy / pickle copy the public variables and the engines' aliases separately:
+        # make the aliases views of the (new) public variables again.
+        self.__dict__.update(state)
+        for name, public in self.variables.items():
+            self.tensors[name] = public.detach()
+            self._versions[name] = public._version

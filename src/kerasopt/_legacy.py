@@ -138,7 +138,7 @@ class HyperAttribute(Hyper):
     def __get__(self, opt: Any, owner: type | None = None) -> Any:
         if opt is None:
             return self
-        if self.name in opt._hypers:
+        if self.name in opt._hyper.sources:
             return opt._hyper_read(self.name)
         try:
             return opt.__dict__[self.name]
@@ -148,7 +148,7 @@ class HyperAttribute(Hyper):
             ) from None
 
     def __set__(self, opt: Any, value: Any) -> None:
-        if self.name in opt._hypers:
+        if self.name in opt._hyper.sources:
             super().__set__(opt, value)
         else:
             opt.__dict__[self.name] = value

@@ -53,7 +53,7 @@ def variable_names(store: SlotStore, owner: str) -> dict[str, Record]:
 def state_dict(opt: Optimizer, store: SlotStore) -> dict[str, Tensor]:
     """``opt``'s state; ``store`` is its variable registry."""
     state: dict[str, Tensor] = {"iterations": opt._raw_iterations.detach().clone()}
-    for name, source in opt._hypers.items():
+    for name, source in opt._hyper.sources.items():
         value = number_value(source) if not callable(source) else None
         if value is not None:
             state[f"hyper/{name}"] = torch.tensor(value, dtype=torch.float64)
@@ -115,7 +115,7 @@ def load_state_dict(
             continue
         kind, _, rest = key.partition("/")
         if kind == "hyper":
-            if rest not in opt._hypers:
+            if rest not in opt._hyper.sources:
                 raise StateError(
                     f"State key {key!r}: optimizer {opt.name!r} has no hyperparameter {rest!r}."
                 )
@@ -208,7 +208,7 @@ def load_state_dict(
     with torch.no_grad():
         opt.iterations = int(state["iterations"])
         for name, number in hypers.items():
-            if not callable(opt._hypers[name]):
+            if not callable(opt._hyper.sources[name]):
                 opt._set_hyper(name, number)
         for target, value in todo:
             target.copy_(value)

@@ -40,6 +40,7 @@ from ._gradients import Grad
 from ._hyper import (
     _UNSET,
     Hyper,
+    HyperStore,
     check_hyper_value,
     declared,
     non_negative,
@@ -310,11 +311,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
                 f"`super().__init__()` as the first statement in `__init__()` (attributes set "
                 f"before it: {sorted(self.__dict__)})."
             )
-        self._hypers: dict[str, Any] = {}  # name -> number, tensor, callable or schedule
-        self._hyper_tensors: dict[str, Tensor] = {}  # what the engines read (float32, 0-d)
-        self._hyper_variables: dict[str, Tensor] = {}  # what `opt.<hyper>` returns
-        self._hyper_versions: dict[str, int] = {}
-        self._step_callables: dict[str, bool] = {}
+        self._hyper = HyperStore(torch.device("cpu"))  # the hyperparameters (kerasopt._hyper)
         self._params: dict[str, Any] = {}
         if _looks_like_parameters(learning_rate):
             cls = type(self).__name__
@@ -425,72 +422,26 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         check_hyper_value(name, value)
         if name not in {d.name for d in declared(type(self)) if isinstance(d, Hyper)}:
             _legacy.expose(type(self), name)  # TF: `opt.momentum` after `_set_hyper("momentum")`
-        if name == "learning_rate" and "learning_rate" in self._hypers:
-            old = self._hypers["learning_rate"]
+        if name == "learning_rate" and "learning_rate" in self._hyper:
+            old = self._hyper.sources["learning_rate"]
             if isinstance(old, LearningRateSchedule) and number_value(value) is not None:
                 raise TypeError(
                     "This optimizer was created with a `LearningRateSchedule` object as its "
                     "`learning_rate` constructor argument, hence its learning rate is not "
                     "settable. Assign another schedule or callable instead."
                 )
-        if isinstance(value, Variable) and value is self._hyper_variables.get(name):
-            return  # `opt.lr = opt.lr` (e.g. `opt.lr += 0` after an in-place op)
-        tensor = self._hyper_tensors.get(name)
-        if tensor is None:
-            public = Variable._wrap(
-                torch.zeros((), dtype=torch.float32, device=self._home), False, name, None
-            )
-            self._hyper_variables[name] = public
-            # The engines read a plain alias of the public variable: same storage and version
-            # counter, so `opt.learning_rate.assign(x)` is seen by the next step.
-            tensor = public.detach()
-            self._hyper_tensors[name] = tensor
-        self._hypers[name] = value
-        if callable(value):
-            self._step_callables[name] = _requires_step_argument(value)
-        else:
-            self._step_callables.pop(name, None)
-        v = number_value(value)
-        if v is not None:
-            # float32 rounding, as TF's float32 hyperparameter variables (overflow gives inf)
-            tensor.copy_(torch.tensor(v, dtype=torch.float64))
-        self._hyper_versions[name] = tensor._version
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # copy.deepcopy / pickle copy the public hyperparameter variables and the engines'
-        # aliases separately: make the aliases views of the (new) public variables again.
-        self.__dict__.update(state)
-        for name, public in self._hyper_variables.items():
-            self._hyper_tensors[name] = public.detach()
-            self._hyper_versions[name] = public._version
+        self._hyper.set(name, value, callable(value) and _requires_step_argument(value))
 
     def _hyper_source(self, name: str) -> Any:
-        """The hyperparameter's current source: a number, tensor, callable or schedule.
-
-        A number written straight into the public variable (``opt.lr.assign(x)``, Keras's
-        ``backend.set_value(opt.lr, x)``) is picked up here, by the variable's version counter.
-        """
-        value = self._hypers[name]
-        tensor = self._hyper_tensors[name]
-        if (
-            not callable(value)
-            and not isinstance(value, Tensor)
-            and tensor._version != self._hyper_versions[name]
-        ):
-            value = float(tensor)
-            self._hypers[name] = value
-            self._hyper_versions[name] = tensor._version
-        return value
+        """The hyperparameter's current source: a number, tensor, callable or schedule."""
+        return self._hyper.source(name)
 
     def _hyper_read(self, name: str) -> Any:
         """What ``opt.<hyperparameter>`` returns: the float32 variable holding a number (assign
         to it to change the value), or the tensor, callable or schedule that was set."""
-        if name not in self._hypers:
+        if name not in self._hyper:
             raise AttributeError(f"{type(self).__name__!r} object has no hyperparameter {name!r}")
-        value = self._hypers[name]
-        if callable(value) or isinstance(value, Tensor):
-            return value
-        return self._hyper_variables[name]
+        return self._hyper.read(name)
 
     @property
     def lr(self) -> Any:
@@ -503,35 +454,24 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
 
     def _get_hyper(self, name: str, dtype: torch.dtype | None = None) -> Any:
         """TF's ``_get_hyper``: the step-time value in ``dtype`` (schedules are returned as is)."""
-        value = self._hypers[name]
+        value = self._hyper.sources[name]
         if isinstance(value, LearningRateSchedule):
             return value
-        tensor = self._hyper_tensors[name]
+        tensor = self._hyper.tensors[name]
         if callable(value) and not self._in_step:
-            tensor = self._evaluate_hyper(name, value)
+            tensor = self._hyper.evaluate(name, self._raw_iterations)
         elif dtype is None and not callable(value) and not isinstance(value, Tensor):
-            return self._hyper_variables[name]  # TF returns the hyperparameter variable
+            return self._hyper.variables[name]  # TF returns the hyperparameter variable
         return tensor if dtype is None else tensor.to(dtype)
 
     _in_step = False
-
-    def _evaluate_hyper(self, name: str, value: Callable[..., Any]) -> Tensor:
-        result = value(self._raw_iterations) if self._step_callables.get(name) else value()
-        v = result if isinstance(result, Tensor) else number_value(result)
-        if v is None or (isinstance(v, Tensor) and v.numel() != 1):
-            raise ValueError(
-                f"Hyperparameter `{name}` is a callable that returned {result!r}; it must return a "
-                "number or a scalar tensor."
-            )
-        out = torch.empty((), dtype=torch.float32, device=self._home)
-        return out.copy_(v.reshape(())) if isinstance(v, Tensor) else out.fill_(v)
 
     def _serialize_hyperparameter(self, name: str) -> Any:
         value = self._hyper_source(name)
         if isinstance(value, LearningRateSchedule):
             return serialize_schedule(value)
         if callable(value):
-            return float(self._evaluate_hyper(name, value))
+            return float(self._hyper.evaluate(name, self._raw_iterations))
         return value if not isinstance(value, Tensor) else float(value)
 
     def _on_param_change(self, name: str) -> None:
@@ -763,13 +703,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
                 self._raw_iterations.detach().to(device), False, "iter", None
             )
             self._step_version = self._raw_iterations._version
-        for name, public in list(self._hyper_variables.items()):
-            # A new variable on the new home (torch cannot move a tensor across device types in
-            # place); done once, when the first variable is seen, before any step.
-            moved = Variable._wrap(public.detach().to(device), False, name, None)
-            self._hyper_variables[name] = moved
-            self._hyper_tensors[name] = moved.detach()
-            self._hyper_versions[name] = moved._version
+        self._hyper.move(device)
         self._store.move_weights(device)
 
     def build(self, var_list: Any) -> None:
@@ -931,7 +865,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
                 pairs = checks.pairs(pairs, transformed=True)
         dense, sparse = self._path.route(self, pairs)
         new_vars = [v for _, v in raw if self._store.record_of(v) is None]
-        hyper_values = self._resolve_hypers()
+        hyper_values = self._hyper.resolve(self._raw_iterations)
         staged = self._store.stage(
             new_vars, self._create_state
         )  # last: slot creation and loaded-state checks can raise
@@ -952,15 +886,6 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
 
     def _label(self, var: Tensor) -> str:
         return repr(self._name_of(var))
-
-    def _resolve_hypers(self) -> dict[str, Tensor]:
-        values = {}
-        for name, source in self._hypers.items():
-            if callable(source):
-                values[name] = self._evaluate_hyper(name, source)
-            elif isinstance(source, Tensor):
-                values[name] = source.to(torch.float32)
-        return values
 
     # ------------------------------------------------------------------------------------------
     def _commit(self, plan: Plan, transactional: bool = True) -> None:
@@ -987,7 +912,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
     def _snapshot(self, plan: Plan) -> list[tuple[Tensor, Tensor]]:
         """Copies of every tensor a commit of ``plan`` may write (variables, their slots,
         optimizer-level weights, hyperparameter tensors, the counter)."""
-        tensors: list[Tensor] = [self._raw_iterations, *self._hyper_tensors.values()]
+        tensors: list[Tensor] = [self._raw_iterations, *self._hyper.tensors.values()]
         tensors += [t for _, t in self._store.opt_weights]
         for _, var in plan.raw_grads:
             tensors.append(var)
@@ -1011,7 +936,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
 
     def _commit_created(self, plan: Plan) -> None:
         for name, value in plan.hyper_values.items():
-            self._hyper_tensors[name].copy_(value)
+            self._hyper.tensors[name].copy_(value)
         k = self.gradient_accumulation_steps
         self._in_step = True
         try:
@@ -1080,7 +1005,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
     ) -> None:
         """Computes the step's coefficients for one (device, dtype) (TF's ``_prepare_local``)."""
         c = apply_state[(var_device, var_dtype)]
-        if "learning_rate" in self._hypers:
+        if "learning_rate" in self._hyper.sources:
             c.lr_t = self._decayed_lr(var_dtype).to(var_device)
         self.prepare(c, var_device, var_dtype)
 
@@ -1089,7 +1014,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
 
     # helpers for `prepare`
     def _hyper_t(self, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
-        return self._hyper_tensors[name].to(dtype).to(device)
+        return self._hyper.tensors[name].to(dtype).to(device)
 
     def _const(self, value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
         """A plain attribute converted exactly to ``dtype`` (cached: no per-step host copies)."""
@@ -1106,15 +1031,15 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
 
     def _decayed_lr(self, var_dtype: torch.dtype) -> Tensor:
         """The step's learning rate in ``var_dtype``: schedule value, then legacy ``decay``."""
-        lr_t = self._hyper_tensors["learning_rate"].to(var_dtype)
+        lr_t = self._hyper.tensors["learning_rate"].to(var_dtype)
         if self._decay_active():
             local_step = self._raw_iterations.to(var_dtype)
-            decay_t = self._hyper_tensors["decay"].to(var_dtype)
+            decay_t = self._hyper.tensors["decay"].to(var_dtype)
             lr_t = lr_t / (1.0 + decay_t * local_step)
         return lr_t
 
     def _decay_active(self) -> bool:
-        if "decay" not in self._hypers:
+        if "decay" not in self._hyper.sources:
             return False
         value = number_value(self._hyper_source("decay"))
         return value is None or value > 0
@@ -1385,7 +1310,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
             config["implementation"] = self.implementation
         for decl in declared(type(self)):
             if isinstance(decl, Hyper):
-                if decl.name in self._hypers:
+                if decl.name in self._hyper.sources:
                     if decl.name == "decay" and self.keras3_config and not self._decay_active():
                         continue
                     config[decl.name] = self._serialize_hyperparameter(decl.name)

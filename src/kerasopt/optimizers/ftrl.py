@@ -120,9 +120,9 @@ class Ftrl(Optimizer):
         # TF's kernel compares lr_power, cast to the variable dtype, with -0.5 and then takes a
         # square root instead of pow. A number is compared on the host; a callable's value of
         # this step is read back (one host read per step, only for callables).
-        value = number_value(self._hypers["learning_rate_power"])
+        value = number_value(self._hyper.sources["learning_rate_power"])
         if value is None:
-            return bool(self._hyper_tensors["learning_rate_power"].to(dtype) == -0.5)
+            return bool(self._hyper.tensors["learning_rate_power"].to(dtype) == -0.5)
         return torch.tensor(value, dtype=torch.float32).to(dtype).item() == -0.5
 
     def prepare(self, c: FtrlCoefficients, device: torch.device, dtype: torch.dtype) -> None:

@@ -139,7 +139,7 @@ class Nadam(Optimizer):
 
     def _decayed_lr(self, var_dtype: torch.dtype) -> Tensor:
         # `decay` is the momentum-schedule decay: the learning rate is used as given.
-        return self._hyper_tensors["learning_rate"].to(var_dtype)
+        return self._hyper.tensors["learning_rate"].to(var_dtype)
 
     def _prepare(self, variables: Sequence[Tensor]) -> dict[Any, Coefficients]:
         # Every (device, dtype) group of this step reads the cache as it was before the step.
