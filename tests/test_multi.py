@@ -143,7 +143,7 @@ def test_per_group_numbers_equal_each_inner_optimizer_alone():
         slot = "m" if inner is enc else "momentum"
         assert opt.get_slot(p, slot) is inner.get_slot(p, slot)
     # the inner optimizers know the registered names
-    assert [r.name for r in enc._records.values()] == enc_names
+    assert [r.name for r in enc._store.by_id.values()] == enc_names
     assert opt.variables()[2:] == enc.variables() + dec.variables()
 
 

@@ -18,10 +18,11 @@ import torch
 from torch import Tensor
 
 from .. import _distributed
-from .._serialization import build_from_config, serialize
+from .._serialization import serialize
 from .._state import StateError, expect
 from ..optimizer import Optimizer
 from ..sparse import IndexedSlices
+from ._base import Transaction, Wrapper
 
 __all__ = ["LossScaleOptimizer"]
 
@@ -96,7 +97,7 @@ def _delegated(name: str) -> Any:
     return property(fget, fset, doc=f"The inner optimizer's ``{name}``.")
 
 
-class LossScaleOptimizer(Optimizer):
+class LossScaleOptimizer(Wrapper):
     """Loss scaling around another optimizer, with tf_keras's dynamic scale (LossScaleOptimizerV3).
 
     Loss scaling keeps small float16 gradients from underflowing: the loss is multiplied by a
@@ -132,8 +133,8 @@ class LossScaleOptimizer(Optimizer):
             (defaults to 2000).
 
     Raises:
-        TypeError: ``inner_optimizer`` is not an optimizer or is a ``LossScaleOptimizer``;
-            ``dynamic`` is not a bool.
+        TypeError: ``inner_optimizer`` is not an optimizer or is a wrapper (a
+            ``LossScaleOptimizer`` or ``MultiOptimizer``); ``dynamic`` is not a bool.
         ValueError: ``inner_optimizer`` is already wrapped; ``dynamic=False`` without
             ``initial_scale`` or with ``dynamic_growth_steps``.
 
@@ -180,6 +181,12 @@ class LossScaleOptimizer(Optimizer):
             raise TypeError(
                 f"LossScaleOptimizer cannot wrap another LossScaleOptimizer, but got: {inner_optimizer}"
             )
+        if isinstance(inner_optimizer, Wrapper):
+            raise TypeError(
+                f"LossScaleOptimizer cannot wrap a {type(inner_optimizer).__name__} (it drives "
+                "its inner optimizers' steps itself), but got: "
+                f"{inner_optimizer}. A MultiOptimizer takes a static `loss_scale_factor`."
+            )
         if getattr(inner_optimizer, "_is_wrapped_by_loss_scale_optimizer", False):
             raise ValueError(
                 '"inner_optimizer" is already wrapped by a LossScaleOptimizer. An optimizer can '
@@ -200,10 +207,10 @@ class LossScaleOptimizer(Optimizer):
                 )
             initial = float(initial_scale)
             growth = None
-        # The base constructor is not run (as in TF): the wrapper owns no hyperparameters,
-        # slots or counter of its own; those are the inner optimizer's.
+        # The wrapper owns no hyperparameters, slots or counter of its own (as in TF): those
+        # are the inner optimizer's.
+        super().__init__("LossScaleOptimizer")
         self._optimizer = inner_optimizer
-        self._name = "LossScaleOptimizer"
         self._dynamic = dynamic
         self._initial_scale = initial
         self._growth_steps = growth
@@ -217,9 +224,6 @@ class LossScaleOptimizer(Optimizer):
         if hasattr(inner_optimizer, "loss_scale_factor"):
             inner_optimizer.loss_scale_factor = None
         inner_optimizer._is_wrapped_by_loss_scale_optimizer = True
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------------------------------------
     # loss scale
@@ -408,9 +412,10 @@ class LossScaleOptimizer(Optimizer):
             return inner.apply_gradients([])  # TF: builds, applies nothing
         # The inner optimizer's plan validates and filters the pairs and changes nothing; the
         # scale is touched only once the step is known to be valid.
-        plan = inner._plan(grads_and_vars)
+        step = Transaction()
+        step.plan(inner, grads_and_vars)
         if self._dynamic:
-            finite = _all_finite([g for g, _ in plan.raw_grads])
+            finite = _all_finite([g for g, _ in step.raw_grads()])
             if not finite:
                 self._update_scale(finite)
                 # One skipped update: with accumulation that is K raw calls, which keeps the
@@ -418,8 +423,7 @@ class LossScaleOptimizer(Optimizer):
                 k = inner.gradient_accumulation_steps or 1
                 inner.iterations = inner._step + k
                 return inner.iterations
-        with torch.no_grad():
-            inner._commit(plan)
+        step.commit()
         if self._dynamic:
             # After the inner commit: a step that raises (a variable constraint) leaves the
             # scale and its good-step counter as they were.
@@ -449,10 +453,6 @@ class LossScaleOptimizer(Optimizer):
         return None
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
     def iterations(self) -> Tensor:
         """The inner optimizer's ``iterations`` (skipped steps included)."""
         return self._optimizer.iterations
@@ -469,25 +469,10 @@ class LossScaleOptimizer(Optimizer):
         """Creates the inner optimizer's slots for ``var_list``."""
         self._optimizer.build(var_list)
 
-    def variables(self) -> list[Tensor]:
-        """The inner optimizer's weights (the loss-scale state is not among them, as in TF)."""
-        return self._optimizer.variables()
-
-    @property
-    def weights(self) -> list[Tensor]:
-        return self._optimizer.weights
-
-    def get_weights(self) -> list[Any]:
-        return self._optimizer.get_weights()
-
     def set_weights(self, weights: Sequence[Any]) -> None:
+        """The inner optimizer's ``set_weights`` (the loss-scale state is not among the
+        weights, as in TF)."""
         self._optimizer.set_weights(weights)
-
-    def get_slot(self, var: Tensor, slot_name: str) -> Tensor:
-        return self._optimizer.get_slot(var, slot_name)
-
-    def get_slot_names(self) -> list[str]:
-        return self._optimizer.get_slot_names()
 
     def add_slot(
         self,
@@ -503,16 +488,27 @@ class LossScaleOptimizer(Optimizer):
     ) -> None:
         self._optimizer.exclude_from_weight_decay(var_list, var_names)
 
-    def finalize_variable_values(self, var_list: Any) -> None:
-        """Delegated: with the inner's ``use_ema``, copies the averages into the variables."""
-        self._optimizer.finalize_variable_values(var_list)
+    # what the Wrapper base forwards: variables / weights / get_weights (the inner
+    # optimizer's: the loss-scale state is not among them, as in TF), get_slot,
+    # get_slot_names, finalize_variable_values
+    def _inners(self) -> list[Optimizer]:
+        return [self._optimizer]
+
+    def _owner_of(self, var: Tensor) -> Optimizer:
+        return self._optimizer
+
+    def _flatten_var_list(self, var_list: Any) -> list[Tensor]:
+        return self._optimizer._flatten_var_list(var_list)
+
+    def _state_prefix(self, index: int) -> str:
+        return "inner/"
 
     # ------------------------------------------------------------------------------------------
     # state
     def state_dict(self) -> dict[str, Tensor]:
         """The inner optimizer's state under ``inner/`` plus ``loss_scale/current_loss_scale``
         and ``loss_scale/good_steps`` (dynamic scaling only)."""
-        state = {f"inner/{k}": v for k, v in self._optimizer.state_dict().items()}
+        state = self._inner_state()
         for key, value in self.loss_scale_state.items():
             state[f"loss_scale/{key}"] = value.detach().clone()
         return state
@@ -525,16 +521,7 @@ class LossScaleOptimizer(Optimizer):
         """
         if not isinstance(state_dict, dict):
             raise StateError(f"A state dict must be a dict; got {type(state_dict).__name__}.")
-        inner = {
-            k[len("inner/") :]: v
-            for k, v in state_dict.items()
-            if isinstance(k, str) and k.startswith("inner/")
-        }
-        own = {
-            k: v
-            for k, v in state_dict.items()
-            if not (isinstance(k, str) and k.startswith("inner/"))
-        }
+        parts, own = self._split_state(state_dict)
         expected = {f"loss_scale/{k}": v for k, v in self.loss_scale_state.items()}
         for key, value in own.items():
             if key not in expected:
@@ -545,7 +532,7 @@ class LossScaleOptimizer(Optimizer):
             raise StateError(f"State dict has no {missing[0]!r} key (dynamic loss scaling state).")
         if own and not torch.isfinite(own["loss_scale/current_loss_scale"]):
             raise StateError("State key 'loss_scale/current_loss_scale' is not finite.")
-        self._optimizer.load_state_dict(inner, strict=strict)  # validated before assigning
+        self._load_inner_state(parts, strict)  # validated before assigning
         with torch.no_grad():
             for key, value in own.items():
                 expected[key].copy_(value)
@@ -561,16 +548,8 @@ class LossScaleOptimizer(Optimizer):
             "dynamic_growth_steps": self._growth_steps,
         }
 
-    @classmethod
-    def from_config(
-        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
-    ) -> LossScaleOptimizer:
-        """Deserializes the inner optimizer, then calls the constructor."""
-        return build_from_config(cls, config, custom_objects, optimizers=("inner_optimizer",))
+    _optimizer_arguments = ("inner_optimizer",)  # from_config deserializes it
 
-    def __repr__(self) -> str:
+    def _describe(self) -> str:
         scale = float(self._current_scale())
-        return (
-            f"<kerasopt.optimizers.LossScaleOptimizer inner={self._optimizer!r} "
-            f"dynamic={self._dynamic} loss_scale={scale}>"
-        )
+        return f"inner={self._optimizer!r} dynamic={self._dynamic} loss_scale={scale}"

@@ -8,19 +8,23 @@ math: each inner optimizer runs its own full pipeline on its variables.
 
 from __future__ import annotations
 
+import numbers
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
+from .. import _gradients
+from .._hyper import non_negative
 from .._serialization import build_from_config, serialize
-from .._slots import var_label
+from .._slots import SlotStore, var_label
 from .._state import StateError, expect
-from ..optimizer import Optimizer, Plan
-from .loss_scale import LossScaleOptimizer
+from ..optimizer import Optimizer
+from ..variables import Variable
+from ._base import Transaction, Wrapper
 
 __all__ = ["MultiOptimizer", "OptimizerMap"]
 
@@ -99,7 +103,7 @@ class OptimizerMap(MutableMapping[str, Optimizer]):
             raise ValueError(f"key must be a string. Received: {key}")
         if not isinstance(optimizer, Optimizer):
             raise ValueError(f"optimizer must be a Keras Optimizer instance. Received: {optimizer}")
-        if isinstance(optimizer, (MultiOptimizer, LossScaleOptimizer)):
+        if isinstance(optimizer, Wrapper):
             raise ValueError(f"{type(optimizer).__name__} cannot be nested inside an OptimizerMap.")
         self._optimizer_map[key] = optimizer
 
@@ -155,7 +159,7 @@ class OptimizerMap(MutableMapping[str, Optimizer]):
         )
 
 
-class MultiOptimizer(Optimizer):
+class MultiOptimizer(Wrapper):
     """Applies different optimizers to different variables (Keras 3's MultiOptimizer).
 
     Each variable is assigned, once, at ``build`` (the first ``apply_gradients`` /
@@ -192,40 +196,64 @@ class MultiOptimizer(Optimizer):
         ([1, 1], 1)
     """
 
+    _optimizer_arguments = ("optimizer_map",)  # from_config deserializes it
+
     def __init__(
         self,
         optimizer_map: OptimizerMap | Callable[[Tensor], Optimizer],
         loss_scale_factor: float | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__(name=name, loss_scale_factor=loss_scale_factor)
+        if loss_scale_factor is not None:
+            # the base optimizer's check of the argument
+            if isinstance(loss_scale_factor, (bool, Tensor)) or not isinstance(
+                loss_scale_factor, numbers.Real
+            ):
+                raise TypeError(
+                    "`loss_scale_factor` must be a number or None. Received: "
+                    f"loss_scale_factor={loss_scale_factor!r}"
+                )
+            non_negative("loss_scale_factor", loss_scale_factor)
         if not callable(optimizer_map):
             raise TypeError(
                 "optimizer_map must be an OptimizerMap or a callable returning an optimizer for "
                 f"a variable. Received: {optimizer_map}"
             )
+        super().__init__(name if name is not None else type(self).__name__)
         self._optimizer_map = optimizer_map
         self._inner_optimizers: list[Optimizer] = []
         if isinstance(optimizer_map, OptimizerMap):
             for opt in [*optimizer_map.values(), optimizer_map.default_optimizer]:
                 if not any(opt is o for o in self._inner_optimizers):
                     self._inner_optimizers.append(opt)
+        # Its own counter (its calls) and a learning rate it never uses (0.0): Keras 3's
+        # MultiOptimizer is a base optimizer with both variables, so `variables()` /
+        # `get_weights()` keep its layout [iterations, learning_rate, each inner's weights...].
+        self._iterations: Tensor = Variable._wrap(
+            torch.zeros((), dtype=torch.int64), False, "iter", None
+        )
+        self._iterations_adopted = False
         self._dummy_learning_rate = torch.zeros((), dtype=torch.float32)
+        self._home = torch.device("cpu")
+        self._names = SlotStore()  # the names a module or a dict gives the variables
+        self._built = False
         self._var_list: list[Tensor] = []
         self._var_to_optimizer: dict[int, int] = {}
-        self.loss_scale_factor = loss_scale_factor  # push to the inner optimizers
+        self._build_step: tuple[Transaction, int] | None = None
+        self._loss_scale_factor: float | None = None
+        self.loss_scale_factor = loss_scale_factor  # pushed to the inner optimizers
 
     # ------------------------------------------------------------------------------------------
     # attributes
     @property
     def loss_scale_factor(self) -> float | None:
         """The static loss scale; setting it sets every inner optimizer's too."""
-        return self.__dict__.get("_loss_scale_factor")
+        return self._loss_scale_factor
 
     @loss_scale_factor.setter
     def loss_scale_factor(self, value: float | None) -> None:
-        object.__setattr__(self, "_loss_scale_factor", value)
-        for opt in self.__dict__.get("_inner_optimizers", ()):
+        self._loss_scale_factor = value
+        for opt in self._inner_optimizers:
             opt.loss_scale_factor = value
 
     @property
@@ -242,14 +270,36 @@ class MultiOptimizer(Optimizer):
             "individual sub-optimizers instead."
         )
 
-    def __getattr__(self, name: str) -> Any:
-        if name in ("learning_rate", "lr"):
-            # The property's own AttributeError lands here (Python retries __getattr__).
-            raise AttributeError(
-                "Learning rate cannot be accessed on a MultiOptimizer. Access the learning rate "
-                "on the individual sub-optimizers instead."
-            )
-        return super().__getattr__(name)
+    lr = learning_rate
+
+    @property
+    def iterations(self) -> Tensor:
+        """Number of calls that applied gradients (an int64 0-d tensor)."""
+        return self._iterations
+
+    @iterations.setter
+    def iterations(self, value: int | Tensor) -> None:
+        if isinstance(value, Tensor):
+            # TF adopts the variable (e.g. a global step): the optimizer then increments it.
+            if value.dim() != 0 or value.dtype.is_floating_point or value.dtype.is_complex:
+                raise TypeError(
+                    "`iterations` must be set to a 0-d integer tensor (e.g. "
+                    "kerasopt.Variable(0, dtype=torch.int64, trainable=False)) or an int; got a "
+                    f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}."
+                )
+            if self._built:
+                raise RuntimeError(
+                    "Cannot set `iterations` to a new Variable after the Optimizer weights have "
+                    f"been created. Here it is attempting to set `iterations` to {value!r}."
+                )
+            self._iterations = value
+            self._iterations_adopted = True
+            return
+        self._iterations.fill_(int(value))
+
+    @property
+    def built(self) -> bool:
+        return self._built
 
     @property
     def optimizers(self) -> list[Optimizer]:
@@ -260,6 +310,29 @@ class MultiOptimizer(Optimizer):
     @property
     def optimizer_map(self) -> OptimizerMap | Callable[[Tensor], Optimizer]:
         return self._optimizer_map
+
+    # what the Wrapper base forwards: variables / weights / get_weights, get_slot,
+    # get_slot_names, finalize_variable_values
+    def _inners(self) -> list[Optimizer]:
+        return self._inner_optimizers
+
+    def _owner_of(self, var: Tensor) -> Optimizer:
+        return self._inner_optimizers[self._group_of(var)]
+
+    def _flatten_var_list(self, var_list: Any) -> list[Tensor]:
+        return self._names.flatten(var_list)
+
+    def _state_prefix(self, index: int) -> str:
+        return f"optimizer_{index}/"
+
+    def _own_variables(self) -> list[Tensor]:
+        return [self._iterations, self._dummy_learning_rate]
+
+    def _name_of(self, var: Tensor) -> str:
+        return self._names.name_of(var)
+
+    def _label(self, var: Tensor) -> str:
+        return repr(self._name_of(var))
 
     # ------------------------------------------------------------------------------------------
     # routing
@@ -277,7 +350,7 @@ class MultiOptimizer(Optimizer):
         if self._built:
             return
         variables = self._flatten_var_list(var_list)
-        names = [self._store.hints.get(id(v)) or getattr(v, "name", None) for v in variables]
+        names = [self._names.hints.get(id(v)) or getattr(v, "name", None) for v in variables]
         # Route everything before changing anything.
         assigned: list[Optimizer] = []
         seen: set[int] = set()
@@ -289,8 +362,7 @@ class MultiOptimizer(Optimizer):
             seen.add(id(var))
             assigned.append(self._route(var, name))
         if variables:
-            self._ensure_home(variables[0].device)
-            self._dummy_learning_rate = self._dummy_learning_rate.to(self._home)
+            self._move_home(variables[0].device)
         groups: dict[int, list[Tensor]] = {}
         count_before = len(self._inner_optimizers)
         for var, name, opt in zip(variables, names, assigned):
@@ -304,27 +376,40 @@ class MultiOptimizer(Optimizer):
             if isinstance(name, str):
                 # The inner optimizer names slots and matches weight-decay exclusions by it.
                 opt._store.hint(var, name)
-        undo: list[tuple[Optimizer, list[Tensor], Any]] = []
+        creation = Transaction()
         try:
             for index, group in groups.items():
-                opt = self._inner_optimizers[index]
-                undo.append((opt, group, opt._creation_mark()))
-                opt.build(group)
+                creation.build(self._inner_optimizers[index], group)
         except BaseException:
-            self._unbuild(undo, count_before)
+            self._forget_routing(count_before)
             raise
-        self._build_undo = (undo, count_before)
+        self._build_step = (creation, count_before)
         self._var_list = list(variables)
         self._built = True
 
-    def _unbuild(self, undo: list[tuple[Optimizer, list[Tensor], Any]], count: int) -> None:
-        """Forgets a build (a failed build, or a first ``apply`` that raised): all or nothing."""
-        for opt, group, mark in undo:
-            opt._forget_created(group, mark)
+    def _unbuild(self) -> None:
+        """Forgets the build (a first ``apply`` that raised): all or nothing."""
+        assert self._build_step is not None
+        creation, count = self._build_step
+        creation.unbuild()
+        self._forget_routing(count)
+
+    def _forget_routing(self, count: int) -> None:
         del self._inner_optimizers[count:]
         self._var_to_optimizer.clear()
         self._var_list = []
         self._built = False
+
+    def _move_home(self, device: torch.device) -> None:
+        """Moves the counter and the dummy learning rate to the first variable's device."""
+        if device == self._home:
+            return
+        self._home = device
+        if not self._iterations_adopted:
+            self._iterations = Variable._wrap(
+                self._iterations.detach().to(device), False, "iter", None
+            )
+        self._dummy_learning_rate = self._dummy_learning_rate.to(device)
 
     def _route(self, var: Tensor, name: Any) -> Optimizer:
         label = repr(name) if isinstance(name, str) else var_label(var)
@@ -339,7 +424,7 @@ class MultiOptimizer(Optimizer):
             opt = self._optimizer_map(var)
         if not isinstance(opt, Optimizer):
             raise ValueError(f"Optimizer for variable {label} is not an Optimizer instance.")
-        if isinstance(opt, (MultiOptimizer, LossScaleOptimizer)):
+        if isinstance(opt, Wrapper):
             raise ValueError(
                 f"Optimizer for variable {label} is a {type(opt).__name__}, which cannot be used "
                 "inside a MultiOptimizer."
@@ -393,7 +478,7 @@ class MultiOptimizer(Optimizer):
                 try:
                     return self._apply_built(grads, variables)
                 except BaseException:
-                    self._unbuild(*self._build_undo)  # a failed first call leaves it unbuilt
+                    self._unbuild()  # a failed first call leaves it unbuilt
                     raise
         return self._apply_built(grads, variables)
 
@@ -422,26 +507,14 @@ class MultiOptimizer(Optimizer):
                 UserWarning,
                 stacklevel=2,
             )
-        # Every group is validated before any group is applied.
-        plans: list[tuple[Optimizer, Plan]] = [
-            (opt, opt._plan(group)) for opt, group in zip(self._inner_optimizers, pairs) if group
-        ]
-        # Commit can only fail in user code (a constraint) or on loaded state that does not fit
-        # new variables: then every group's writes are rolled back, not just the failing one's.
-        guarded = any(opt._constrained(plan) or opt._store.pending for opt, plan in plans)
-        snapshots = [(opt, opt._snapshot(plan), opt._creation_mark()) for opt, plan in plans]
-        snapshots = snapshots if guarded else []
-        with torch.no_grad():
-            try:
-                for opt, plan in plans:
-                    opt._commit(plan, transactional=not guarded)
-            except BaseException:
-                for (opt, saved, mark), (_, plan) in zip(snapshots, plans):
-                    opt._restore(saved)
-                    opt._forget_created(plan.new_vars, mark)
-                raise
-        self._raw_iterations.add_(1)
-        self._step += 1
+        # Every group is validated before any group is applied; a commit that raises (a
+        # constraint) rolls back every group's writes, not just the failing one's.
+        step = Transaction()
+        for opt, group in zip(self._inner_optimizers, pairs):
+            if group:
+                step.plan(opt, group)
+        step.commit()
+        self._iterations.add_(1)
         return self.iterations
 
     def apply_gradients(
@@ -471,14 +544,34 @@ class MultiOptimizer(Optimizer):
             return self.iterations
         return self.apply([g for g, _ in items], [v for _, v in items])
 
+    def minimize(
+        self,
+        loss: Any,
+        var_list: Any,
+        grad_loss: Tensor | None = None,
+        name: str | None = None,
+        tape: Any = None,
+    ) -> Tensor:
+        """Computes the gradients of ``loss`` (scaled by ``loss_scale_factor``, which each inner
+        optimizer divides out) for ``var_list`` and applies them (``Optimizer.minimize``).
+
+        Returns:
+            The MultiOptimizer's ``iterations`` after the update.
+        """
+        pairs = _gradients.compute_gradients(
+            loss, var_list, grad_loss, tape, self._flatten_var_list, self.loss_scale_factor
+        )
+        return self.apply_gradients(pairs)
+
+    def scale_loss(self, loss: Tensor) -> Tensor:
+        """``loss * loss_scale_factor`` (identity when it is None)."""
+        return loss if self.loss_scale_factor is None else loss * self.loss_scale_factor
+
     # ------------------------------------------------------------------------------------------
     # state
     def state_dict(self) -> dict[str, Tensor]:
         """Own ``iterations`` plus each inner optimizer's state under ``optimizer_<i>/``."""
-        state = {"iterations": self._raw_iterations.detach().clone()}
-        for i, opt in enumerate(self._inner_optimizers):
-            state.update({f"optimizer_{i}/{k}": v for k, v in opt.state_dict().items()})
-        return state
+        return {"iterations": self._iterations.detach().clone(), **self._inner_state()}
 
     def load_state_dict(self, state_dict: Any, strict: bool = True) -> None:
         """Restores ``state_dict()`` output into every inner optimizer, all or nothing.
@@ -491,37 +584,12 @@ class MultiOptimizer(Optimizer):
         expect("iterations", state_dict["iterations"], (), torch.int64)
         if int(state_dict["iterations"]) < 0:
             raise StateError("State key 'iterations' is negative.")
-        parts: list[dict[str, Any]] = [{} for _ in self._inner_optimizers]
-        for key, value in state_dict.items():
-            if key == "iterations":
-                continue
-            prefix, _, rest = str(key).partition("/")
-            index = prefix.removeprefix("optimizer_")
-            if (
-                not prefix.startswith("optimizer_")
-                or not index.isdigit()
-                or int(index) >= len(parts)
-            ):
+        parts, own = self._split_state(state_dict)
+        for key in own:
+            if key != "iterations":
                 raise StateError(f"Unknown state key {key!r} for MultiOptimizer {self._name!r}.")
-            parts[int(index)][rest] = value
-        before = [opt.state_dict() for opt in self._inner_optimizers]
-        done = 0
-        try:
-            for opt, part in zip(self._inner_optimizers, parts):
-                opt.load_state_dict(part, strict=strict)
-                done += 1
-        except Exception:
-            for opt, old in zip(self._inner_optimizers[:done], before):
-                opt.load_state_dict(old)  # undo the inner optimizers already loaded
-            raise
+        self._load_inner_state(parts, strict)
         self.iterations = int(state_dict["iterations"])
-
-    def variables(self) -> list[Tensor]:
-        """Own ``[iterations, learning_rate (a dummy 0.0)]``, then each inner optimizer's."""
-        out = [self._raw_iterations, self._dummy_learning_rate]
-        for opt in self._inner_optimizers:
-            out.extend(opt.variables())
-        return out
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Assigns ``weights`` in ``variables()`` order, split among the inner optimizers.
@@ -535,7 +603,8 @@ class MultiOptimizer(Optimizer):
                 "Please call `optimizer.build(trainable_variables)` to create the optimizer "
                 "weights before calling `set_weights()`."
             )
-        values = self._checked_weights(self.variables(), weights)
+        # the base optimizer's count and shape checks (its messages name this optimizer)
+        values = Optimizer._checked_weights(cast(Optimizer, self), self.variables(), weights)
         self.iterations = int(values[0])
         self._dummy_learning_rate.copy_(values[1].to(torch.float32))
         offset = 2
@@ -547,18 +616,6 @@ class MultiOptimizer(Optimizer):
             else:
                 opt.iterations = int(share[0])
             offset += count
-
-    def get_slot(self, var: Tensor, slot_name: str) -> Tensor:
-        """The slot ``slot_name`` of ``var``, from the inner optimizer that owns ``var``."""
-        return self._inner_optimizers[self._group_of(var)].get_slot(var, slot_name)
-
-    def finalize_variable_values(self, var_list: Any) -> None:
-        """Lets each inner optimizer finalize its own variables (EMA overwrite, if enabled)."""
-        groups: dict[int, list[Tensor]] = {}
-        for var in self._flatten_var_list(var_list):
-            groups.setdefault(self._group_of(var), []).append(var)
-        for index, group in groups.items():
-            self._inner_optimizers[index].finalize_variable_values(group)
 
     # ------------------------------------------------------------------------------------------
     # config
@@ -577,13 +634,6 @@ class MultiOptimizer(Optimizer):
             "name": self._name,
         }
 
-    @classmethod
-    def from_config(
-        cls, config: dict[str, Any], custom_objects: dict[str, Any] | None = None
-    ) -> MultiOptimizer:
-        """Deserializes the map, then calls the constructor."""
-        return build_from_config(cls, config, custom_objects, optimizers=("optimizer_map",))
-
-    def __repr__(self) -> str:
+    def _describe(self) -> str:
         inner = ", ".join(repr(o) for o in self._inner_optimizers)
-        return f"<kerasopt.optimizers.MultiOptimizer name={self._name!r} optimizers=[{inner}]>"
+        return f"name={self._name!r} optimizers=[{inner}]"
