@@ -684,3 +684,32 @@ def test_a_user_keras_optimizer_gets_a_torch_protocol_twin():
     opt = TorchMySGD(params, lr=0.1)
     run_steps(keras, keras_vars, opt, params, dense_grads([(3,)], 3))
     assert sorted(opt.state[params[0]]) == ["step", "velocity"]
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["first-step", "later-step"])
+def test_a_step_refused_in_a_later_group_changes_no_group(fresh):
+    """The step is one transaction across param groups: a gradient refused in the second group
+    (a complex parameter, which Adam does not support) leaves the first group's parameters,
+    slots and counter as they were, and creates no state."""
+    a = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    b = torch.nn.Parameter(torch.tensor([3.0, 4.0], dtype=torch.complex64))
+    opt = ko.optim.Adam([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=0.1)
+    if not fresh:
+        a.grad = torch.ones(2)
+        opt.step()  # b has no gradient yet: only a's group steps
+    before = copy.deepcopy(opt.state_dict())
+    values = a.detach().clone(), b.detach().clone()
+    a.grad = torch.full((2,), 0.5)
+    b.grad = torch.ones(2, dtype=torch.complex64)
+    with pytest.raises(ValueError, match="complex"):
+        opt.step()
+    assert torch.equal(a.detach(), values[0]) and torch.equal(b.detach(), values[1])
+    after = opt.state_dict()
+    assert after["state"].keys() == before["state"].keys()
+    for index, entry in before["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(after["state"][index][key], value), (index, key)
+    assert [int(k.iterations) for k in opt.keras_optimizers] == [0 if fresh else 1, 0]
+    b.grad = None
+    opt.step()  # without the refused gradient the step runs
+    assert not torch.equal(a.detach(), values[0])

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .._hyper import Hyper, Param
 from ..optimizer import Optimizer as KerasOptimizerBase
+from ..wrappers._base import Transaction
 
 __all__ = ["KerasOptimizer"]
 
@@ -549,13 +550,22 @@ class KerasOptimizer(torch.optim.Optimizer):
     # state: built lazily per parameter, exposed as the inner optimizer's own tensors
     def _build(self, state: _GroupState, group: Mapping[str, Any], params: list[Tensor]) -> None:
         """Creates the inner optimizer's state for ``params`` (named as Keras would name them)."""
-        var_list: Any = list(params)
+        var_list = self._var_list(group, params)
+        state.inner.build(var_list)
+        self._built(state, params, var_list)
+
+    @staticmethod
+    def _var_list(group: Mapping[str, Any], params: list[Tensor]) -> Any:
+        """``params`` as the inner optimizer's var_list: named by ``param_names`` if given."""
         names = group.get("param_names")
         if names is not None:
             lookup = {id(p): n for p, n in zip(group["params"], names)}
             if all(id(p) in lookup for p in params):
-                var_list = {lookup[id(p)]: p for p in params}
-        state.inner.build(var_list)
+                return {lookup[id(p)]: p for p in params}
+        return list(params)
+
+    def _built(self, state: _GroupState, params: list[Tensor], var_list: Any) -> None:
+        """Records that the inner optimizer holds state for ``params`` (built as ``var_list``)."""
         state.batches.append(var_list)
         for p in params:
             state.built[id(p)] = p
@@ -715,17 +725,30 @@ class KerasOptimizer(torch.optim.Optimizer):
         states = self._sync_all()
         if self.state._dirty:
             self._adopt(states)
+        # One transaction across the groups: every group's state is built and its gradients
+        # planned (checked) before any group writes, so a refused gradient in a later group
+        # leaves the earlier ones untouched, and no state is created.
+        step = Transaction()
+        built: list[tuple[_GroupState, list[Tensor], Any]] = []
         with torch.no_grad():
-            for state in states:
-                params = state.group["params"]
-                pairs = [(p.grad, p) for p in params if p.grad is not None]
-                if not pairs:
-                    continue
-                new = [p for _, p in pairs if id(p) not in state.built]
-                if new:
-                    self._build(state, state.group, new)
-                    self._register(state, new)
-                state.inner.apply_gradients(pairs)
+            try:
+                for state in states:
+                    pairs = [(p.grad, p) for p in state.group["params"] if p.grad is not None]
+                    if not pairs:
+                        continue
+                    new = [p for _, p in pairs if id(p) not in state.built]
+                    if new:
+                        var_list = self._var_list(state.group, new)
+                        step.build(state.inner, var_list)
+                        built.append((state, new, var_list))
+                    step.plan(state.inner, state.inner._materialize(pairs))
+                step.commit()
+            except BaseException:
+                step.unbuild()
+                raise
+        for state, new, var_list in built:
+            self._built(state, new, var_list)
+            self._register(state, new)
         return loss
 
     @property

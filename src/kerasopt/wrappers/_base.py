@@ -58,11 +58,11 @@ class Transaction:
         self._plans: list[tuple[Optimizer, Plan]] = []
         self._builds: list[tuple[Optimizer, list[Tensor], Mark]] = []
 
-    def build(self, opt: Optimizer, variables: Sequence[Tensor]) -> None:
-        """``opt.build(variables)``; if it raises, every build of this transaction is undone."""
-        self._builds.append((opt, list(variables), opt._creation_mark()))
+    def build(self, opt: Optimizer, var_list: Any) -> None:
+        """``opt.build(var_list)``; if it raises, every build of this transaction is undone."""
+        self._builds.append((opt, opt._flatten_var_list(var_list), opt._creation_mark()))
         try:
-            opt.build(variables)
+            opt.build(var_list)
         except BaseException:
             self.unbuild()
             raise
