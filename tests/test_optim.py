@@ -594,7 +594,7 @@ CORRUPTIONS = {
     "slot name": "unknown state key 'exp_avg'",
     "shape": r"'m' has shape \(5,\), expected \(3,\)",
     "dtype": "'v' has dtype torch.float64, expected torch.float32",
-    "sparse": "must be dense",
+    "sparse": "must hold a dense tensor",
     "no step": "has no 'step'",
     "steps differ": "different 'step' values",
     "bad step": "non-negative integer",

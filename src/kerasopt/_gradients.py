@@ -63,6 +63,30 @@ def densify(g: IndexedSlices, var: Tensor) -> Tensor:
     return IndexedSlices(g.values, g.indices, tuple(var.shape)).to_dense()
 
 
+def split(
+    pairs: Sequence[tuple[Any, Tensor]], densify_sparse: bool, label: Callable[[Tensor], str]
+) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, IndexedSlices]]]:
+    """A step's checked pairs as (variable, dense gradient) and (variable, sparse gradient)
+    lists; ``densify_sparse`` turns sparse gradients dense. Sharded (FSDP2) variables take no
+    sparse gradient (``label`` names the variable)."""
+    dense: list[tuple[Tensor, Tensor]] = []
+    sparse: list[tuple[Tensor, IndexedSlices]] = []
+    for g, v in pairs:
+        if not isinstance(g, IndexedSlices):
+            dense.append((v, g))
+            continue
+        if _distributed.active() and _distributed.is_dtensor(v):
+            raise NotImplementedError(
+                f"Variable {label(v)} is a DTensor (FSDP2): sparse gradients are not supported "
+                "for sharded variables."
+            )
+        if densify_sparse:
+            dense.append((v, densify(g, v)))
+        else:
+            sparse.append((v, g))
+    return dense, sparse
+
+
 @dataclass(frozen=True)
 class PairChecks:
     """The checks of (gradient, variable) pairs for one optimizer.

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from . import _distributed, _engines
+from . import _distributed, _engines, _gradients
 from ._hyper import Hyper, tf_cast_value
 from .sparse import IndexedSlices
 
@@ -83,23 +83,18 @@ class HookPath:
     def route(
         self, opt: Optimizer, pairs: list[tuple[Any, Tensor]]
     ) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, IndexedSlices]]]:
-        dense: list[tuple[Tensor, Tensor]] = []
-        sparse: list[tuple[Tensor, IndexedSlices]] = []
         for g, v in pairs:
-            if _distributed.active() and _distributed.is_dtensor(v):
+            if (
+                not isinstance(g, IndexedSlices)
+                and _distributed.active()
+                and _distributed.is_dtensor(v)
+            ):
                 raise NotImplementedError(
-                    f"Variable {opt._label(v)} is a DTensor (FSDP2): "
-                    + (
-                        "sparse gradients are not supported for sharded variables."
-                        if isinstance(g, IndexedSlices)
-                        else f"{type(opt).__name__}'s `_resource_apply_*` hooks are not "
-                        "supported for sharded variables (write `update` instead)."
-                    )
+                    f"Variable {opt._label(v)} is a DTensor (FSDP2): {type(opt).__name__}'s "
+                    "`_resource_apply_*` hooks are not supported for sharded variables (write "
+                    "`update` instead)."
                 )
-            if isinstance(g, IndexedSlices):
-                sparse.append((v, g))
-            else:
-                dense.append((v, g))
+        dense, sparse = _gradients.split(pairs, False, opt._label)
         if sparse and not self._has_sparse_hook(type(opt)):
             raise NotImplementedError(
                 f"{type(opt).__name__} does not implement `_resource_apply_sparse`: it cannot apply "

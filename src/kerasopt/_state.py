@@ -69,16 +69,27 @@ def state_dict(opt: Optimizer, store: SlotStore) -> dict[str, Tensor]:
     return state
 
 
-def expect(key: str, value: Any, shape: tuple[int, ...], dtype: torch.dtype) -> None:
-    """Raises a StateError naming `key` unless `value` is a dense tensor of `shape` and `dtype`."""
+def expect(
+    key: str,
+    value: Any,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    subject: str | None = None,
+    layout: torch.layout = torch.strided,
+) -> None:
+    """Raises a StateError naming ``key`` unless ``value`` is a tensor of ``shape``, ``dtype`` and
+    ``layout`` (dense). ``subject`` says what the key is (default: ``State key '<key>'``); every
+    state check (optimizer, torch-format and checkpoint model state) goes through here."""
+    what = f"State key {key!r}" if subject is None else subject
     if not isinstance(value, Tensor):
-        raise StateError(f"State key {key!r} must hold a tensor; got {type(value).__name__}.")
-    if value.layout != torch.strided:
-        raise StateError(f"State key {key!r} must hold a dense tensor; got layout {value.layout}.")
-    if tuple(value.shape) != shape:
-        raise StateError(f"State key {key!r} has shape {tuple(value.shape)}, expected {shape}.")
+        raise StateError(f"{what} must hold a tensor; got {type(value).__name__}.")
+    if value.layout != layout:
+        kind = "a dense tensor" if layout == torch.strided else f"a {layout} tensor"
+        raise StateError(f"{what} must hold {kind}; got layout {value.layout}.")
+    if tuple(value.shape) != tuple(shape):
+        raise StateError(f"{what} has shape {tuple(value.shape)}, expected {tuple(shape)}.")
     if value.dtype != dtype:
-        raise StateError(f"State key {key!r} has dtype {value.dtype}, expected {dtype}.")
+        raise StateError(f"{what} has dtype {value.dtype}, expected {dtype}.")
 
 
 def load_state_dict(

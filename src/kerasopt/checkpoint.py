@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ._state import StateError
+from ._state import StateError, expect
 
 try:  # POSIX; elsewhere stale temporaries are told apart by age alone
     import fcntl
@@ -188,19 +188,8 @@ def _check_model_state(name: str, model: torch.nn.Module, state: Any) -> None:
         ref = own[key]
         if not isinstance(ref, torch.Tensor):
             continue  # a module's extra state: its own set_extra_state checks it
-        if not isinstance(value, torch.Tensor):
-            raise StateError(
-                f"{name!r}: model state key {key!r} holds a {type(value).__name__}, not a tensor."
-            )
-        if tuple(value.shape) != tuple(ref.shape):
-            raise StateError(
-                f"{name!r}: model state key {key!r} has shape {tuple(value.shape)}, "
-                f"expected {tuple(ref.shape)}."
-            )
-        if value.dtype != ref.dtype:
-            raise StateError(
-                f"{name!r}: model state key {key!r} has dtype {value.dtype}, expected {ref.dtype}."
-            )
+        subject = f"{name!r}: model state key {key!r}"
+        expect(key, value, tuple(ref.shape), ref.dtype, subject, ref.layout)
 
 
 def load(path: PathLike, optimizer: Any, model: torch.nn.Module | None = None) -> None:

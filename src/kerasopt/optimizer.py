@@ -166,6 +166,23 @@ def _looks_like_parameters(value: Any) -> bool:
     )
 
 
+def adoptable_counter(value: Tensor, built: bool) -> Tensor:
+    """``value`` if ``opt.iterations = value`` may adopt it (TF adopts a variable, e.g. a global
+    step, which the optimizer then increments), else the TypeError / RuntimeError TF raises."""
+    if value.dim() != 0 or value.dtype.is_floating_point or value.dtype.is_complex:
+        raise TypeError(
+            "`iterations` must be set to a 0-d integer tensor (e.g. "
+            "kerasopt.Variable(0, dtype=torch.int64, trainable=False)) or an int; got a "
+            f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}."
+        )
+    if built:
+        raise RuntimeError(
+            "Cannot set `iterations` to a new Variable after the Optimizer weights have "
+            f"been created. Here it is attempting to set `iterations` to {value!r}."
+        )
+    return value
+
+
 def _requires_step_argument(fn: Callable[..., Any]) -> bool:
     """Whether a hyperparameter callable takes the step (a schedule) or nothing (TF's callables)."""
     if isinstance(fn, LearningRateSchedule):
@@ -195,22 +212,7 @@ class RulePath:
     def route(
         self, opt: Optimizer, pairs: list[tuple[Any, Tensor]]
     ) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, IndexedSlices]]]:
-        dense: list[tuple[Tensor, Tensor]] = []
-        sparse: list[tuple[Tensor, IndexedSlices]] = []
-        for g, v in pairs:
-            if isinstance(g, IndexedSlices):
-                if _distributed.active() and _distributed.is_dtensor(v):
-                    raise NotImplementedError(
-                        f"Variable {opt._label(v)} is a DTensor (FSDP2): sparse gradients are not "
-                        "supported for sharded variables."
-                    )
-                if opt.sparse_mode == "dense":
-                    dense.append((v, _gradients.densify(g, v)))
-                else:
-                    sparse.append((v, g))
-            else:
-                dense.append((v, g))
-        return dense, sparse
+        return _gradients.split(pairs, opt.sparse_mode == "dense", opt._label)
 
     def apply(self, opt: Optimizer, plan: Plan, apply_state: dict[Any, Coefficients]) -> None:
         opt._apply_weight_decay(plan.sparse, apply_state)
@@ -492,19 +494,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
     @iterations.setter
     def iterations(self, value: int | Tensor) -> None:
         if isinstance(value, Tensor):
-            # TF adopts the variable (e.g. a global step): the optimizer then increments it.
-            if value.dim() != 0 or value.dtype.is_floating_point or value.dtype.is_complex:
-                raise TypeError(
-                    "`iterations` must be set to a 0-d integer tensor (e.g. "
-                    "kerasopt.Variable(0, dtype=torch.int64, trainable=False)) or an int; got a "
-                    f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}."
-                )
-            if self._store.built:
-                raise RuntimeError(
-                    "Cannot set `iterations` to a new Variable after the Optimizer weights have "
-                    f"been created. Here it is attempting to set `iterations` to {value!r}."
-                )
-            self._raw_iterations = value
+            self._raw_iterations = adoptable_counter(value, self._store.built)
             self._iterations_adopted = True
             self._sync_step()
             return

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .._hyper import Hyper, Param
+from .._state import expect
 from ..optimizer import Optimizer as KerasOptimizerBase
 from ..wrappers._base import Transaction
 
@@ -616,23 +617,7 @@ class KerasOptimizer(torch.optim.Optimizer):
                 )
             if value is target:
                 continue
-            if not isinstance(value, Tensor):
-                raise ValueError(
-                    f"{label}: state {key!r} must be a tensor; got {type(value).__name__}."
-                )
-            if value.layout != torch.strided:
-                raise ValueError(
-                    f"{label}: state {key!r} must be dense; got layout {value.layout}."
-                )
-            if tuple(value.shape) != tuple(target.shape):
-                raise ValueError(
-                    f"{label}: state {key!r} has shape {tuple(value.shape)}, expected "
-                    f"{tuple(target.shape)}."
-                )
-            if value.dtype != target.dtype:
-                raise ValueError(
-                    f"{label}: state {key!r} has dtype {value.dtype}, expected {target.dtype}."
-                )
+            expect(key, value, tuple(target.shape), target.dtype, f"{label}: state {key!r}")
             copies.append((target, value))
         return step, copies
 

@@ -22,7 +22,7 @@ from .._hyper import non_negative
 from .._serialization import build_from_config, serialize
 from .._slots import SlotStore, var_label
 from .._state import StateError, expect
-from ..optimizer import Optimizer
+from ..optimizer import Optimizer, adoptable_counter
 from ..variables import Variable
 from ._base import Transaction, Wrapper
 
@@ -280,19 +280,7 @@ class MultiOptimizer(Wrapper):
     @iterations.setter
     def iterations(self, value: int | Tensor) -> None:
         if isinstance(value, Tensor):
-            # TF adopts the variable (e.g. a global step): the optimizer then increments it.
-            if value.dim() != 0 or value.dtype.is_floating_point or value.dtype.is_complex:
-                raise TypeError(
-                    "`iterations` must be set to a 0-d integer tensor (e.g. "
-                    "kerasopt.Variable(0, dtype=torch.int64, trainable=False)) or an int; got a "
-                    f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}."
-                )
-            if self._built:
-                raise RuntimeError(
-                    "Cannot set `iterations` to a new Variable after the Optimizer weights have "
-                    f"been created. Here it is attempting to set `iterations` to {value!r}."
-                )
-            self._iterations = value
+            self._iterations = adoptable_counter(value, self._built)
             self._iterations_adopted = True
             return
         self._iterations.fill_(int(value))
