@@ -15,7 +15,8 @@ So a call that raises leaves every variable, slot and counter exactly as it was.
 This module is the public API and that pipeline; the machinery lives in modules named for it:
 ``_gradients`` (checks, unscaling, accumulation, clipping, autograd), ``_slots`` (the variable
 registry), ``_engines`` (grouping and running a rule), ``_state`` (the state dict), ``_hyper``
-(declarations). docs/architecture.md walks through a step.
+(declarations and the hyperparameter store), ``_legacy`` (TF 2.x subclasses' hooks); wrappers
+compose optimizers in ``wrappers/``. docs/architecture.md walks through a step.
 """
 
 from __future__ import annotations
@@ -41,18 +42,32 @@ from ._hyper import (
     _UNSET,
     Hyper,
     HyperStore,
+    Param,
     check_hyper_value,
     declared,
+    epsilon_or_default,
     non_negative,
     number_value,
     positive_int_or_none,
     tf_cast_value,
+    unit_interval,
 )
 from ._schedules import LearningRateSchedule
 from ._serialization import build_from_config, serialize_schedule
 from ._slots import Mark, Record, SlotStore, Staged, new_slot, var_label
 from .sparse import IndexedSlices, deduplicate
 from .variables import Variable
+
+# What an optimizer file (kerasopt's or a user's) needs: README "Writing an optimizer".
+__all__ = [
+    "Coefficients",
+    "Hyper",
+    "Optimizer",
+    "Param",
+    "epsilon_or_default",
+    "non_negative",
+    "unit_interval",
+]
 
 # Constructor keywords every optimizer accepts (Part 1 + Part 2 §1.1 of SPEC.md).
 _BASE_KWARGS = (
