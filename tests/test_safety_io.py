@@ -91,7 +91,10 @@ def test_bad_optimizer_section_leaves_the_model_unchanged(tmp_path):
             lambda s: s.__setitem__("0.bias", torch.zeros(3, dtype=torch.float64)),
             "'0.bias' has dtype",
         ),
-        (lambda s: s.__setitem__("0.bias", [1.0, 2.0, 3.0]), "'0.bias' must hold a tensor; got list"),
+        (
+            lambda s: s.__setitem__("0.bias", [1.0, 2.0, 3.0]),
+            "'0.bias' must hold a tensor; got list",
+        ),
     ],
     ids=["missing", "unexpected", "shape", "dtype", "not-a-tensor"],
 )
