@@ -208,3 +208,37 @@ def test_lazy_sparse_rules_bypass_the_engines(spec, config, monkeypatch):
 def test_unknown_implementation_is_rejected():
     with pytest.raises(ValueError, match="`implementation` must be one of"):
         ko.optimizers.Adam(implementation="magic")
+
+
+WHOLE = [s for s in OPTIMIZERS if not s.elementwise]
+
+
+@pytest.mark.parametrize("spec", WHOLE, ids=lambda s: s.name)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_gathered_whole_tensor_path_computes_half_precision_in_float32(spec, dtype):
+    """FSDP2 runs a whole-tensor rule on gathered tensors (``run_whole_tensors``); for half
+    precision it must compute in float32 and round once, exactly as the unsharded path
+    (``run_in_float32``) does, or sharded and unsharded training drift apart."""
+    gen = torch.Generator().manual_seed(3)
+    start = torch.randn(4, 3, generator=gen).to(dtype)
+    grad = torch.randn(4, 3, generator=gen).to(dtype)
+    results = []
+    for run in ("gathered", "unsharded"):
+        var = ko.Variable(start.clone(), name="w")
+        opt = getattr(ko.optimizers, spec.name)(**spec.configs[0])
+        opt.build([var])
+        slots = {k: [v] for k, v in opt._rule_slots(opt._store.record_of(var)).items()}
+        for t in (var, *(lst[0] for lst in slots.values())):
+            t.requires_grad_(False)
+        c = opt._prepare([var])[(var.device, torch.float32)]
+        with torch.no_grad():
+            if run == "gathered":
+                _engines.run_whole_tensors(opt.update, [var], [grad], slots, c)
+            else:
+                _engines.run_in_float32(
+                    _engines.run_per_tensor, opt.update, [var], [grad], slots, c
+                )
+        results.append([var.detach().clone(), *(lst[0].clone() for lst in slots.values())])
+    assert not torch.equal(results[0][0], start), "nothing moved"
+    for a, b in zip(*results):
+        assert a.dtype == b.dtype and torch.equal(a, b)

@@ -300,12 +300,23 @@ def run_whole_tensors(
     """A whole-tensor rule (norms, factored moments, orthogonalisation) on sharded
     variables: each is gathered, updated identically on every rank, and each rank keeps its
     shard (slots of another shape than the variable's are plain tensors, alike on every
-    rank)."""
+    rank). Half-precision tensors are computed in float32 and rounded once, as on every other
+    path (``compute_dtype``)."""
     for i, var in enumerate(variables):
         own = {name: lst[i] for name, lst in slots.items()}
         whole = {name: _distributed.full(t) for name, t in own.items()}
         whole_var = _distributed.full(var)
-        rule(whole_var, _distributed.full(grads[i]), c=c, **whole)
+        grad = _distributed.full(grads[i])
+        if compute_dtype(whole_var.dtype) == whole_var.dtype:
+            rule(whole_var, grad, c=c, **whole)
+        else:
+            wide = {name: t.float() for name, t in whole.items()}
+            wide_var = whole_var.float()
+            rule(wide_var, grad.float(), c=c, **wide)
+            whole_var.copy_(wide_var)
+            for name, t in whole.items():
+                if t is not wide[name]:
+                    t.copy_(wide[name])
         for target, value in zip((var, *own.values()), (whole_var, *whole.values())):
             if _distributed.is_dtensor(target):
                 _distributed.write_shard(target, value)
