@@ -11,6 +11,7 @@ Example:
 
 from . import optim as optim
 from . import optimizers
+from ._state import StateError
 from .checkpoint import load, save
 from .optimizer import Optimizer
 from .sparse import IndexedSlices
@@ -21,6 +22,7 @@ __all__ = [
     "GradientTape",
     "IndexedSlices",
     "Optimizer",
+    "StateError",
     "UnconnectedGradients",
     "Variable",
     "load",
