@@ -237,6 +237,19 @@ def test_subclass_must_call_super_first():
         Broken()
 
 
+@pytest.mark.parametrize("attribute", ["learning_rate", "epsilon"])  # a Hyper, a Param
+def test_a_declared_attribute_set_before_super_init_is_refused_clearly(attribute):
+    class Early(ko.optimizers.Adam):
+        def __init__(self):
+            setattr(self, attribute, 0.1)
+            super().__init__()
+
+    with pytest.raises(
+        RuntimeError, match=rf"forgot to call `super\(\).__init__\(\)` .*{attribute}"
+    ):
+        Early()
+
+
 def test_get_slot_errors_name_variable_and_slot():
     v = _named("kernel", [1.0])
     opt = ko.optimizers.Adam()

@@ -72,6 +72,15 @@ def is_number_or_none(name: str, value: Any) -> None:
         raise TypeError(f"`{name}` must be a number or None. Received: {name}={value!r}")
 
 
+def require_init(opt: Any, name: str) -> None:
+    """Refuses setting ``name`` on an optimizer whose base constructor has not run yet."""
+    if "_hyper" not in vars(opt):
+        raise RuntimeError(
+            f"It looks like you are subclassing `Optimizer` and forgot to call "
+            f"`super().__init__()` as the first statement in `__init__()` (setting {name!r})."
+        )
+
+
 def check_hyper_value(name: str, value: Any) -> None:
     """A hyperparameter must be a number, a 0-d tensor, or a callable (incl. schedules)."""
     if callable(value) or number_value(value) is not None:
@@ -107,6 +116,7 @@ class Hyper:
         return opt._hyper_read(self.name)
 
     def __set__(self, opt: Optimizer, value: Any) -> None:
+        require_init(opt, self.name)
         check_hyper_value(self.name, value)
         if self.check is not None:
             self.check(self.name, value)
@@ -146,6 +156,7 @@ class Param:
         return opt._params.get(self.name, self.default)
 
     def __set__(self, opt: Optimizer, value: Any) -> None:
+        require_init(opt, self.name)
         if self.check is not None:
             self.check(self.name, value)
         if self.convert is not None:

@@ -133,7 +133,8 @@ class HyperAttribute(Hyper):
     def __get__(self, opt: Any, owner: type | None = None) -> Any:
         if opt is None:
             return self
-        if self.name in opt._hyper.sources:
+        store = vars(opt).get("_hyper")
+        if store is not None and self.name in store:
             return opt._hyper_read(self.name)
         try:
             return opt.__dict__[self.name]
@@ -143,7 +144,8 @@ class HyperAttribute(Hyper):
             ) from None
 
     def __set__(self, opt: Any, value: Any) -> None:
-        if self.name in opt._hyper.sources:
+        store = vars(opt).get("_hyper")
+        if store is not None and self.name in store:
             super().__set__(opt, value)
         else:
             opt.__dict__[self.name] = value
