@@ -293,3 +293,23 @@ def test_deserialize_rejects_unknown_and_malformed():
         ko.optimizers.get("nope")
     with pytest.raises(ValueError, match="Could not interpret optimizer identifier: 3"):
         ko.optimizers.get(3)
+
+
+def test_an_optimizer_that_never_calls_super_init_is_refused_clearly():
+    class NoSuper(ko.optimizers.Optimizer):
+        def __init__(self, lr=0.1):
+            self.my_lr = lr
+
+        def update(self, var, grad, *, c):
+            var.sub_(grad)
+
+    opt = NoSuper()
+    v = ko.Variable([1.0])
+    for call in (
+        lambda: opt.apply_gradients([(torch.ones(1), v)]),
+        lambda: opt.minimize(lambda: (v * v).sum(), [v]),
+        lambda: opt.build([v]),
+    ):
+        with pytest.raises(RuntimeError, match=r"forgot to call `super\(\).__init__\(\)`"):
+            call()
+    assert v.item() == 1.0

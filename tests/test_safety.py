@@ -296,3 +296,109 @@ def test_failed_first_multi_optimizer_call_leaves_it_unbuilt():
     _assert_unchanged(fresh, opt, a, b)
     opt.apply_gradients([(torch.ones(1), a), (torch.ones(2), b)])  # builds now
     assert opt.built and float(b[0]) == 0.5
+
+
+# -- what commit copies, and when --------------------------------------------------------------
+def _count_snapshots(monkeypatch):
+    calls = []
+    original = ko.Optimizer._snapshot
+
+    def counting(self, plan):
+        calls.append(self)
+        return original(self, plan)
+
+    monkeypatch.setattr(ko.Optimizer, "_snapshot", counting)
+    return calls
+
+
+@pytest.mark.parametrize("front", ["keras", "loss_scale", "multi", "optim"])
+def test_a_step_without_user_code_in_commit_copies_nothing(front, monkeypatch):
+    """The rollback snapshot costs a copy of every variable and slot: it is taken only when the
+    commit runs user code (a constraint, a TF 2.x hook) or loaded state is pending."""
+    p = torch.nn.Parameter(torch.ones(3))
+    p.grad = torch.full((3,), 0.5)
+    if front == "optim":
+        opt = ko.optim.Adam([p], lr=0.1)
+        step = opt.step
+    else:
+        opt = ko.optimizers.Adam(0.1)
+        if front == "loss_scale":
+            opt = ko.optimizers.LossScaleOptimizer(opt)
+        elif front == "multi":
+            opt = ko.optimizers.MultiOptimizer(lambda var, inner=opt: inner)
+
+        def step():
+            opt.apply_gradients([(p.grad, p)])
+
+    step()
+    calls = _count_snapshots(monkeypatch)
+    step()
+    assert calls == []
+    p.constraint = lambda v: v.clamp(max=10.0)  # now the commit runs user code
+    step()
+    assert len(calls) == 1
+
+
+class FailingHook(ko.Optimizer):
+    """A TF 2.x subclass whose hook raises on the second variable of a step."""
+
+    def __init__(self):
+        super().__init__("FailingHook")
+        self._set_hyper("learning_rate", 0.5)
+
+    def _create_slots(self, var_list):
+        for var in var_list:
+            self.add_slot(var, "count")
+
+    def _resource_apply_dense(self, grad, var, apply_state=None):
+        if var.numel() == 2:
+            raise RuntimeError("hook failed")
+        self.get_slot(var, "count").add_(1.0)
+        var.sub_(grad * self._get_hyper("learning_rate", var.dtype))
+
+
+def test_a_tf2_hook_raising_mid_step_leaves_everything_as_it_was():
+    a, b = ko.Variable([1.0], name="a"), ko.Variable([1.0, 1.0], name="b")
+    opt = FailingHook()
+    opt.apply_gradients([(torch.ones(1), a)])
+    before = opt.state_dict()
+    with pytest.raises(RuntimeError, match="hook failed"):
+        opt.apply_gradients([(torch.ones(1), a), (torch.ones(2), b)])
+    assert a.item() == 0.5 and int(opt.iterations) == 1
+    after = opt.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_loaded_state_survives_a_refused_first_step():
+    """State loaded before the first step waits for its variables; a first step refused after
+    their state was built (here: by a later param group's gradient) must leave it waiting, so the
+    next step still starts from it."""
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    trained = ko.optim.Adam([w], lr=0.1)
+    w.grad = torch.ones(2)
+    trained.step()
+    saved = trained.keras_optimizers[0].state_dict()
+
+    def fresh(*extra):
+        x = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+        groups = [{"params": [x]}] + [{"params": [p]} for p in extra]
+        opt = ko.optim.Adam(groups, lr=0.1)
+        opt.keras_optimizers[0].load_state_dict(saved)
+        x.grad = torch.full((2,), 0.5)
+        return x, opt
+
+    bad = torch.nn.Parameter(torch.ones(2, dtype=torch.complex64))
+    x, opt = fresh(bad)
+    bad.grad = torch.ones(2, dtype=torch.complex64)
+    with pytest.raises(ValueError, match="complex"):
+        opt.step()
+    bad.grad = None
+    opt.step()
+    twin_x, twin = fresh()
+    twin.step()  # the same step without the refused one before it
+    inner, twin_inner = opt.keras_optimizers[0], twin.keras_optimizers[0]
+    assert int(inner.iterations) == int(twin_inner.iterations) == 2
+    assert torch.equal(x.detach(), twin_x.detach())
+    for slot in ("m", "v"):
+        assert torch.equal(inner.get_slot(x, slot), twin_inner.get_slot(twin_x, slot)), slot

@@ -457,3 +457,52 @@ def test_set_weights_reads_keras_v1_weight_lists():
     np.testing.assert_array_equal(adam.get_slot(a, "v").numpy(), v)
     with pytest.raises(ValueError, match="but the optimizer was expecting 3 weights"):
         adam.set_weights([np.array(3), m])
+
+
+# -- `_set_hyper` names next to the base's own attributes ------------------------------------
+class DecoupledSGD(ko.Optimizer):
+    """tfa's SGDW pattern: the subclass keeps its own `weight_decay` hyperparameter and applies
+    it in its hook; the base's decoupled `weight_decay` feature must stay off (it is None)."""
+
+    def __init__(self, learning_rate=0.1, weight_decay=0.5, name="DecoupledSGD", **kwargs):
+        super().__init__(name, **kwargs)
+        self._set_hyper("learning_rate", learning_rate)
+        self._set_hyper("weight_decay", weight_decay)
+
+    def _resource_apply_dense(self, grad, var, apply_state=None):
+        lr = self._get_hyper("learning_rate", var.dtype)
+        wd = self._get_hyper("weight_decay", var.dtype)
+        var.sub_(lr * (grad + wd * var))
+
+
+def test_a_set_hyper_name_the_base_owns_does_not_turn_on_the_base_feature():
+    v = ko.Variable([1.0], dtype=torch.float64)
+    opt = DecoupledSGD()
+    opt.apply_gradients([(torch.zeros(1, dtype=torch.float64), v)])
+    assert v.item() == 1.0 - float(np.float32(0.1)) * float(np.float32(0.5))  # once, not twice
+    assert opt.weight_decay is None and "weight_decay" not in opt.get_config()
+    assert float(opt._get_hyper("weight_decay")) == 0.5
+
+
+class ClassDefaultMomentum(ko.Optimizer):
+    momentum = 0.0  # a plain class default of the name `_set_hyper` then uses
+
+    def __init__(self, momentum=0.5, set_it=True, name="ClassDefaultMomentum"):
+        super().__init__(name)
+        self._set_hyper("learning_rate", 0.1)
+        if set_it:
+            self._set_hyper("momentum", momentum)
+
+    def _resource_apply_dense(self, grad, var, apply_state=None):
+        var.sub_(self._get_hyper("momentum", var.dtype) * grad)
+
+
+def test_assigning_a_set_hyper_name_with_a_class_default_reaches_the_hyperparameter():
+    opt = ClassDefaultMomentum()
+    opt.momentum = 0.25
+    assert float(opt.momentum) == 0.25 and float(opt._get_hyper("momentum")) == 0.25
+    v = ko.Variable([1.0])
+    opt.apply_gradients([(torch.ones(1), v)])
+    assert v.item() == 0.75
+    # an instance that never set it still reads the class default
+    assert ClassDefaultMomentum(set_it=False).momentum == 0.0

@@ -72,12 +72,12 @@ def is_number_or_none(name: str, value: Any) -> None:
         raise TypeError(f"`{name}` must be a number or None. Received: {name}={value!r}")
 
 
-def require_init(opt: Any, name: str) -> None:
-    """Refuses setting ``name`` on an optimizer whose base constructor has not run yet."""
+def require_init(opt: Any, name: str, doing: str = "setting") -> None:
+    """Refuses ``name`` (set or called) on an optimizer whose base constructor has not run."""
     if "_hyper" not in vars(opt):
         raise RuntimeError(
             f"It looks like you are subclassing `Optimizer` and forgot to call "
-            f"`super().__init__()` as the first statement in `__init__()` (setting {name!r})."
+            f"`super().__init__()` as the first statement in `__init__()` ({doing} {name!r})."
         )
 
 

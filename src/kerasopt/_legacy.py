@@ -106,8 +106,9 @@ class HookPath:
         for var, _ in [*plan.dense, *plan.sparse]:
             wd = opt._weight_decay_for(opt._store.by_id[id(var)])
             if wd is not None:
-                c = apply_state[(var.device, var.dtype)]
-                _engines.decay_(var, opt._const(tf_cast_value(wd), var.dtype, var.device), c.lr_t)
+                # TF 2.x `_prepare_local` overrides may put a plain dict there: read it as one
+                lr_t = apply_state[(var.device, var.dtype)]["lr_t"]
+                _engines.decay_(var, opt._const(tf_cast_value(wd), var.dtype, var.device), lr_t)
         for var, grad in plan.dense:
             call_hook(opt._resource_apply_dense, grad, var, apply_state)
         for var, slices in plan.sparse:
@@ -120,6 +121,9 @@ class HookPath:
             )
 
 
+_NONE: Any = object()
+
+
 class HyperAttribute(Hyper):
     """``opt.<name>`` for a hyperparameter set with ``_set_hyper`` (TF's ``opt.momentum``).
 
@@ -130,18 +134,21 @@ class HyperAttribute(Hyper):
 
     is_declaration = False
 
+    def __init__(self, fallback: Any = _NONE) -> None:
+        super().__init__()
+        self.fallback = fallback  # the plain class attribute of that name it replaced, if any
+
     def __get__(self, opt: Any, owner: type | None = None) -> Any:
         if opt is None:
             return self
         store = vars(opt).get("_hyper")
         if store is not None and self.name in store:
             return opt._hyper_read(self.name)
-        try:
-            return opt.__dict__[self.name]
-        except KeyError:
-            raise AttributeError(
-                f"{type(opt).__name__!r} object has no attribute {self.name!r}"
-            ) from None
+        if self.name in vars(opt):
+            return vars(opt)[self.name]
+        if self.fallback is not _NONE:
+            return self.fallback
+        raise AttributeError(f"{type(opt).__name__!r} object has no attribute {self.name!r}")
 
     def __set__(self, opt: Any, value: Any) -> None:
         store = vars(opt).get("_hyper")
@@ -151,10 +158,26 @@ class HyperAttribute(Hyper):
             opt.__dict__[self.name] = value
 
 
-def expose(cls: type, name: str) -> None:
-    """Makes hyperparameter ``name`` an attribute of ``cls`` unless the name is taken."""
-    if any(name in vars(klass) for klass in cls.__mro__):
+def expose(opt: Any, name: str) -> None:
+    """Makes hyperparameter ``name`` an attribute of ``opt``'s class (TF's ``opt.momentum``).
+
+    Not where the name is taken: by an attribute of the instance (the base's own
+    ``weight_decay``, ``clipnorm``, ... stay what the base reads, as in TF 2.x, where
+    ``_set_hyper("weight_decay")`` is the subclass's business) or by a method, property or other
+    descriptor of the class. A plain class attribute (a default) is replaced, and kept as the
+    value for instances that never set the hyperparameter.
+    """
+    cls = type(opt)
+    if name in vars(opt):
         return
-    attribute = HyperAttribute()
+    fallback: Any = _NONE
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            value = vars(klass)[name]
+            if isinstance(value, HyperAttribute) or callable(value) or hasattr(value, "__get__"):
+                return
+            fallback = value
+            break
+    attribute = HyperAttribute(fallback)
     attribute.__set_name__(cls, name)
     setattr(cls, name, attribute)

@@ -58,7 +58,7 @@ class Staged:
 
 
 # (slot count, rule slot names, built, optimizer-level weight count)
-Mark = tuple[int, list[str], bool, int]
+Mark = tuple[int, list[str], bool, int, dict[str, dict[str, Tensor]]]
 
 
 def var_label(var: Tensor, names: dict[int, str] | None = None) -> str:
@@ -242,7 +242,13 @@ class SlotStore:
     # ------------------------------------------------------------------------------------------
     # creation: all or nothing
     def mark(self) -> Mark:
-        return (len(self._slot_order), list(self._slot_names), self.built, len(self.opt_weights))
+        return (
+            len(self._slot_order),
+            list(self._slot_names),
+            self.built,
+            len(self.opt_weights),
+            dict(self.pending),  # creation adopts (and removes) loaded state: forget gives it back
+        )
 
     def forget(self, new_vars: Sequence[Tensor], mark: Mark) -> None:
         """Undoes the creation of ``new_vars``' state back to ``mark``."""
@@ -254,6 +260,7 @@ class SlotStore:
         self._slot_names[:] = mark[1]
         self.built = mark[2]
         del self.opt_weights[mark[3] :]
+        self.pending = dict(mark[4])
         self.group_cache.clear()
 
     def create(

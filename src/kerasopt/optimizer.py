@@ -49,6 +49,7 @@ from ._hyper import (
     non_negative,
     number_value,
     positive_int_or_none,
+    require_init,
     tf_cast_value,
     unit_interval,
 )
@@ -144,8 +145,20 @@ class Coefficients:
     def items(self) -> Any:
         return self.__dict__.items()
 
+    def values(self) -> Any:
+        return self.__dict__.values()
+
     def update(self, *args: Any, **kwargs: Any) -> None:
         self.__dict__.update(*args, **kwargs)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        return self.__dict__.setdefault(key, default)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        return self.__dict__.pop(key, *default)
+
+    def copy(self) -> Coefficients:
+        return self.replace()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(sorted(self.__dict__))})"
@@ -438,7 +451,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         """
         check_hyper_value(name, value)
         if name not in {d.name for d in declared(type(self)) if isinstance(d, Hyper)}:
-            _legacy.expose(type(self), name)  # TF: `opt.momentum` after `_set_hyper("momentum")`
+            _legacy.expose(self, name)  # TF: `opt.momentum` after `_set_hyper("momentum")`
         if name == "learning_rate" and "learning_rate" in self._hyper:
             old = self._hyper.sources["learning_rate"]
             if isinstance(old, LearningRateSchedule) and number_value(value) is not None:
@@ -713,6 +726,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
 
     def build(self, var_list: Any) -> None:
         """Creates the slots of ``var_list`` now (optional: slots are also created lazily)."""
+        require_init(self, "build", "calling")
         variables = self._flatten_var_list(var_list)
         self._create_state([v for v in variables if self._store.record_of(v) is None])
 
@@ -777,6 +791,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
             >>> w.numpy().tolist()
             [0.0, 0.0]
         """
+        require_init(self, "minimize", "calling")
         grads_and_vars = self._compute_gradients(loss, var_list, grad_loss, tape)
         return self.apply_gradients(grads_and_vars)
 
@@ -826,6 +841,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
             >>> v.numpy().tolist()
             [0.8999999761581421, -1.100000023841858]
         """
+        require_init(self, "apply_gradients", "calling")
         pairs = self._materialize(grads_and_vars)
         if not pairs:
             # TF: an empty list creates the optimizer's weights and applies nothing (`no_op`).
@@ -895,10 +911,10 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
     # ------------------------------------------------------------------------------------------
     def _commit(self, plan: Plan, transactional: bool = True) -> None:
         """Applies a plan: installs the state the plan staged, then writes. Only user code run
-        here can fail — a variable ``constraint`` — so when the step has constraints, everything
-        the step writes is snapshotted first and restored if one raises (the only cost of
-        constraints)."""
-        snapshot = self._snapshot(plan) if transactional and self._constrained(plan) else None
+        here can fail — a variable ``constraint``, a TF 2.x subclass's hooks — so when the step
+        runs some, everything it writes is snapshotted first and restored if it raises (the only
+        cost of user code in commit)."""
+        snapshot = self._snapshot(plan) if transactional and self._commit_may_raise(plan) else None
         undo = self._creation_mark()
         if plan.staged is not None:
             self._store.install(plan.staged)
@@ -910,9 +926,12 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
                 self._forget_created(plan.new_vars, undo)
             raise
 
-    @staticmethod
-    def _constrained(plan: Plan) -> bool:
-        return any(getattr(v, "constraint", None) is not None for _, v in plan.raw_grads)
+    def _commit_may_raise(self, plan: Plan) -> bool:
+        """Whether committing ``plan`` runs user code: a variable ``constraint``, or a TF 2.x
+        subclass's hooks."""
+        return isinstance(self._path, _legacy.HookPath) or any(
+            getattr(v, "constraint", None) is not None for _, v in plan.raw_grads
+        )
 
     def _snapshot(self, plan: Plan) -> list[tuple[Tensor, Tensor]]:
         """Copies of every tensor a commit of ``plan`` may write (variables, their slots,

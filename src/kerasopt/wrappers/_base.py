@@ -86,9 +86,14 @@ class Transaction:
     def commit(self) -> None:
         """Commits every plan, in planning order; if one raises, undoes them all."""
         plans = self._plans
-        guarded = any(opt._constrained(plan) or opt._store.pending for opt, plan in plans)
-        saved = [(opt, plan, opt._snapshot(plan), opt._creation_mark()) for opt, plan in plans]
-        saved = saved if guarded else []
+        guarded = any(opt._commit_may_raise(plan) or opt._store.pending for opt, plan in plans)
+        # Copies only when a commit can raise: on a plain step they would copy every variable
+        # and slot (several times the model's memory) for nothing.
+        saved = (
+            [(opt, plan, opt._snapshot(plan), opt._creation_mark()) for opt, plan in plans]
+            if guarded
+            else []
+        )
         with torch.no_grad():
             try:
                 for opt, plan in plans:
