@@ -506,3 +506,12 @@ def test_assigning_a_set_hyper_name_with_a_class_default_reaches_the_hyperparame
     assert v.item() == 0.75
     # an instance that never set it still reads the class default
     assert ClassDefaultMomentum(set_it=False).momentum == 0.0
+
+
+@pytest.mark.parametrize("copier", [copy.deepcopy, copy.copy], ids=["deepcopy", "copy"])
+def test_a_copy_keeps_a_value_assigned_into_the_hyperparameter_variable(copier):
+    opt = ko.optimizers.Adam(0.001)
+    opt.learning_rate.assign(0.5)  # not read back by anything yet
+    twin = copier(opt)
+    assert twin.get_config()["learning_rate"] == 0.5
+    assert float(twin.learning_rate) == 0.5

@@ -297,6 +297,13 @@ class HyperStore:
             self.tensors[name] = moved.detach()
             self._versions[name] = moved._version
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A number assigned straight into a public variable (`opt.lr.assign(x)`) and not read
+        # back yet is folded into the sources first: a copy's version counters start afresh.
+        for name in self.sources:
+            self.source(name)
+        return self.__dict__.copy()
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         # copy.deepcopy / pickle copy the public variables and the engines' aliases separately:
         # make the aliases views of the (new) public variables again.
