@@ -713,3 +713,21 @@ def test_a_step_refused_in_a_later_group_changes_no_group(fresh):
     b.grad = None
     opt.step()  # without the refused gradient the step runs
     assert not torch.equal(a.detach(), values[0])
+
+
+def test_a_keras_class_overriding_apply_gradients_gets_it_called():
+    class CountingSGD(ko.optimizers.SGD):
+        calls = 0
+
+        def apply_gradients(self, grads_and_vars, name=None, **kwargs):
+            type(self).calls += 1
+            return super().apply_gradients(grads_and_vars, name, **kwargs)
+
+    class TorchCountingSGD(ko.optim.KerasOptimizer, keras=CountingSGD):
+        """CountingSGD behind torch.optim's protocol."""
+
+    p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    opt = TorchCountingSGD([p], lr=0.5)
+    p.grad = torch.ones(2)
+    opt.step()
+    assert CountingSGD.calls == 1 and p.detach().tolist() == [0.5, 1.5]

@@ -25,8 +25,8 @@ Two things make that work without branches through the base class:
 
 from __future__ import annotations
 
-import functools
 import inspect
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -41,11 +41,21 @@ if TYPE_CHECKING:
     from .optimizer import Coefficients, Optimizer, Plan
 
 
-@functools.cache
+# hook function -> whether it declares `apply_state`; weak, so a class made at run time (and its
+# hooks) can still be collected
+_TAKES_APPLY_STATE: weakref.WeakKeyDictionary[Callable[..., Any], bool] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _takes_apply_state(fn: Callable[..., Any]) -> bool:
     # TF does the same: optimizer_v2 reads `getfullargspec(self._resource_apply_dense).args`
     # and passes `apply_state` only to hooks that declare it.
-    return "apply_state" in inspect.signature(fn).parameters
+    found = _TAKES_APPLY_STATE.get(fn)
+    if found is None:
+        found = "apply_state" in inspect.signature(fn).parameters
+        _TAKES_APPLY_STATE[fn] = found
+    return found
 
 
 def call_hook(

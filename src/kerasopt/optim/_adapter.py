@@ -712,9 +712,11 @@ class KerasOptimizer(torch.optim.Optimizer):
             self._adopt(states)
         # One transaction across the groups: every group's state is built and its gradients
         # planned (checked) before any group writes, so a refused gradient in a later group
-        # leaves the earlier ones untouched, and no state is created.
+        # leaves the earlier ones untouched, and no state is created. A Keras class that
+        # overrides `apply_gradients` gets its own method called, after the others committed.
         step = Transaction()
         built: list[tuple[_GroupState, list[Tensor], Any]] = []
+        custom: list[tuple[KerasOptimizerBase, list[tuple[Tensor, Tensor]]]] = []
         with torch.no_grad():
             try:
                 for state in states:
@@ -726,11 +728,16 @@ class KerasOptimizer(torch.optim.Optimizer):
                         var_list = self._var_list(state.group, new)
                         step.build(state.inner, var_list)
                         built.append((state, new, var_list))
-                    step.plan(state.inner, state.inner._materialize(pairs))
+                    if type(state.inner).apply_gradients is not KerasOptimizerBase.apply_gradients:
+                        custom.append((state.inner, pairs))
+                    else:
+                        step.plan(state.inner, state.inner._materialize(pairs))
                 step.commit()
             except BaseException:
                 step.unbuild()
                 raise
+        for inner, pairs in custom:
+            inner.apply_gradients(pairs)
         for state, new, var_list in built:
             self._built(state, new, var_list)
             self._register(state, new)
