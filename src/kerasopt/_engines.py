@@ -307,16 +307,11 @@ def run_whole_tensors(
         whole = {name: _distributed.full(t) for name, t in own.items()}
         whole_var = _distributed.full(var)
         grad = _distributed.full(grads[i])
+        args = (rule, [whole_var], [grad], {name: [t] for name, t in whole.items()}, c)
         if compute_dtype(whole_var.dtype) == whole_var.dtype:
-            rule(whole_var, grad, c=c, **whole)
+            run_per_tensor(*args)
         else:
-            wide = {name: t.float() for name, t in whole.items()}
-            wide_var = whole_var.float()
-            rule(wide_var, grad.float(), c=c, **wide)
-            whole_var.copy_(wide_var)
-            for name, t in whole.items():
-                if t is not wide[name]:
-                    t.copy_(wide[name])
+            run_in_float32(run_per_tensor, *args)
         for target, value in zip((var, *own.values()), (whole_var, *whole.values())):
             if _distributed.is_dtensor(target):
                 _distributed.write_shard(target, value)
