@@ -257,6 +257,17 @@ class HyperStore:
             self._versions[name] = tensor._version
         return value
 
+    def numbers(self) -> dict[str, float]:
+        """Every hyperparameter whose source is a number, by name, with the numbers assigned
+        straight into the public variables folded in: what state and config record."""
+        out = {}
+        for name in self.sources:
+            value = self.source(name)
+            number = None if callable(value) else number_value(value)
+            if number is not None:
+                out[name] = number
+        return out
+
     def read(self, name: str) -> Any:
         """What ``opt.<name>`` returns: the variable holding a number, else the source."""
         value = self.sources[name]

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from . import _distributed
-from ._hyper import Hyper, declared, number_value
+from ._hyper import Hyper, declared
 
 if TYPE_CHECKING:
     from ._slots import Record, SlotStore
@@ -53,10 +53,8 @@ def variable_names(store: SlotStore, owner: str) -> dict[str, Record]:
 def state_dict(opt: Optimizer, store: SlotStore) -> dict[str, Tensor]:
     """``opt``'s state; ``store`` is its variable registry."""
     state: dict[str, Tensor] = {"iterations": opt._raw_iterations.detach().clone()}
-    for name, source in opt._hyper.sources.items():
-        value = number_value(source) if not callable(source) else None
-        if value is not None:
-            state[f"hyper/{name}"] = torch.tensor(value, dtype=torch.float64)
+    for name, value in opt._hyper.numbers().items():
+        state[f"hyper/{name}"] = torch.tensor(value, dtype=torch.float64)
     for name, tensor in store.opt_weights:
         state[f"weight/{name}"] = tensor.detach().clone()
     for var_name, record in variable_names(store, opt.name).items():
@@ -219,7 +217,7 @@ def load_state_dict(
     with torch.no_grad():
         opt.iterations = int(state["iterations"])
         for name, number in hypers.items():
-            if not callable(opt._hyper.sources[name]):
+            if not callable(opt._hyper.source(name)):
                 opt._set_hyper(name, number)
         for target, value in todo:
             target.copy_(value)
@@ -259,19 +257,27 @@ def adopt_pending(store: SlotStore, records: list[Record], owner: str) -> None:
         todo.append((own_weights[name], value))
     names = {r.name for r in records}
     unmatched = [n for n in store.pending if n and n not in names]
+    strict = store.pending_strict and bool(store.pending)
     for record in records:
-        values = store.pending.get(record.name)
-        if not values:
-            if unmatched and store.pending_strict:
-                raise StateError(
-                    f"Loaded state holds slots for variables {sorted(unmatched)[:8]} that "
-                    f"optimizer {owner!r} has not seen, but its new variable {record.name!r} "
-                    "has none: the variables are named differently than when the state was "
-                    "saved (e.g. saved after minimize(loss, model), which names them by "
-                    "`named_parameters()`). Pass them the same way (the nn.Module, or a dict of "
-                    "named tensors), or load with strict=False to start these slots afresh."
-                )
-            continue
+        values = store.pending.get(record.name) or {}
+        if not values and unmatched and strict:
+            raise StateError(
+                f"Loaded state holds slots for variables {sorted(unmatched)[:8]} that "
+                f"optimizer {owner!r} has not seen, but its new variable {record.name!r} "
+                "has none: the variables are named differently than when the state was "
+                "saved (e.g. saved after minimize(loss, model), which names them by "
+                "`named_parameters()`). Pass them the same way (the nn.Module, or a dict of "
+                "named tensors), or load with strict=False to start these slots afresh."
+            )
+        missing = [s for s in record.slots if s not in values]
+        if missing and strict:
+            # the check load_state_dict makes for a variable seen before the load
+            keys = [f"slot/{record.name}/{s}" for s in missing]
+            raise StateError(
+                f"Loaded state for optimizer {owner!r} lacks {len(keys)} slot key(s) of its "
+                f"new variable {record.name!r}: {keys}. Load with strict=False to start these "
+                "slots afresh."
+            )
         for slot_name, value in values.items():
             key = f"slot/{record.name}/{slot_name}"
             slot = record.slots.get(slot_name)
