@@ -17,6 +17,7 @@ in this order (``Optimizer._plan``):
 
 from __future__ import annotations
 
+import functools
 import numbers
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -68,10 +69,14 @@ def split(
 ) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, IndexedSlices]]]:
     """A step's checked pairs as (variable, dense gradient) and (variable, sparse gradient)
     lists; ``densify_sparse`` turns sparse gradients dense. Sharded (FSDP2) variables take no
-    sparse gradient (``label`` names the variable)."""
+    sparse gradient (``label`` names the variable). A variable with no elements is left out:
+    there is nothing to update, and a whole-tensor rule's means over no elements would write
+    NaN into its slots (Adafactor's ``c`` of a (0, n) variable)."""
     dense: list[tuple[Tensor, Tensor]] = []
     sparse: list[tuple[Tensor, IndexedSlices]] = []
     for g, v in pairs:
+        if v.numel() == 0 and not _distributed.is_dtensor(v):
+            continue
         if not isinstance(g, IndexedSlices):
             dense.append((v, g))
             continue
@@ -85,6 +90,23 @@ def split(
         else:
             sparse.append((v, g))
     return dense, sparse
+
+
+def check_updatable(var: Tensor, label: str) -> None:
+    """Refuses a variable no step can update in place: a meta tensor (no values) or an
+    inference tensor. ``label`` names it."""
+    if var.device.type == "meta":
+        raise ValueError(
+            f"Variable {label} is on the meta device: it holds no values to update. "
+            "Materialize it first (e.g. `module.to_empty(device=...)` and an initialization), "
+            "then pass the real tensor."
+        )
+    if var.is_inference():
+        raise ValueError(
+            f"Variable {label} is an inference tensor (made under `torch.inference_mode()`): it "
+            "cannot be updated in place outside inference mode. Create the variable outside "
+            "inference mode, or pass a clone of it."
+        )
 
 
 @dataclass(frozen=True)
@@ -162,6 +184,8 @@ class PairChecks:
                     "variables only (float16, bfloat16, float32, float64; complex64 and "
                     "complex128 for SGD, Adagrad, Adadelta and RMSprop)."
                 )
+        if var.device.type == "meta" or var.is_inference():
+            check_updatable(var, self._label(var))
         if not var.is_leaf:
             raise ValueError(
                 f"Variable {self._label(var)} is not a leaf tensor (it was computed from other tensors); "
@@ -207,6 +231,11 @@ class PairChecks:
                     f"{tuple(grad.values.shape[1:])}, incompatible with the variable's shape "
                     f"{tuple(var.shape)}."
                 )
+            if grad.dense_shape is not None and tuple(grad.dense_shape) != tuple(var.shape):
+                raise ValueError(
+                    f"Sparse gradient for variable {self._label(var)} has dense shape "
+                    f"{tuple(grad.dense_shape)}, expected {tuple(var.shape)}."
+                )
             if grad.indices.numel() and (
                 bool(grad.indices.min() < 0) or bool(grad.indices.max() >= var.shape[0])
             ):
@@ -241,22 +270,63 @@ class PairChecks:
         return grad.detach()
 
 
+_OWN_TORCH_FUNCTION = (
+    getattr(Tensor.__torch_function__, "__func__", Tensor.__torch_function__),
+    torch._C._disabled_torch_function_impl,
+)
+_OWN_TORCH_DISPATCH = (torch._C._disabled_torch_dispatch_impl,)
+
+
+def runs_foreign_code(t: Any) -> bool:
+    """Whether torch operations on ``t`` run code that is not torch's: a tensor subclass with
+    its own ``__torch_function__`` / ``__torch_dispatch__`` (FSDP2's DTensor excepted). Such
+    code can raise anywhere inside a rule, so a step with one is committed with a snapshot."""
+    if isinstance(t, IndexedSlices):
+        return _foreign_class(type(t.values)) or _foreign_class(type(t.indices))
+    return _foreign_class(type(t))  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=256)
+def _foreign_class(cls: type) -> bool:
+    if cls is Tensor or not issubclass(cls, Tensor):
+        return False
+    function = getattr(cls.__torch_function__, "__func__", cls.__torch_function__)
+    dispatch = getattr(cls, "__torch_dispatch__", torch._C._disabled_torch_dispatch_impl)
+    dispatch = getattr(dispatch, "__func__", dispatch)
+    if function in _OWN_TORCH_FUNCTION and dispatch in _OWN_TORCH_DISPATCH:
+        return False
+    return not (_distributed.DTensor is not None and issubclass(cls, _distributed.DTensor))
+
+
 def unaliased(pairs: Pairs, store: SlotStore, owner: str) -> Pairs:
     """Checks each known variable against its slots and copies gradients that share memory
     with a variable of the step (``(w, w)``, swapped pairs of two parameters): every engine
     then reads every gradient as it was before any variable was written. ``owner`` is the
     optimizer's name, for messages."""
-    storages = set()
+    storages: dict[int, list[tuple[int, int, Tensor]]] = {}
+    new = False
     for _, var in pairs:
         record = store.record_of(var)
-        if record is not None and var.shape != record.shape:
+        if record is None:
+            new = True
+        elif var.shape != record.shape:
             raise ValueError(
                 f"Variable {record.name!r} has shape {tuple(var.shape)}, but its slots in "
                 f"optimizer {owner!r} were made for shape {record.shape} (was "
                 "`param.data` replaced by a tensor of another shape?). Create a new "
                 "optimizer, or give the variable its old shape back."
             )
-        storages.add(_distributed.local(var).untyped_storage().data_ptr())
+        _add_span(storages, var)
+    tracked: dict[int, list[tuple[int, int, Tensor]]] = {}
+    if new:
+        # A new variable must not be another view of the memory of a tracked one (`w.detach()`,
+        # `w.data`): it would get slots of its own and be updated twice per step.
+        stepped = {id(v) for _, v in pairs}
+        for record in store.records():
+            if id(record.var) not in stepped:
+                _add_span(tracked, record.var)
+    for ptr, spans in storages.items():
+        _refuse_overlaps(spans + tracked.get(ptr, []), store.name_of, owner)
     out = []
     for g, var in pairs:
         values = _distributed.local(g.values if isinstance(g, IndexedSlices) else g)
@@ -264,6 +334,49 @@ def unaliased(pairs: Pairs, store: SlotStore, owner: str) -> Pairs:
             g = g.with_values(values.clone()) if isinstance(g, IndexedSlices) else g.clone()
         out.append((g, var))
     return out
+
+
+def _span(t: Tensor) -> tuple[int, int]:
+    """The bytes ``t`` can address: [first, last + 1) within its storage."""
+    first = int(t.storage_offset())
+    last = first + sum(int(n - 1) * int(s) for n, s in zip(t.shape, t.stride()) if n > 0)
+    size = t.element_size()
+    return (first * size, (last + 1) * size if t.numel() else first * size)
+
+
+def _add_span(storages: dict[int, list[tuple[int, int, Tensor]]], var: Tensor) -> None:
+    local = _distributed.local(var)
+    storages.setdefault(local.untyped_storage().data_ptr(), []).append((*_span(local), var))
+
+
+def disjoint(variables: Iterable[Tensor], name_of: Callable[[Tensor], str], owner: str) -> None:
+    """Raises a ValueError naming both if two of ``variables`` share memory (one a view of the
+    other); ``owner`` names the optimizer."""
+    storages: dict[int, list[tuple[int, int, Tensor]]] = {}
+    for var in variables:
+        _add_span(storages, var)
+    for spans in storages.values():
+        _refuse_overlaps(spans, name_of, owner)
+
+
+def _refuse_overlaps(
+    spans: list[tuple[int, int, Tensor]], name_of: Callable[[Tensor], str], owner: str
+) -> None:
+    """Raises if two of the variables in ``spans`` (one storage's) share memory, naming both."""
+    if len(spans) < 2:
+        return
+    spans = sorted(spans, key=lambda s: (s[0], s[1]))
+    reach, widest = spans[0][1], spans[0][2]
+    for start, end, var in spans[1:]:
+        if start < reach and start < end:
+            raise ValueError(
+                f"Variables {name_of(widest)!r} and {name_of(var)!r} of optimizer "
+                f"{owner!r} share memory (one is a view of the other, e.g. `w.detach()` or "
+                "`w.data`): each would get its own slots and be updated separately. Pass the "
+                "variable itself, once."
+            )
+        if end > reach:
+            reach, widest = end, var
 
 
 def divide(pairs: Pairs, scale: Any) -> Pairs:

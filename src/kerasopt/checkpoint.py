@@ -7,6 +7,11 @@ to disk, then renamed over the target (``os.replace`` is atomic), so a crash mid
 previous checkpoint intact. The final file gets the usual ``0o666 & ~umask`` mode, and a
 successful save removes the temporaries that killed saves of the same target left behind.
 
+A save is one step boundary's snapshot: the model's and the optimizer's tensors are copied while
+the optimizer's step lock is held (so a step running in another thread is either wholly in the
+file or not at all), then written. Saving from a background thread is safe; it costs one copy of
+the state in memory while the file is written.
+
 Loading verifies every member's CRC32 first (torch's reader ignores it), then checks both
 sections completely before it changes either the model or the optimizer.
 """
@@ -27,6 +32,7 @@ from typing import Any
 import torch
 
 from ._state import StateError, expect
+from ._sync import hold
 
 try:  # POSIX; elsewhere stale temporaries are told apart by age alone
     import fcntl
@@ -122,9 +128,10 @@ def save(path: PathLike, optimizer: Any, model: torch.nn.Module | None = None) -
         >>> int(opt2.iterations), torch.equal(model2.weight, model.weight)
         (1, True)
     """
-    payload: dict[str, Any] = {"format": FORMAT, "optimizer": optimizer.state_dict()}
-    if model is not None:
-        payload["model"] = model.state_dict()
+    with hold(optimizer):  # one step boundary: no step of `optimizer` runs while we copy
+        payload: dict[str, Any] = {"format": FORMAT, "optimizer": _copy(optimizer.state_dict())}
+        if model is not None:
+            payload["model"] = _copy(model.state_dict())
     target = Path(path)
     mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -141,6 +148,17 @@ def save(path: PathLike, optimizer: Any, model: torch.nn.Module | None = None) -
             os.unlink(tmp)
         raise
     _remove_stale_temporaries(target, keep=tmp)
+
+
+def _copy(value: Any) -> Any:
+    """``value`` with every tensor in it copied (state dicts hold live tensors)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, Mapping):
+        return type(value)(zip(value.keys(), map(_copy, value.values())))  # type: ignore[call-arg]
+    if isinstance(value, (list, tuple)):
+        return type(value)(map(_copy, value))
+    return value
 
 
 def _read(path: PathLike) -> Any:
@@ -215,11 +233,12 @@ def load(path: PathLike, optimizer: Any, model: torch.nn.Module | None = None) -
     # dtype; should it fail anyway (a hook, a device error), the snapshot (a copy of the
     # optimizer's state, as ``save`` makes) puts the optimizer back. A deep copy of the optimizer
     # to check against would also copy the variables it references.
-    snapshot = optimizer.state_dict() if model is not None else None
-    optimizer.load_state_dict(payload["optimizer"])
-    if model is not None:
-        try:
-            model.load_state_dict(payload["model"])
-        except BaseException:
-            optimizer.load_state_dict(snapshot)
-            raise
+    with hold(optimizer):  # a load is not interleaved with a step either
+        snapshot = _copy(optimizer.state_dict()) if model is not None else None
+        optimizer.load_state_dict(payload["optimizer"])
+        if model is not None:
+            try:
+                model.load_state_dict(payload["model"])
+            except BaseException:
+                optimizer.load_state_dict(snapshot)
+                raise

@@ -56,6 +56,7 @@ from ._hyper import (
 from ._schedules import LearningRateSchedule
 from ._serialization import build_from_config, serialize_schedule
 from ._slots import Mark, Record, SlotStore, Staged, new_slot, var_label
+from ._sync import StepLock, locked
 from .sparse import IndexedSlices, deduplicate
 from .variables import Variable
 
@@ -176,6 +177,7 @@ class Plan:
     update: bool  # False on a gradient-accumulation-only call
     raw_grads: list[tuple[Grad, Tensor]]  # after loss-scale division, before clipping
     staged: Staged | None = None  # state of the new variables, built and checked in plan
+    foreign: bool = False  # a gradient or variable is a tensor subclass with its own overrides
 
 
 def _is_real(value: Any) -> bool:
@@ -342,6 +344,9 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
                 f"before it: {sorted(self.__dict__)})."
             )
         self._hyper = HyperStore(torch.device("cpu"))  # the hyperparameters (kerasopt._hyper)
+        # held across plan and commit, and by every state read: steps never interleave and a
+        # state_dict is one step boundary's (kerasopt._sync)
+        self._step_lock = StepLock()
         self._params: dict[str, Any] = {}
         if _looks_like_parameters(learning_rate):
             cls = type(self).__name__
@@ -640,6 +645,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
     def weights(self) -> list[Tensor]:
         return self.variables()
 
+    @locked
     def get_weights(self) -> list[np.ndarray]:
         """The values of ``weights`` as NumPy arrays (TF's order)."""
         return [w.detach().cpu().numpy().copy() for w in self.variables()]
@@ -662,6 +668,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
             values.append(value)
         return values
 
+    @locked
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Assigns ``weights`` (e.g. a TF optimizer's ``get_weights()``) in TF's order.
 
@@ -728,7 +735,11 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         """Creates the slots of ``var_list`` now (optional: slots are also created lazily)."""
         require_init(self, "build", "calling")
         variables = self._flatten_var_list(var_list)
-        self._create_state([v for v in variables if self._store.record_of(v) is None])
+        new = [v for v in variables if self._store.record_of(v) is None]
+        for var in new:
+            _gradients.check_updatable(var, self._label(var))
+        with self._step_lock:
+            self._create_state(new)
 
     def _create_state(self, new_vars: Sequence[Tensor]) -> None:
         # Creation is undone if loaded state does not fit the new variables: all or nothing.
@@ -843,14 +854,15 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         """
         require_init(self, "apply_gradients", "calling")
         pairs = self._materialize(grads_and_vars)
-        if not pairs:
-            # TF: an empty list creates the optimizer's weights and applies nothing (`no_op`).
-            self._create_state([])
+        with self._step_lock:
+            if not pairs:
+                # TF: an empty list creates the optimizer's weights and applies nothing (`no_op`).
+                self._create_state([])
+                return self.iterations
+            plan = self._plan(pairs, experimental_aggregate_gradients)
+            with torch.no_grad():
+                self._commit(plan)
             return self.iterations
-        plan = self._plan(pairs, experimental_aggregate_gradients)
-        with torch.no_grad():
-            self._commit(plan)
-        return self.iterations
 
     _materialize = staticmethod(_gradients.materialize)
 
@@ -887,10 +899,14 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         dense, sparse = self._path.route(self, pairs)
         new_vars = [v for _, v in raw if self._store.record_of(v) is None]
         hyper_values = self._hyper.resolve(self._raw_iterations)
+        foreign = any(
+            _gradients.runs_foreign_code(g) or _gradients.runs_foreign_code(v)
+            for g, v in (*raw, *pairs)
+        )
         staged = self._store.stage(
             new_vars, self._create_state
         )  # last: slot creation and loaded-state checks can raise
-        return Plan(dense, sparse, new_vars, hyper_values, update, raw, staged)
+        return Plan(dense, sparse, new_vars, hyper_values, update, raw, staged, foreign)
 
     def _aggregate_gradients(self, grads_and_vars: list[tuple[Grad, Tensor]]) -> Any:
         """TF's hook: aggregates gradients across replicas (``gradient_aggregator`` if given).
@@ -927,16 +943,21 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
             raise
 
     def _commit_may_raise(self, plan: Plan) -> bool:
-        """Whether committing ``plan`` runs user code: a variable ``constraint``, or a TF 2.x
-        subclass's hooks."""
-        return isinstance(self._path, _legacy.HookPath) or any(
-            getattr(v, "constraint", None) is not None for _, v in plan.raw_grads
+        """Whether committing ``plan`` runs user code: a variable ``constraint``, a TF 2.x
+        subclass's hooks, or the overrides of a tensor subclass among its operands."""
+        return (
+            plan.foreign
+            or isinstance(self._path, _legacy.HookPath)
+            or any(getattr(v, "constraint", None) is not None for _, v in plan.raw_grads)
         )
 
     def _snapshot(self, plan: Plan) -> list[tuple[Tensor, Tensor]]:
         """Copies of every tensor a commit of ``plan`` may write (variables, their slots,
-        optimizer-level weights, hyperparameter tensors, the counter)."""
-        tensors: list[Tensor] = [self._raw_iterations, *self._hyper.tensors.values()]
+        optimizer-level weights, the hyperparameter tensors it refreshes, the counter). A number
+        hyperparameter's tensor is not written by a commit, and is left alone: restoring it
+        would look like a user's in-place assign (``HyperStore.source``)."""
+        hyper = [self._hyper.tensors[name] for name in plan.hyper_values]
+        tensors: list[Tensor] = [self._raw_iterations, *hyper]
         tensors += [t for _, t in self._store.opt_weights]
         for _, var in plan.raw_grads:
             tensors.append(var)
@@ -1261,6 +1282,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
 
     # ------------------------------------------------------------------------------------------
     # state
+    @locked
     def state_dict(self) -> dict[str, Tensor]:
         """The optimizer's state as a flat ``dict[str, Tensor]`` keyed by variable and slot names.
 
@@ -1286,6 +1308,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         """
         return _state.state_dict(self, self._store)
 
+    @locked
     def load_state_dict(self, state_dict: Any, strict: bool = True) -> None:
         """Restores ``state_dict()`` output; checks every key, shape, dtype and value first.
 

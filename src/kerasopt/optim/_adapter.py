@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .._hyper import Hyper, Param
 from .._state import expect
+from .._sync import StepLock, locked
 from ..optimizer import Optimizer as KerasOptimizerBase
 from ..wrappers._base import Transaction
 
@@ -346,6 +347,7 @@ class KerasOptimizer(torch.optim.Optimizer):
         defaults = {**spec.defaults, **given}
         self._normalize(defaults, set(given))
         self._groups: dict[int, _GroupState] = {}
+        self._step_lock = StepLock()  # kerasopt._sync: steps, state reads and loads
         super().__init__(params, defaults)
         self.state: _State = _State()
 
@@ -707,6 +709,15 @@ class KerasOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._apply_grads()
+        return loss
+
+    # kerasopt's step is Python bookkeeping (checks, grouping, the transaction) around its own
+    # engines, which compile themselves (`implementation="compiled"`); under torch.compile it
+    # runs as it does eagerly, with the same numbers, instead of being traced.
+    @torch.compiler.disable
+    @locked
+    def _apply_grads(self) -> None:
         states = self._sync_all()
         if self.state._dirty:
             self._adopt(states)
@@ -714,10 +725,9 @@ class KerasOptimizer(torch.optim.Optimizer):
         # planned (checked) before any group writes, so a refused gradient in a later group
         # leaves the earlier ones untouched, and no state is created. A Keras class that
         # overrides `apply_gradients` gets its own method called, after the others committed.
-        step = Transaction()
         built: list[tuple[_GroupState, list[Tensor], Any]] = []
         custom: list[tuple[KerasOptimizerBase, list[tuple[Tensor, Tensor]]]] = []
-        with torch.no_grad():
+        with torch.no_grad(), Transaction() as step:
             try:
                 for state in states:
                     pairs = [(p.grad, p) for p in state.group["params"] if p.grad is not None]
@@ -741,7 +751,6 @@ class KerasOptimizer(torch.optim.Optimizer):
         for state, new, var_list in built:
             self._built(state, new, var_list)
             self._register(state, new)
-        return loss
 
     @property
     def keras_optimizers(self) -> list[KerasOptimizerBase]:
@@ -754,6 +763,7 @@ class KerasOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------------------------------
     # state dicts: torch's format, Keras's checks
+    @locked
     def state_dict(self) -> dict[str, Any]:
         """torch's optimizer state dict: ``{"state": {index: {...}}, "param_groups": [...]}``.
 
@@ -793,6 +803,7 @@ class KerasOptimizer(torch.optim.Optimizer):
                 state_dict = result
         return state_dict
 
+    @locked
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Loads torch's format (``state_dict()`` output, or DCP's FQN-keyed form).
 
@@ -893,6 +904,7 @@ class KerasOptimizer(torch.optim.Optimizer):
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        self._step_lock = StepLock()
         super().__setstate__(state)
         self.defaults.pop("differentiable", None)  # torch's __setstate__ adds it
         plain = self.state

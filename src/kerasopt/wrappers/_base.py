@@ -10,7 +10,9 @@ drives their pipeline (``_plan`` changes nothing and may raise, ``_commit`` writ
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
+from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -20,6 +22,7 @@ from torch import Tensor
 from .._gradients import Grad
 from .._serialization import build_from_config
 from .._slots import Mark
+from .._sync import StepLock, lock_of, locked
 from ..optimizer import Optimizer, Plan
 
 __all__ = ["Transaction", "Wrapper"]
@@ -38,16 +41,21 @@ class Transaction:
     slots, counters) and forgets the state created for new variables. ``build`` / ``unbuild`` do
     the same for slot creation.
 
+    A transaction holds the step lock of every optimizer it plans, from its ``plan`` until the
+    end of ``commit`` (or ``close()`` / the end of a ``with`` block, for a step that stops
+    early), so no other thread steps, saves or loads them in between. Use it as a context
+    manager so that a failing plan releases them.
+
     Example:
         >>> import torch, kerasopt as ko
         >>> def refuse(v):
         ...     raise RuntimeError("constraint failed")
         >>> a, b = ko.Variable(1.0), ko.Variable(1.0, constraint=refuse)
         >>> fast, slow = ko.optimizers.SGD(1.0), ko.optimizers.SGD(0.5)
-        >>> step = Transaction()
-        >>> _ = step.plan(fast, [(torch.tensor(1.0), a)])
-        >>> _ = step.plan(slow, [(torch.tensor(1.0), b)])
-        >>> step.commit()  # b's constraint raises: fast's committed update is undone too
+        >>> with Transaction() as step:
+        ...     _ = step.plan(fast, [(torch.tensor(1.0), a)])
+        ...     _ = step.plan(slow, [(torch.tensor(1.0), b)])
+        ...     step.commit()  # b's constraint raises: fast's committed update is undone too
         Traceback (most recent call last):
         RuntimeError: constraint failed
         >>> float(a), float(b), int(fast.iterations), fast.built
@@ -57,6 +65,30 @@ class Transaction:
     def __init__(self) -> None:
         self._plans: list[tuple[Optimizer, Plan]] = []
         self._builds: list[tuple[Optimizer, list[Tensor], Mark]] = []
+        self._held = contextlib.ExitStack()
+        self._locked: set[int] = set()
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Releases the step locks this transaction holds."""
+        self._locked.clear()
+        self._held.close()
+
+    def _hold(self, opt: Any) -> None:
+        lock = lock_of(opt)
+        if lock is not None and id(lock) not in self._locked:
+            self._held.enter_context(lock)
+            self._locked.add(id(lock))
 
     def build(self, opt: Optimizer, var_list: Any) -> None:
         """``opt.build(var_list)``; if it raises, every build of this transaction is undone."""
@@ -74,7 +106,9 @@ class Transaction:
         self._builds.clear()
 
     def plan(self, opt: Optimizer, grads_and_vars: Sequence[tuple[Any, Tensor]]) -> Plan:
-        """``opt``'s plan for its (gradient, variable) pairs (checks them; changes nothing)."""
+        """``opt``'s plan for its (gradient, variable) pairs (checks them; changes nothing);
+        ``opt``'s step lock is held from here to the end of ``commit``."""
+        self._hold(opt)
         plan = opt._plan(grads_and_vars)
         self._plans.append((opt, plan))
         return plan
@@ -84,7 +118,14 @@ class Transaction:
         return [pair for _, plan in self._plans for pair in plan.raw_grads]
 
     def commit(self) -> None:
-        """Commits every plan, in planning order; if one raises, undoes them all."""
+        """Commits every plan, in planning order; if one raises, undoes them all. Releases the
+        step locks either way."""
+        try:
+            self._commit()
+        finally:
+            self.close()
+
+    def _commit(self) -> None:
         plans = self._plans
         guarded = any(opt._commit_may_raise(plan) or opt._store.pending for opt, plan in plans)
         # Copies only when a commit can raise: on a plain step they would copy every variable
@@ -122,6 +163,9 @@ class Wrapper:
 
     def __init__(self, name: str) -> None:
         self._name = name
+        # the wrapper's own step boundary (its own state: a loss scale, a step counter); a step
+        # also holds its inner optimizers' locks, through Transaction
+        self._step_lock = StepLock()
 
     @property
     def name(self) -> str:
@@ -166,6 +210,7 @@ class Wrapper:
     def weights(self) -> list[Tensor]:
         return self.variables()
 
+    @locked
     def get_weights(self) -> list[np.ndarray]:
         """The values of ``weights`` as NumPy arrays."""
         return [w.detach().cpu().numpy().copy() for w in self.variables()]

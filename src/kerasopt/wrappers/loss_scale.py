@@ -20,6 +20,7 @@ from torch import Tensor
 from .. import _distributed
 from .._serialization import serialize
 from .._state import StateError, expect
+from .._sync import locked
 from ..optimizer import Optimizer
 from ..sparse import IndexedSlices
 from ._base import Transaction, Wrapper
@@ -412,23 +413,23 @@ class LossScaleOptimizer(Wrapper):
             return inner.apply_gradients([])  # TF: builds, applies nothing
         # The inner optimizer's plan validates and filters the pairs and changes nothing; the
         # scale is touched only once the step is known to be valid.
-        step = Transaction()
-        step.plan(inner, grads_and_vars)
-        if self._dynamic:
-            finite = _all_finite([g for g, _ in step.raw_grads()])
-            if not finite:
-                self._update_scale(finite)
-                # One skipped update: with accumulation that is K raw calls, which keeps the
-                # accumulation cycle aligned and leaves the accumulators untouched.
-                k = inner.gradient_accumulation_steps or 1
-                inner.iterations = inner._step + k
-                return inner.iterations
-        step.commit()
-        if self._dynamic:
-            # After the inner commit: a step that raises (a variable constraint) leaves the
-            # scale and its good-step counter as they were.
-            self._update_scale(True)
-        return inner.iterations
+        with self._step_lock, Transaction() as step:
+            step.plan(inner, grads_and_vars)
+            if self._dynamic:
+                finite = _all_finite([g for g, _ in step.raw_grads()])
+                if not finite:
+                    self._update_scale(finite)
+                    # One skipped update: with accumulation that is K raw calls, which keeps the
+                    # accumulation cycle aligned and leaves the accumulators untouched.
+                    k = inner.gradient_accumulation_steps or 1
+                    inner.iterations = inner._step + k
+                    return inner.iterations
+            step.commit()
+            if self._dynamic:
+                # After the inner commit: a step that raises (a variable constraint) leaves the
+                # scale and its good-step counter as they were.
+                self._update_scale(True)
+            return inner.iterations
 
     # ------------------------------------------------------------------------------------------
     # delegation to the inner optimizer
@@ -469,6 +470,7 @@ class LossScaleOptimizer(Wrapper):
         """Creates the inner optimizer's slots for ``var_list``."""
         self._optimizer.build(var_list)
 
+    @locked
     def set_weights(self, weights: Sequence[Any]) -> None:
         """The inner optimizer's ``set_weights`` (the loss-scale state is not among the
         weights, as in TF)."""
@@ -505,6 +507,7 @@ class LossScaleOptimizer(Wrapper):
 
     # ------------------------------------------------------------------------------------------
     # state
+    @locked
     def state_dict(self) -> dict[str, Tensor]:
         """The inner optimizer's state under ``inner/`` plus ``loss_scale/current_loss_scale``
         and ``loss_scale/good_steps`` (dynamic scaling only)."""
@@ -513,6 +516,7 @@ class LossScaleOptimizer(Wrapper):
             state[f"loss_scale/{key}"] = value.detach().clone()
         return state
 
+    @locked
     def load_state_dict(self, state_dict: Any, strict: bool = True) -> None:
         """Restores ``state_dict()`` output; everything is checked before anything changes.
 

@@ -12,7 +12,7 @@ import numbers
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import torch
 from torch import Tensor
@@ -22,6 +22,7 @@ from .._hyper import non_negative
 from .._serialization import build_from_config, serialize
 from .._slots import SlotStore, var_label
 from .._state import StateError, expect
+from .._sync import locked
 from ..optimizer import Optimizer, adoptable_counter
 from ..variables import Variable
 from ._base import Transaction, Wrapper
@@ -324,6 +325,7 @@ class MultiOptimizer(Wrapper):
 
     # ------------------------------------------------------------------------------------------
     # routing
+    @locked
     def build(self, var_list: Any) -> None:
         """Assigns each variable to its optimizer and builds each inner optimizer on its share.
 
@@ -429,8 +431,32 @@ class MultiOptimizer(Wrapper):
             )
         return index
 
+    def _refuse_unknown(self, position: int, grad: Any, var: Any) -> NoReturn:
+        """Raises for a variable the optimizer was not built with, naming the built variable
+        expected at ``position`` and, where a plain optimizer would refuse the pair for a reason
+        of its own (a swapped pair, an integer variable, a view of a built variable), that."""
+        expected = self._var_list[position] if position < len(self._var_list) else None
+        where = f"at position {position}"
+        if expected is not None:
+            where += f", where the optimizer was built with variable {self._label(expected)}"
+        if isinstance(var, Tensor):
+            try:
+                if grad is not None:
+                    _gradients.PairChecks(self._names, type(self).__name__, True).pairs(
+                        [(grad, var)]
+                    )
+                _gradients.disjoint([*self._var_list, var], self._name_of, self._name)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"{e} (MultiOptimizer: {where}.)") from None
+        raise ValueError(
+            f"Unknown variable: {self._label(var)} {where}. This optimizer can only be called "
+            "for the variables it was originally built with. When working with a new set of "
+            "variables, you should recreate a new optimizer instance."
+        )
+
     # ------------------------------------------------------------------------------------------
     # steps
+    @locked
     def apply(self, grads: Sequence[Any], trainable_variables: Any = None) -> Tensor:
         """Routes each gradient to its optimizer; each runs its own full pipeline.
 
@@ -479,8 +505,10 @@ class MultiOptimizer(Wrapper):
                 )
         pairs: list[list[tuple[Any, Tensor]]] = [[] for _ in self._inner_optimizers]
         dropped: list[str] = []
-        for grad, var in zip(grads, variables):
-            index = self._group_of(var)
+        for position, (grad, var) in enumerate(zip(grads, variables)):
+            index = self._var_to_optimizer.get(id(var))
+            if index is None:
+                self._refuse_unknown(position, grad, var)
             if grad is None:
                 dropped.append(self._name_of(var))
             else:
@@ -497,12 +525,12 @@ class MultiOptimizer(Wrapper):
             )
         # Every group is validated before any group is applied; a commit that raises (a
         # constraint) rolls back every group's writes, not just the failing one's.
-        step = Transaction()
-        for opt, group in zip(self._inner_optimizers, pairs):
-            if group:
-                step.plan(opt, group)
-        step.commit()
-        self._iterations.add_(1)
+        with Transaction() as step:
+            for opt, group in zip(self._inner_optimizers, pairs):
+                if group:
+                    step.plan(opt, group)
+            step.commit()
+            self._iterations.add_(1)
         return self.iterations
 
     def apply_gradients(
@@ -557,10 +585,12 @@ class MultiOptimizer(Wrapper):
 
     # ------------------------------------------------------------------------------------------
     # state
+    @locked
     def state_dict(self) -> dict[str, Tensor]:
         """Own ``iterations`` plus each inner optimizer's state under ``optimizer_<i>/``."""
         return {"iterations": self._iterations.detach().clone(), **self._inner_state()}
 
+    @locked
     def load_state_dict(self, state_dict: Any, strict: bool = True) -> None:
         """Restores ``state_dict()`` output into every inner optimizer, all or nothing.
 
@@ -579,6 +609,7 @@ class MultiOptimizer(Wrapper):
         self._load_inner_state(parts, strict)
         self.iterations = int(state_dict["iterations"])
 
+    @locked
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Assigns ``weights`` in ``variables()`` order, split among the inner optimizers.
 
