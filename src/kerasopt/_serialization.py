@@ -159,13 +159,8 @@ def deserialize(config: dict[str, Any], custom_objects: Mapping[str, Any] | None
 
 
 def get(identifier: Any) -> Any:
-    """An optimizer from an instance (returned as is), a config dict or a name.
-
-    Example:
-        >>> import kerasopt as ko
-        >>> type(ko.optimizers.get("adam")).__name__
-        'Adam'
-    """
+    """An optimizer from an instance (returned as is), a config dict or a name
+    (``kerasopt.optimizers.get`` types it)."""
     if hasattr(identifier, "apply_gradients") and hasattr(identifier, "get_config"):
         return identifier
     if isinstance(identifier, dict):

@@ -25,8 +25,6 @@ Example:
     (0.0025, ['m', 'step', 'v'])
 """
 
-from __future__ import annotations
-
 from .. import optimizers as _k
 from . import lr_scheduler
 from ._adapter import KerasOptimizer

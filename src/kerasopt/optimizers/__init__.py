@@ -1,6 +1,10 @@
 """The optimizer family and ``get`` / ``serialize`` / ``deserialize`` (TF's names and formats)."""
 
-from .._serialization import deserialize, get, register_optimizers, serialize
+import typing as _typing
+
+from .. import _serialization
+from .._serialization import deserialize, serialize
+from .._serialization import register_optimizers as _register
 from ..optimizer import Optimizer
 from ..wrappers.loss_scale import LossScaleOptimizer
 from ..wrappers.multi import MultiOptimizer, OptimizerMap
@@ -47,7 +51,7 @@ __all__ = [
 
 # The only classes a config may name (besides `custom_objects`): nothing named in a config is
 # ever imported. The wrappers need an optimizer to wrap, so `get(name)` does not build them.
-register_optimizers(
+_register(
     SGD,
     Adam,
     Adagrad,
@@ -63,4 +67,22 @@ register_optimizers(
     Muon,
     ScheduleFreeAdamW,
 )
-register_optimizers(LossScaleOptimizer, MultiOptimizer, OptimizerMap, by_name=False)
+_register(LossScaleOptimizer, MultiOptimizer, OptimizerMap, by_name=False)
+
+
+def get(identifier: _typing.Any) -> Optimizer:
+    """An optimizer from an instance (returned as is), a config dict (``serialize()`` output) or
+    a class name (TF's ``tf.keras.optimizers.get``).
+
+    Raises:
+        ValueError: an identifier that names no optimizer.
+
+    Example:
+        >>> import kerasopt as ko
+        >>> opt = ko.optimizers.get("adam")
+        >>> type(opt).__name__, float(opt.learning_rate)
+        ('Adam', 0.0010000000474974513)
+        >>> ko.optimizers.get(opt) is opt
+        True
+    """
+    return _typing.cast(Optimizer, _serialization.get(identifier))
