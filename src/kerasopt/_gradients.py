@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from . import _distributed
 from .sparse import IndexedSlices, from_torch_sparse
+from .variables import Variable
 
 if TYPE_CHECKING:
     from ._slots import SlotStore
@@ -109,7 +110,7 @@ def check_updatable(var: Tensor, label: str) -> None:
         )
 
 
-@dataclass(frozen=True)
+@dataclass
 class PairChecks:
     """The checks of (gradient, variable) pairs for one optimizer.
 
@@ -117,11 +118,15 @@ class PairChecks:
         store: the optimizer's registry (variable names for messages).
         owner: the optimizer's class name, for messages.
         complex_ok: whether complex variables are accepted.
+
+    ``foreign`` becomes True when a checked gradient or variable runs code of its own inside
+    torch operations (``runs_foreign_code``): the commit of such a step snapshots first.
     """
 
     store: SlotStore
     owner: str
     complex_ok: bool
+    foreign: bool = False
 
     def _label(self, var: Tensor) -> str:
         return repr(self.store.name_of(var))
@@ -170,6 +175,10 @@ class PairChecks:
 
     def grad(self, grad: Any, var: Tensor) -> Grad:
         # Labels are built only on the error paths: this runs for every pair of every step.
+        if (type(grad) not in _PLAIN or type(var) not in _PLAIN) and (
+            runs_foreign_code(grad) or runs_foreign_code(var)
+        ):
+            self.foreign = True
         if var.dtype not in FLOAT_DTYPES:
             if var.dtype in COMPLEX_DTYPES:
                 if not self.complex_ok:
@@ -275,6 +284,7 @@ _OWN_TORCH_FUNCTION = (
     torch._C._disabled_torch_function_impl,
 )
 _OWN_TORCH_DISPATCH = (torch._C._disabled_torch_dispatch_impl,)
+_PLAIN = frozenset({Tensor, nn.Parameter, Variable})  # classes known to run torch's code only
 
 
 def runs_foreign_code(t: Any) -> bool:
@@ -303,7 +313,7 @@ def unaliased(pairs: Pairs, store: SlotStore, owner: str) -> Pairs:
     with a variable of the step (``(w, w)``, swapped pairs of two parameters): every engine
     then reads every gradient as it was before any variable was written. ``owner`` is the
     optimizer's name, for messages."""
-    storages: dict[int, list[tuple[int, int, Tensor]]] = {}
+    storages: dict[int, list[Tensor]] = {}
     new = False
     for _, var in pairs:
         record = store.record_of(var)
@@ -316,17 +326,19 @@ def unaliased(pairs: Pairs, store: SlotStore, owner: str) -> Pairs:
                 "`param.data` replaced by a tensor of another shape?). Create a new "
                 "optimizer, or give the variable its old shape back."
             )
-        _add_span(storages, var)
-    tracked: dict[int, list[tuple[int, int, Tensor]]] = {}
+        storages.setdefault(_distributed.local(var).untyped_storage().data_ptr(), []).append(var)
     if new:
         # A new variable must not be another view of the memory of a tracked one (`w.detach()`,
         # `w.data`): it would get slots of its own and be updated twice per step.
         stepped = {id(v) for _, v in pairs}
-        for record in store.records():
-            if id(record.var) not in stepped:
-                _add_span(tracked, record.var)
-    for ptr, spans in storages.items():
-        _refuse_overlaps(spans + tracked.get(ptr, []), store.name_of, owner)
+        disjoint(
+            [v for vs in storages.values() for v in vs]
+            + [r.var for r in store.records() if id(r.var) not in stepped],
+            store.name_of,
+            owner,
+        )
+    elif len(storages) < len(pairs):  # views of one storage (e.g. one packed buffer)
+        disjoint([v for _, v in pairs], store.name_of, owner)
     out = []
     for g, var in pairs:
         values = _distributed.local(g.values if isinstance(g, IndexedSlices) else g)

@@ -719,8 +719,9 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         return record
 
     def _ensure_home(self, device: torch.device) -> None:
-        """Moves the counter and hyperparameter tensors to the first variable's device."""
-        if self._store.by_id or device == self._home:
+        """Moves the counter and hyperparameter tensors to the first variable's device (not to
+        the meta device: a meta variable, which no step updates, must not strand them there)."""
+        if self._store.by_id or device == self._home or device.type == "meta":
             return
         self._home = device
         if not self._iterations_adopted:
@@ -735,11 +736,8 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         """Creates the slots of ``var_list`` now (optional: slots are also created lazily)."""
         require_init(self, "build", "calling")
         variables = self._flatten_var_list(var_list)
-        new = [v for v in variables if self._store.record_of(v) is None]
-        for var in new:
-            _gradients.check_updatable(var, self._label(var))
         with self._step_lock:
-            self._create_state(new)
+            self._create_state([v for v in variables if self._store.record_of(v) is None])
 
     def _create_state(self, new_vars: Sequence[Tensor]) -> None:
         # Creation is undone if loaded state does not fit the new variables: all or nothing.
@@ -899,14 +897,10 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         dense, sparse = self._path.route(self, pairs)
         new_vars = [v for _, v in raw if self._store.record_of(v) is None]
         hyper_values = self._hyper.resolve(self._raw_iterations)
-        foreign = any(
-            _gradients.runs_foreign_code(g) or _gradients.runs_foreign_code(v)
-            for g, v in (*raw, *pairs)
-        )
         staged = self._store.stage(
             new_vars, self._create_state
         )  # last: slot creation and loaded-state checks can raise
-        return Plan(dense, sparse, new_vars, hyper_values, update, raw, staged, foreign)
+        return Plan(dense, sparse, new_vars, hyper_values, update, raw, staged, checks.foreign)
 
     def _aggregate_gradients(self, grads_and_vars: list[tuple[Grad, Tensor]]) -> Any:
         """TF's hook: aggregates gradients across replicas (``gradient_aggregator`` if given).

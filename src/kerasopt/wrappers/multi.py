@@ -391,8 +391,9 @@ class MultiOptimizer(Wrapper):
         self._built = False
 
     def _move_home(self, device: torch.device) -> None:
-        """Moves the counter and the dummy learning rate to the first variable's device."""
-        if device == self._home:
+        """Moves the counter and the dummy learning rate to the first variable's device (not
+        to the meta device, as the inner optimizers do not)."""
+        if device == self._home or device.type == "meta":
             return
         self._home = device
         if not self._iterations_adopted:
