@@ -20,14 +20,11 @@ import functools
 import math
 import numbers
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from .variables import Variable
-
-if TYPE_CHECKING:
-    from .optimizer import Optimizer
 
 Check = Callable[[str, Any], None]
 
@@ -91,6 +88,16 @@ def check_hyper_value(name: str, value: Any) -> None:
     )
 
 
+class HyperOwner(Protocol):
+    """What the descriptors need of an optimizer (kerasopt.optimizer.Optimizer is one)."""
+
+    _params: dict[str, Any]
+
+    def _hyper_read(self, name: str) -> Any: ...
+    def _set_hyper(self, name: str, value: Any) -> None: ...
+    def _on_param_change(self, name: str) -> None: ...
+
+
 class Hyper:
     """A TF-style hyperparameter (float32-stored number, tensor, callable or schedule).
 
@@ -110,12 +117,12 @@ class Hyper:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, opt: Optimizer | None, owner: type | None = None) -> Any:
+    def __get__(self, opt: HyperOwner | None, owner: type | None = None) -> Any:
         if opt is None:
             return self
         return opt._hyper_read(self.name)
 
-    def __set__(self, opt: Optimizer, value: Any) -> None:
+    def __set__(self, opt: HyperOwner, value: Any) -> None:
         require_init(opt, self.name)
         check_hyper_value(self.name, value)
         if self.check is not None:
@@ -150,12 +157,12 @@ class Param:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, opt: Optimizer | None, owner: type | None = None) -> Any:
+    def __get__(self, opt: HyperOwner | None, owner: type | None = None) -> Any:
         if opt is None:
             return self
         return opt._params.get(self.name, self.default)
 
-    def __set__(self, opt: Optimizer, value: Any) -> None:
+    def __set__(self, opt: HyperOwner, value: Any) -> None:
         require_init(opt, self.name)
         if self.check is not None:
             self.check(self.name, value)

@@ -28,17 +28,34 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
 
 from . import _distributed, _engines, _gradients
 from ._hyper import Hyper, tf_cast_value
+from ._types import Coefficients, Plan, Record
 from .sparse import IndexedSlices
 
 if TYPE_CHECKING:
-    from .optimizer import Coefficients, Optimizer, Plan
+    from ._slots import SlotStore
+
+
+class Optimizer(Protocol):
+    """What the hook path needs of an optimizer (kerasopt.optimizer.Optimizer is one); a
+    Protocol, so this module does not import the optimizer module that imports it."""
+
+    _store: SlotStore
+
+    def _label(self, var: Tensor) -> str: ...
+    def _weight_decay_for(self, record: Record) -> float | None: ...
+    def _const(self, value: float, dtype: torch.dtype, device: torch.device) -> Tensor: ...
+    def _hyper_read(self, name: str) -> Any: ...
+    def _resource_apply_dense(self, grad: Tensor, var: Tensor, apply_state: Any = None) -> None: ...
+    def _resource_apply_sparse_duplicate_indices(
+        self, grad: Tensor, var: Tensor, indices: Tensor, apply_state: Any = None
+    ) -> None: ...
 
 
 # hook function -> whether it declares `apply_state`; weak, so a class made at run time (and its

@@ -19,46 +19,18 @@ updates only. ``mark`` / ``forget`` undo a creation back to a mark.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from . import _distributed, _state
+from . import _distributed
 from ._hyper import number_value
+from ._types import Mark, Record, Staged
 from .variables import Variable
 
 # Slots owned by base-class features, listed after the rule's slots in `weights`.
 FEATURE_SLOTS = ("average", "gradient_accumulator")
-
-
-@dataclass(eq=False)
-class Record:
-    """What the optimizer keeps for one variable: its name, creation index and slots."""
-
-    var: Tensor
-    name: str
-    index: int
-    slots: dict[str, Tensor] = field(default_factory=dict)
-    shape: tuple[int, ...] = ()  # the variable's shape when its slots were made
-
-
-@dataclass(eq=False)
-class Staged:
-    """What creating the new variables' state adds (records, slots — loaded state already
-    adopted into them — optimizer-level weights): built in plan, installed by commit."""
-
-    records: list[Record]
-    slot_order: list[tuple[Record, str]]
-    slot_names: list[str]
-    built: bool
-    opt_weights: list[tuple[str, Tensor]]
-    pending: dict[str, dict[str, Tensor]]
-
-
-# (slot count, rule slot names, built, optimizer-level weight count)
-Mark = tuple[int, list[str], bool, int, dict[str, dict[str, Tensor]]]
 
 
 def var_label(var: Tensor, names: dict[int, str] | None = None) -> str:
@@ -115,9 +87,16 @@ def new_slot(
 
 
 class SlotStore:
-    """The registry of one optimizer's variables, slots and optimizer-level weights."""
+    """The registry of one optimizer's variables, slots and optimizer-level weights.
 
-    def __init__(self) -> None:
+    Args:
+        adopt: copies state loaded for variables not seen yet into their new slots (``_state``'s
+            ``adopt_pending``), called with the store, the new records and the owner's name; None
+            for a registry that only names variables.
+    """
+
+    def __init__(self, adopt: Callable[[SlotStore, list[Record], str], None] | None = None) -> None:
+        self._adopt = adopt
         self.by_id: dict[int, Record] = {}  # id(var) -> Record, in creation order
         self._used_names: set[str] = set()
         self._slot_names: list[str] = []
@@ -271,8 +250,8 @@ class SlotStore:
         undo = self.mark()
         try:
             populate(new_vars)
-            if self.pending:
-                _state.adopt_pending(self, [self.by_id[id(v)] for v in new_vars], owner)
+            if self.pending and self._adopt is not None:
+                self._adopt(self, [self.by_id[id(v)] for v in new_vars], owner)
         except Exception:
             self.forget(new_vars, undo)
             raise

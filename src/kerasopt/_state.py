@@ -19,21 +19,35 @@ before it assigns anything.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
 
 from . import _distributed
 from ._hyper import Hyper, declared
+from ._types import Record, StateError
 
 if TYPE_CHECKING:
-    from ._slots import Record, SlotStore
-    from .optimizer import Optimizer
+    from ._hyper import HyperStore
+    from ._slots import SlotStore
 
 
-class StateError(ValueError):
-    """A state dict does not fit this optimizer (the message names the key)."""
+class StateOwner(Protocol):
+    """What the state functions need of an optimizer (kerasopt.optimizer.Optimizer is one)."""
+
+    _raw_iterations: Tensor
+    _hyper: HyperStore
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def built(self) -> bool: ...
+    @property
+    def iterations(self) -> Tensor: ...
+    @iterations.setter
+    def iterations(self, value: int | Tensor) -> None: ...
+    def _set_hyper(self, name: str, value: Any) -> None: ...
 
 
 def variable_names(store: SlotStore, owner: str) -> dict[str, Record]:
@@ -50,7 +64,7 @@ def variable_names(store: SlotStore, owner: str) -> dict[str, Record]:
     return out
 
 
-def state_dict(opt: Optimizer, store: SlotStore) -> dict[str, Tensor]:
+def state_dict(opt: StateOwner, store: SlotStore) -> dict[str, Tensor]:
     """``opt``'s state; ``store`` is its variable registry."""
     state: dict[str, Tensor] = {"iterations": opt._raw_iterations.detach().clone()}
     for name, value in opt._hyper.numbers().items():
@@ -91,7 +105,7 @@ def expect(
 
 
 def load_state_dict(
-    opt: Optimizer, store: SlotStore, state: Mapping[str, Any], strict: bool = True
+    opt: StateOwner, store: SlotStore, state: Mapping[str, Any], strict: bool = True
 ) -> None:
     """Validates all of ``state`` against ``opt`` (``store``: its registry), then assigns it (all
     or nothing).

@@ -22,13 +22,11 @@ compose optimizers in ``wrappers/``. docs/architecture.md walks through a step.
 from __future__ import annotations
 
 import abc
-import copy
 import inspect
 import numbers
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,8 +53,9 @@ from ._hyper import (
 )
 from ._schedules import LearningRateSchedule
 from ._serialization import build_from_config, serialize_schedule
-from ._slots import Mark, Record, SlotStore, Staged, new_slot, var_label
+from ._slots import SlotStore, new_slot, var_label
 from ._sync import StepLock, locked
+from ._types import Coefficients, Mark, Plan, Record
 from .sparse import IndexedSlices, deduplicate
 from .variables import Variable
 
@@ -88,96 +87,6 @@ _BASE_KWARGS = (
     "implementation",
     "slot_dtype",
 )
-
-
-class Coefficients:
-    """One (device, dtype)'s step coefficients: 0-d tensors ``prepare`` computes once per step and
-    the rule reads (TF's ``apply_state`` entry).
-
-    Each optimizer declares its own subclass with annotated fields, so the type checker sees a
-    rule's reads: a misspelt coefficient fails ``mypy``, not a training step. Seed-era (TF 2.x)
-    subclasses use it as TF's dict: ``apply_state[key]["lr_t"]``, ``apply_state[key].update(...)``.
-
-    Example:
-        >>> import torch
-        >>> c = Coefficients(lr_t=torch.tensor(0.1))
-        >>> c.momentum = torch.tensor(0.9)
-        >>> sorted(c.keys()), float(c["lr_t"])
-        (['lr_t', 'momentum'], 0.10000000149011612)
-    """
-
-    lr_t: Tensor  # the step's learning rate (schedule and legacy decay applied)
-    weight_decay: Tensor  # set for the groups decoupled weight decay applies to
-
-    def __init__(self, **values: Any) -> None:
-        self.__dict__.update(values)
-
-    def replace(self, **values: Any) -> Coefficients:
-        """A copy with ``values`` set (the originals are left as they are)."""
-        new = copy.copy(self)
-        new.__dict__.update(values)
-        return new
-
-    # TF's dict protocol, for seed-era subclasses
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return self.__dict__[key]
-        except KeyError:
-            raise KeyError(f"no coefficient {key!r}; have {sorted(self.__dict__)}") from None
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.__dict__[key] = value
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.__dict__
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.__dict__)
-
-    def __len__(self) -> int:
-        return len(self.__dict__)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.__dict__.get(key, default)
-
-    def keys(self) -> Any:
-        return self.__dict__.keys()
-
-    def items(self) -> Any:
-        return self.__dict__.items()
-
-    def values(self) -> Any:
-        return self.__dict__.values()
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        self.__dict__.update(*args, **kwargs)
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        return self.__dict__.setdefault(key, default)
-
-    def pop(self, key: str, *default: Any) -> Any:
-        return self.__dict__.pop(key, *default)
-
-    def copy(self) -> Coefficients:
-        return self.replace()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(sorted(self.__dict__))})"
-
-
-@dataclass(eq=False)
-class Plan:
-    """What plan hands to commit: the checked pairs, new variables' staged state, resolved
-    hyperparameters."""
-
-    dense: list[tuple[Tensor, Tensor]]
-    sparse: list[tuple[Tensor, IndexedSlices]]
-    new_vars: list[Tensor]
-    hyper_values: dict[str, Tensor]
-    update: bool  # False on a gradient-accumulation-only call
-    raw_grads: list[tuple[Grad, Tensor]]  # after loss-scale division, before clipping
-    staged: Staged | None = None  # state of the new variables, built and checked in plan
-    foreign: bool = False  # a gradient or variable is a tensor subclass with its own overrides
 
 
 def _is_real(value: Any) -> bool:
@@ -372,7 +281,8 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
                 f"`clipnorm` {kwargs['clipnorm']}, `global_clipnorm` {kwargs['global_clipnorm']}"
             )
         self._name = name if name is not None else type(self).__name__
-        self._store = SlotStore()  # variables, their names and slots (kerasopt._slots)
+        # variables, their names and slots (kerasopt._slots); loaded state adopted by _state
+        self._store = SlotStore(adopt=_state.adopt_pending)
         self._home = torch.device("cpu")
         # A variable, as TF's `iter` (`opt.iterations.assign(5)` works); int64.
         self._raw_iterations: Tensor = Variable._wrap(

@@ -1,0 +1,144 @@
+"""The data types the machinery modules share, at the bottom of the import graph.
+
+``Coefficients`` (what ``prepare`` computes and a rule reads), ``Plan`` (what plan hands to
+commit), ``Record`` / ``Staged`` / ``Mark`` (the variable registry's entries and staged state) and
+``StateError``. This module imports only torch and ``kerasopt.sparse``, so every other module can
+import it and a reader can read the package bottom-up (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from .sparse import IndexedSlices
+
+__all__ = ["Coefficients", "Mark", "Plan", "Record", "Staged", "StateError"]
+
+
+class Coefficients:
+    """One (device, dtype)'s step coefficients: 0-d tensors ``prepare`` computes once per step and
+    the rule reads (TF's ``apply_state`` entry).
+
+    Each optimizer declares its own subclass with annotated fields, so the type checker sees a
+    rule's reads: a misspelt coefficient fails ``mypy``, not a training step. Seed-era (TF 2.x)
+    subclasses use it as TF's dict: ``apply_state[key]["lr_t"]``, ``apply_state[key].update(...)``.
+
+    Example:
+        >>> import torch
+        >>> c = Coefficients(lr_t=torch.tensor(0.1))
+        >>> c.momentum = torch.tensor(0.9)
+        >>> sorted(c.keys()), float(c["lr_t"])
+        (['lr_t', 'momentum'], 0.10000000149011612)
+    """
+
+    lr_t: Tensor  # the step's learning rate (schedule and legacy decay applied)
+    weight_decay: Tensor  # set for the groups decoupled weight decay applies to
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+    def replace(self, **values: Any) -> Coefficients:
+        """A copy with ``values`` set (the originals are left as they are)."""
+        new = copy.copy(self)
+        new.__dict__.update(values)
+        return new
+
+    # TF's dict protocol, for seed-era subclasses
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self.__dict__[key]
+        except KeyError:
+            raise KeyError(f"no coefficient {key!r}; have {sorted(self.__dict__)}") from None
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.__dict__[key] = value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.__dict__
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.__dict__)
+
+    def __len__(self) -> int:
+        return len(self.__dict__)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.__dict__.get(key, default)
+
+    def keys(self) -> Any:
+        return self.__dict__.keys()
+
+    def items(self) -> Any:
+        return self.__dict__.items()
+
+    def values(self) -> Any:
+        return self.__dict__.values()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__.update(*args, **kwargs)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        return self.__dict__.setdefault(key, default)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        return self.__dict__.pop(key, *default)
+
+    def copy(self) -> Coefficients:
+        return self.replace()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(sorted(self.__dict__))})"
+
+
+@dataclass(eq=False)
+class Plan:
+    """What plan hands to commit: the checked pairs, new variables' staged state, resolved
+    hyperparameters."""
+
+    dense: list[tuple[Tensor, Tensor]]
+    sparse: list[tuple[Tensor, IndexedSlices]]
+    new_vars: list[Tensor]
+    hyper_values: dict[str, Tensor]
+    update: bool  # False on a gradient-accumulation-only call
+    raw_grads: list[
+        tuple[Tensor | IndexedSlices, Tensor]
+    ]  # after loss-scale division, before clipping
+    staged: Staged | None = None  # state of the new variables, built and checked in plan
+    foreign: bool = False  # a gradient or variable is a tensor subclass with its own overrides
+
+
+@dataclass(eq=False)
+class Record:
+    """What the optimizer keeps for one variable: its name, creation index and slots."""
+
+    var: Tensor
+    name: str
+    index: int
+    slots: dict[str, Tensor] = field(default_factory=dict)
+    shape: tuple[int, ...] = ()  # the variable's shape when its slots were made
+
+
+@dataclass(eq=False)
+class Staged:
+    """What creating the new variables' state adds (records, slots — loaded state already
+    adopted into them — optimizer-level weights): built in plan, installed by commit."""
+
+    records: list[Record]
+    slot_order: list[tuple[Record, str]]
+    slot_names: list[str]
+    built: bool
+    opt_weights: list[tuple[str, Tensor]]
+    pending: dict[str, dict[str, Tensor]]
+
+
+# (slot count, rule slot names, built, optimizer-level weight count)
+Mark = tuple[int, list[str], bool, int, dict[str, dict[str, Tensor]]]
+
+
+class StateError(ValueError):
+    """A state dict does not fit this optimizer (the message names the key)."""
