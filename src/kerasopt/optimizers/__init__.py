@@ -41,6 +41,7 @@ __all__ = [
     "ScheduleFreeAdamW",
     "deserialize",
     "get",
+    "legacy",
     "schedules",
     "serialize",
 ]
@@ -64,3 +65,5 @@ register_optimizers(
     ScheduleFreeAdamW,
 )
 register_optimizers(LossScaleOptimizer, MultiOptimizer, OptimizerMap, by_name=False)
+
+from . import legacy  # noqa: E402  (an alias of this namespace: tf.keras.optimizers.legacy)
