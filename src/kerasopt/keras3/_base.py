@@ -116,7 +116,7 @@ class Keras3Base(Keras3Optimizer):
         """``[iteration, learning_rate, slots in creation order, optimizer-level variables]``
         (Keras 3's order; ``learning_rate`` only when it is a number)."""
         out = VariableList([self._raw_iterations])
-        if "learning_rate" in self._hyper.variables:
+        if not callable(self._hyper.sources.get("learning_rate")):  # not a schedule or callable
             out.append(self._hyper.variables["learning_rate"])
         order = self._store._slot_order
         for kind in FEATURE_SLOTS:
@@ -124,6 +124,14 @@ class Keras3Base(Keras3Optimizer):
         out.extend(r.slots[s] for r, s in order if s not in FEATURE_SLOTS)
         out.extend(t for _, t in self._store.opt_weights)
         return out
+
+    def get_config(self) -> dict[str, Any]:
+        """Keras 3's keys; a number ``learning_rate`` is reported as its float32 variable holds
+        it (``0.001`` → ``0.0010000000474974513``), as Keras 3 does."""
+        config = super().get_config()
+        if isinstance(config.get("learning_rate"), float):
+            config["learning_rate"] = tf_cast_value(config["learning_rate"])
+        return config
 
     # -- sparse gradients -------------------------------------------------------------------
     def sums_duplicates(self) -> bool:
