@@ -77,6 +77,23 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("Muon", {"learning_rate": 0.125, "momentum": 0.5, "adam_beta_1": 0.5, "adam_beta_2": 0.75}),
     ("ScheduleFreeAdamW", {"learning_rate": 0.125}),
     ("ScheduleFreeAdamW", {"learning_rate": 0.125, "beta_1": 0.5, "beta_2": 0.75}),
+    # the base features around the rules (EMA, accumulation, clipping, weight decay)
+    (
+        "Adam",
+        {
+            "learning_rate": 0.125,
+            "use_ema": True,
+            "ema_momentum": 0.5,
+            "ema_overwrite_frequency": 2,
+        },
+    ),
+    ("SGD", {"learning_rate": 0.125, "momentum": 0.5, "gradient_accumulation_steps": 2}),
+    ("Nadam", {"learning_rate": 0.125, "gradient_accumulation_steps": 2}),
+    ("Adagrad", {"learning_rate": 0.125, "gradient_accumulation_steps": 2}),
+    ("RMSprop", {"learning_rate": 0.125, "global_clipnorm": 1.0}),
+    ("Adagrad", {"learning_rate": 0.125, "clipvalue": 0.25}),
+    ("Adamax", {"learning_rate": 0.125, "clipnorm": 0.5}),
+    ("Lion", {"learning_rate": 0.125, "weight_decay": 0.5}),
 ]
 
 OPTIMIZERS = sorted({name for name, _ in CASES})

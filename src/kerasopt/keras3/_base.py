@@ -143,6 +143,11 @@ class Keras3Base(Keras3Optimizer):
         c: Coefficients = kwargs.pop("c")
         values = values.to(var.dtype)
         grad = torch.zeros_like(var).index_add_(0, indices, values)
+        if self.global_clipnorm:
+            # Keras's clip_by_global_norm returns `v * scale`, which turns an IndexedSlices into
+            # a dense tensor (rows summed): the rule then squares the sums, as on a dense step.
+            self.update(var, grad, *args, c=c, **kwargs)
+            return
         grad_sq = torch.zeros_like(var).index_add_(0, indices, values * values)
         grad_abs = torch.zeros_like(var).index_add_(0, indices, values.abs())
         self.update(var, grad, *args, c=c.replace(grad_sq=grad_sq, grad_abs=grad_abs), **kwargs)
