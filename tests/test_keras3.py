@@ -455,7 +455,9 @@ def test_ftrl_sets_never_indexed_rows_to_zero() -> None:
 
 # -- LossScaleOptimizer --------------------------------------------------------------------------
 def test_loss_scale_optimizer_keras3_rule() -> None:
-    """Scaled gradients in, unscaled inside; a skip halves S (no floor) and does not count."""
+    """Scaled gradients in, unscaled inside; a skip halves S (no floor) and does not count.
+
+    The expected sequence is Keras 3.15's on TensorFlow for the same calls."""
     var = ko.Variable(torch.tensor(0.0, dtype=torch.float64))
     opt = ko.keras3.LossScaleOptimizer(
         ko.keras3.SGD(learning_rate=1.0), initial_scale=2.0, dynamic_growth_steps=2
@@ -475,7 +477,10 @@ def test_loss_scale_optimizer_keras3_rule() -> None:
         (-3.0, 0.5, 3),
     ]
     assert not hasattr(opt, "get_scaled_loss") and not hasattr(opt, "get_unscaled_gradients")
-    assert [tuple(v.shape) for v in opt.variables][:2] == [(), ()]
+    # Keras: iteration, learning_rate (its own, unused), step_counter, dynamic_scale, inner's
+    own = [float(v) for v in opt.variables[:4]]
+    assert own == [0.0, 0.0, 1.0, 0.5] and len(opt.variables) == 6
+    opt.set_weights(opt.get_weights())
     config = opt.get_config()
     assert sorted(config) == ["dynamic_growth_steps", "initial_scale", "inner_optimizer", "name"]
     again = ko.keras3.LossScaleOptimizer.from_config(config)

@@ -7,8 +7,8 @@ is the scale's rule and where the gradients are unscaled.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -62,7 +62,8 @@ class LossScaleOptimizer(_legacy.LossScaleOptimizer):
     Unlike tf_keras's (``kerasopt.optimizers.LossScaleOptimizer``): a skipped step does not
     count in ``iterations``, ``S`` has no floor of 1 (and is doubled without a finiteness check),
     ``dynamic=False`` is refused, and there is no ``get_scaled_loss`` / ``get_unscaled_gradients``.
-    ``variables`` lists ``step_counter`` and ``dynamic_scale`` before the inner optimizer's.
+    ``variables`` is Keras 3's: the wrapper's ``iteration`` and ``learning_rate`` (unused, 0),
+    ``step_counter``, ``dynamic_scale``, then the inner optimizer's variables.
 
     Args:
         inner_optimizer: the optimizer to wrap (its ``loss_scale_factor`` is set to None).
@@ -120,18 +121,36 @@ class LossScaleOptimizer(_legacy.LossScaleOptimizer):
             dynamic_growth_steps=dynamic_growth_steps,
         )
         self._name = name if name is not None else "loss_scale_optimizer"
+        self._own_iteration = torch.zeros((), dtype=torch.int64)
+        self._own_learning_rate = torch.zeros((), dtype=torch.float32)
 
     def scale_loss(self, loss: Tensor) -> Tensor:
         """``loss * S``."""
         return loss * self._current_scale().to(loss.dtype).to(loss.device)
 
     def _own_variables(self) -> list[Tensor]:
+        # Keras 3's own: the base class's `iteration` and `learning_rate` (never used by the
+        # wrapper: both stay 0), then the dynamic state.
         assert self._counter is not None and self._scale is not None
-        return [self._counter, self._scale]
+        return [self._own_iteration, self._own_learning_rate, self._counter, self._scale]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Assigns ``weights`` in ``variables`` order (the wrapper's four, then the inner's).
+
+        Raises:
+            ValueError: a count or shape mismatch (nothing is assigned then).
+        """
+        own = self._own_variables()
+        weights = list(weights)
+        values = Optimizer._checked_weights(cast(Optimizer, self), own, weights[: len(own)])
+        self._optimizer.set_weights(weights[len(own) :])
+        with torch.no_grad():
+            for target, value in zip(own, values):
+                target.copy_(value.to(target.dtype))
 
     @property
     def variables(self) -> VariableList:
-        """``[step_counter, dynamic_scale, inner optimizer's variables...]``."""
+        """``[iteration, learning_rate, step_counter, dynamic_scale, inner variables...]``."""
         return VariableList(_legacy.LossScaleOptimizer.variables(self))
 
     def compute_gradients(
