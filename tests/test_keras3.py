@@ -533,7 +533,7 @@ def test_legacy_alias() -> None:
 
 
 def test_keras3_exports_every_keras_optimizer() -> None:
-    keras_exports = {  # keras.optimizers of Keras 3.15 (its __init__), less Optimizer/Multi*
+    keras_exports = {  # keras.optimizers of Keras 3.15 (its __init__), less the base Optimizer
         "SGD",
         "Adam",
         "AdamW",
@@ -548,10 +548,12 @@ def test_keras3_exports_every_keras_optimizer() -> None:
         "RMSprop",
         "Muon",
         "LossScaleOptimizer",
+        "MultiOptimizer",
+        "OptimizerMap",
         "ScheduleFreeAdamW",
     }
     assert keras_exports <= set(ko.keras3.__all__)
-    for name in keras_exports - {"LossScaleOptimizer"}:
+    for name in keras_exports - {"LossScaleOptimizer", "MultiOptimizer", "OptimizerMap"}:
         assert issubclass(getattr(ko.keras3, name), ko.keras3.Keras3Base)
         assert hasattr(ko.keras3.optim, name)
 
@@ -563,3 +565,27 @@ def test_no_legacy_numerics_flag_in_the_base() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ko.keras3.Adam()
+
+
+def test_multi_optimizer_over_keras3_optimizers() -> None:
+    """Keras 3's MultiOptimizer: each group steps as its optimizer alone would; configs come
+    back as kerasopt.keras3 classes."""
+    w = ko.Variable(torch.tensor([1.0, -2.0], dtype=torch.float64), name="kernel")
+    b = ko.Variable(torch.tensor([0.5], dtype=torch.float64), name="bias")
+    opt = ko.keras3.MultiOptimizer(
+        ko.keras3.OptimizerMap(ko.keras3.SGD(0.5), {"bias": ko.keras3.RMSprop(0.1)})
+    )
+    alone_w, alone_b = w.detach().clone(), b.detach().clone()
+    sgd, rms = ko.keras3.SGD(0.5), ko.keras3.RMSprop(0.1)
+    for _ in range(2):
+        gw, gb = (
+            torch.tensor([0.3, 0.1], dtype=torch.float64),
+            torch.tensor([0.2], dtype=torch.float64),
+        )
+        opt.apply_gradients([(gw, w), (gb, b)])
+        sgd.apply_gradients([(gw, alone_w)])
+        rms.apply_gradients([(gb, alone_b)])
+    assert torch.equal(w.detach(), alone_w) and torch.equal(b.detach(), alone_b)
+    assert opt.name == "multi_optimizer" and len(opt.variables) == len(opt.variables())
+    again = ko.keras3.MultiOptimizer.from_config(opt.get_config())
+    assert [type(o) for o in again.optimizers] == [ko.keras3.RMSprop, ko.keras3.SGD]

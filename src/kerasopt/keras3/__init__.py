@@ -26,6 +26,7 @@ from .adam import Adam, AdamW
 from .adamax import Adamax
 from .ftrl import Ftrl
 from .loss_scale import LossScaleOptimizer
+from .multi import MultiOptimizer, OptimizerMap
 from .nadam import Nadam
 from .newer import Adafactor, Lamb, Lion, Muon, ScheduleFreeAdamW
 from .rmsprop import RMSprop
@@ -44,8 +45,10 @@ __all__ = [
     "Lamb",
     "Lion",
     "LossScaleOptimizer",
+    "MultiOptimizer",
     "Muon",
     "Nadam",
+    "OptimizerMap",
     "RMSprop",
     "ScheduleFreeAdamW",
     "optim",
@@ -66,6 +69,7 @@ CLASSES = {
         Lamb,
         Lion,
         LossScaleOptimizer,
+        MultiOptimizer,
         Muon,
         Nadam,
         RMSprop,
