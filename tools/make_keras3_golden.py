@@ -94,6 +94,17 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("Adagrad", {"learning_rate": 0.125, "clipvalue": 0.25}),
     ("Adamax", {"learning_rate": 0.125, "clipnorm": 0.5}),
     ("Lion", {"learning_rate": 0.125, "weight_decay": 0.5}),
+    # a learning-rate schedule (legacy Nadam refuses one; Keras 3's takes it)
+    (
+        "Nadam",
+        {
+            "schedule": [
+                "ExponentialDecay",
+                {"initial_learning_rate": 0.125, "decay_steps": 2, "decay_rate": 0.5},
+            ]
+        },
+    ),
+    ("Adam", {"schedule": ["CosineDecay", {"initial_learning_rate": 0.1, "decay_steps": 4}]}),
 ]
 
 OPTIMIZERS = sorted({name for name, _ in CASES})
@@ -120,7 +131,11 @@ def sparse_values(step: int) -> np.ndarray:
 
 def run_case(keras: Any, tf: Any, name: str, config: dict[str, Any]) -> dict[str, Any]:
     cls = getattr(keras.optimizers, name)
-    opt = cls(**config)
+    kwargs = dict(config)
+    if "schedule" in kwargs:  # [class name, keywords] of a keras.optimizers.schedules class
+        schedule, schedule_kwargs = kwargs.pop("schedule")
+        kwargs["learning_rate"] = getattr(keras.optimizers.schedules, schedule)(**schedule_kwargs)
+    opt = cls(**kwargs)
     # Keras 3.15's Muon fails in float64 on TF (float32 `rms_rate` factor meets a float64 tensor)
     dtype = "float32" if name == "Muon" else "float64"
     w = keras.Variable(W0.copy(), dtype=dtype, name="w")

@@ -58,6 +58,7 @@ class Keras3Base(Keras3Optimizer):
 
     sparse_mode: ClassVar[str] = "lazy"  # Keras 3's row sums: update_sparse below
     keras3_config: ClassVar[bool] = True
+    keras_v1_weights: ClassVar[str | None] = None  # set_weights takes Keras 3's list as it is
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if kwargs.pop("decay", None) is not None:
