@@ -9,8 +9,8 @@ Example:
     (0.8, 3.0)
 """
 
+from . import keras3, optimizers
 from . import optim as optim
-from . import optimizers
 from ._state import StateError
 from .checkpoint import load, save
 from .optimizer import Optimizer
@@ -25,6 +25,7 @@ __all__ = [
     "StateError",
     "UnconnectedGradients",
     "Variable",
+    "keras3",
     "load",
     "optimizers",
     "save",

@@ -38,9 +38,23 @@ class Coefficients:
 
     lr_t: Tensor  # the step's learning rate (schedule and legacy decay applied)
     weight_decay: Tensor  # set for the groups decoupled weight decay applies to
+    # Keras 3's sparse steps (kerasopt.keras3): the rule gets the row sums of the gradient's
+    # entries and, here, the row sums of their squares and absolute values (Keras squares each
+    # entry before duplicate rows meet). None on every other step.
+    grad_sq: Tensor | None = None
+    grad_abs: Tensor | None = None
 
     def __init__(self, **values: Any) -> None:
         self.__dict__.update(values)
+
+    def square(self, grad: Any) -> Any:
+        """``grad * grad``, or the squares Keras 3 sums per row on a sparse step (a temporary
+        the rule may modify in place)."""
+        return grad * grad if self.grad_sq is None else self.grad_sq
+
+    def absolute(self, grad: Any) -> Any:
+        """``|grad|``, or the absolute values Keras 3 sums per row on a sparse step."""
+        return grad.abs() if self.grad_abs is None else self.grad_abs
 
     def replace(self, **values: Any) -> Coefficients:
         """A copy with ``values`` set (the originals are left as they are)."""

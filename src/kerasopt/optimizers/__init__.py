@@ -45,6 +45,7 @@ __all__ = [
     "ScheduleFreeAdamW",
     "deserialize",
     "get",
+    "legacy",
     "schedules",
     "serialize",
 ]
@@ -86,3 +87,6 @@ def get(identifier: _typing.Any) -> Optimizer:
         True
     """
     return _typing.cast(Optimizer, _serialization.get(identifier))
+
+
+from . import legacy  # noqa: E402  (an alias of this namespace: tf.keras.optimizers.legacy)

@@ -154,7 +154,7 @@ class Adafactor(Keras3Optimizer):
         c: AdafactorCoefficients,
     ) -> None:
         alpha_t = torch.maximum(c.epsilon_2, _rms(var)) * c.rho_t
-        regulated_grad_square = grad * grad + c.epsilon_1
+        regulated_grad_square = c.square(grad) + c.epsilon_1
         if r is not None and c_factor is not None:  # factored: variables of rank >= 2
             r.copy_(c.beta_2_t * r + c.one_minus_beta_2_t * regulated_grad_square.mean(dim=-1))
             c_factor.copy_(
@@ -164,5 +164,7 @@ class Adafactor(Keras3Optimizer):
         else:
             v.copy_(c.beta_2_t * v + c.one_minus_beta_2_t * regulated_grad_square)
         u_t = grad * v.rsqrt()
-        u_t_hat = u_t / torch.maximum(c.one, _rms(u_t) / c.clip_threshold)
+        # Keras 3's sparse step (kerasopt.keras3) squares u entry by entry: sum_k g_k^2 / v per row
+        rms_u = _rms(u_t) if c.grad_sq is None else (c.grad_sq / v).mean().sqrt()
+        u_t_hat = u_t / torch.maximum(c.one, rms_u / c.clip_threshold)
         var.sub_(alpha_t * u_t_hat)

@@ -96,7 +96,7 @@ class Adamax(Optimizer):
 
     def update(self, var: Any, grad: Any, m: Any, v: Any, *, c: AdamaxCoefficients) -> None:
         m.add_((grad - m) * c.one_minus_beta_1_t)
-        v.copy_((v * c.beta_2_t).maximum(grad.abs()))
+        v.copy_((v * c.beta_2_t).maximum(c.absolute(grad)))
         var.sub_(c.scaled_lr * (m / (v + c.epsilon)))
 
     def update_sparse(

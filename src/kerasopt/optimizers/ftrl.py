@@ -148,7 +148,7 @@ class Ftrl(Optimizer):
             grad_s = grad + c.two_l2_shrinkage * var
         else:
             grad_s = grad
-        accum_new = accumulator + grad * grad
+        accum_new = accumulator + c.square(grad)
         if c.sqrt_power:
             accum_new_p, accum_p = accum_new.sqrt(), accumulator.sqrt()
         else:

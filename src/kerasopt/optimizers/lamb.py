@@ -95,7 +95,7 @@ class Lamb(Keras3Optimizer):
         self, var: Tensor, grad: Tensor, m: Tensor, v: Tensor, *, c: LambCoefficients
     ) -> None:
         m.add_((grad - m) * c.one_minus_beta_1)
-        v.add_((grad * grad - v) * c.one_minus_beta_2)
+        v.add_((c.square(grad) - v) * c.one_minus_beta_2)
         m_t_hat = m / c.one_minus_beta_1_power
         v_sqrt = (v / c.one_minus_beta_2_power).sqrt() + c.epsilon
         u = m_t_hat / v_sqrt

@@ -233,7 +233,7 @@ class Muon(Keras3Optimizer):
     ) -> None:
         if velocity is not None:  # AdamW path
             momentum.add_((grad - momentum) * c.one_minus_adam_beta_1)
-            velocity.add_((grad * grad - velocity) * c.one_minus_adam_beta_2)
+            velocity.add_((c.square(grad) - velocity) * c.one_minus_adam_beta_2)
             var.sub_((momentum * c.alpha) / (velocity.sqrt() + c.epsilon))
             return
         # m ← μ m + g, written as Keras 3 does (m += g + m * (μ - 1)) for its rounding.

@@ -176,7 +176,7 @@ class ScheduleFreeAdamW(Keras3Optimizer):
         # x_old is taken from z before z moves (z_old; Keras's torch backend reads the moved z
         # through an alias here, its JAX/TF backends and the paper do not).
         x = (var - z * c.one_minus_beta_1).div_(c.beta_1)
-        v.add_((grad * grad).sub_(v).mul_(c.one_minus_beta_2))
+        v.add_(c.square(grad).sub_(v).mul_(c.one_minus_beta_2))
         z.sub_((grad * c.lr).div_((v / c.bias_correction_2).sqrt().add_(c.epsilon)))
         x.mul_(c.one_minus_weight).add_(z * c.weight)
         var.copy_((z * c.one_minus_beta_1).add_(x.mul_(c.beta_1)))
