@@ -239,3 +239,97 @@ def test_hyperparameter_tensors_keep_identity_across_changes_and_schedules():
     assert id(opt._raw_iterations) == counter
     np.testing.assert_allclose(lr_values, [0.1 * 0.5**k for k in (1, 2, 3)], rtol=1e-6)
     assert float(opt._hyper.tensors["beta_1"]) == 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# the one table of base features (kerasopt._features.FEATURES)
+def _feature_value(feature):
+    """A valid non-default value for each feature."""
+    return {
+        "weight_decay": 0.125,
+        "clipnorm": 2.0,
+        "global_clipnorm": None,  # exclusive with clipnorm; checked on its own below
+        "clipvalue": 0.5,
+        "use_ema": True,
+        "ema_momentum": 0.5,
+        "ema_overwrite_frequency": 3,
+        "loss_scale_factor": 4.0,
+        "gradient_accumulation_steps": 2,
+        "jit_compile": False,
+        "slot_dtype": "float32",
+        "implementation": "foreach",
+    }[feature.name]
+
+
+def test_the_table_is_what_every_front_end_reads():
+    from kerasopt import _features
+    from kerasopt.optim._adapter import _FEATURES
+
+    names = [f.name for f in _features.FEATURES]
+    assert list(_FEATURES) == names  # kerasopt.optim's group keys
+    annotated = ko.optimizers.Optimizer.__annotations__
+    assert all(name in annotated for name in names)  # mypy sees every feature
+    opt = ko.optimizers.Adam()
+    for feature in _features.FEATURES:
+        assert getattr(opt, feature.name) == _features.default_of(feature.name, {})
+    assert _features.FEATURE_SLOTS == ("average", "gradient_accumulator")
+
+
+@pytest.mark.parametrize("name", ["Adam", "SGD", "Lion"])
+def test_every_base_attribute_is_answered_by_loss_scale_optimizer(name):
+    from kerasopt import _features
+
+    values = {f.name: _feature_value(f) for f in _features.FEATURES}
+    values = {k: v for k, v in values.items() if v is not None}
+    values["gradient_aggregator"] = lambda pairs: pairs
+    inner = getattr(ko.optimizers, name)(**values)
+    lso = ko.optimizers.LossScaleOptimizer(inner)
+    for feature in _features.FEATURES:
+        if feature.name == "loss_scale_factor":
+            assert lso.loss_scale_factor is None  # the wrapper scales the loss itself
+            continue
+        assert getattr(lso, feature.name) == getattr(inner, feature.name), feature.name
+    # the instance attributes the base constructor sets, and its hyperparameters
+    public = {n for n in vars(inner) if not n.startswith("_")} | {"learning_rate", "lr", "decay"}
+    missing = [n for n in sorted(public) if not hasattr(lso, n)]
+    assert missing == [], missing
+    assert lso.gradient_aggregator is inner.gradient_aggregator
+
+
+def test_each_feature_config_policy():
+    from kerasopt import _features
+
+    for feature in _features.FEATURES:
+        value = _feature_value(feature)
+        if value is None:
+            continue
+        extra = {"clipnorm": None} if feature.name == "global_clipnorm" else {}
+        opt = ko.optimizers.SGD(**{feature.name: value}, **extra)
+        config = opt.get_config()
+        expected = value if feature.name != "jit_compile" else None
+        if expected is not None:
+            assert config[feature.name] == expected, feature.name
+        again = ko.optimizers.SGD.from_config(config)
+        assert getattr(again, feature.name) == getattr(opt, feature.name), feature.name
+    assert "implementation" not in ko.optimizers.SGD(jit_compile=True).get_config()
+    assert ko.optimizers.SGD(jit_compile=True).get_config()["jit_compile"] is True
+    assert ko.optimizers.SGD(global_clipnorm=1.0).get_config()["global_clipnorm"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"clipnorm": "x"}, TypeError, r"`clipnorm` must be a number or None"),
+        ({"clipvalue": -1.0}, ValueError, r"Expected clipvalue >= 0"),
+        ({"clipnorm": 1.0, "global_clipnorm": 1.0}, ValueError, "Cannot accept both"),
+        ({"gradient_accumulation_steps": 1}, ValueError, "must be an integer >= 2"),
+        ({"use_ema": True, "ema_momentum": 2.0}, ValueError, r"`ema_momentum` must be in"),
+        ({"weight_decay": "x"}, ValueError, "Argument `weight_decay` must be a float"),
+        ({"implementation": "fast"}, ValueError, "`implementation` must be one of"),
+        ({"slot_dtype": "float16"}, ValueError, "`slot_dtype` must be None"),
+        ({"clipnorms": 1.0}, TypeError, "Unexpected keyword argument passed to optimizer"),
+    ],
+)
+def test_feature_checks_name_the_argument(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ko.optimizers.Adam(**kwargs)

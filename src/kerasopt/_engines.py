@@ -33,13 +33,13 @@ from torch import Tensor
 
 from . import _distributed
 from ._compiled import run_compiled
+from ._features import ENGINES as ENGINES  # the implementation keyword's values
 from ._gradients import COMPLEX_DTYPES
 from ._tensorlist import TensorList
 
 if TYPE_CHECKING:
     from ._slots import Record, SlotStore
 
-ENGINES = ("auto", "per_tensor", "foreach", "compiled")
 
 Rule = Callable[..., Any]
 #: a group's slots by name, each one tensor per variable (in the group's order)

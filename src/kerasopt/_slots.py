@@ -25,12 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from . import _distributed
+from ._features import FEATURE_SLOTS
 from ._hyper import number_value
 from ._types import Mark, Record, Staged
 from .variables import Variable
-
-# Slots owned by base-class features, listed after the rule's slots in `weights`.
-FEATURE_SLOTS = ("average", "gradient_accumulator")
 
 
 def var_label(var: Tensor, names: dict[int, str] | None = None) -> str:

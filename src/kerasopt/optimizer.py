@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import _distributed, _engines, _gradients, _legacy, _state
+from . import _distributed, _engines, _features, _gradients, _legacy, _state
 from ._engines import compute_dtype
 from ._gradients import Grad
 from ._hyper import (
@@ -46,7 +46,6 @@ from ._hyper import (
     epsilon_or_default,
     non_negative,
     number_value,
-    positive_int_or_none,
     require_init,
     tf_cast_value,
     unit_interval,
@@ -70,23 +69,8 @@ __all__ = [
     "unit_interval",
 ]
 
-# Constructor keywords every optimizer accepts (Part 1 + Part 2 §1.1 of SPEC.md).
-_BASE_KWARGS = (
-    "clipnorm",
-    "clipvalue",
-    "global_clipnorm",
-    "decay",
-    "lr",
-    "weight_decay",
-    "use_ema",
-    "ema_momentum",
-    "ema_overwrite_frequency",
-    "loss_scale_factor",
-    "gradient_accumulation_steps",
-    "jit_compile",
-    "implementation",
-    "slot_dtype",
-)
+# Constructor keywords every optimizer accepts: the legacy `decay` and `lr`, and the features.
+_BASE_KWARGS = frozenset({"decay", "lr", *_features.BY_NAME})
 
 
 def _is_real(value: Any) -> bool:
@@ -164,7 +148,7 @@ _RULES = RulePath()
 
 # ABCMeta only so that the wrappers, which compose instead of inheriting, register as virtual
 # subclasses (TF's LossScaleOptimizer is an Optimizer): nothing here is abstract.
-class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
+class Optimizer(metaclass=abc.ABCMeta):
     """Base class of kerasopt optimizers (TF ``tf.keras.optimizers.Optimizer``, optimizer_v2).
 
     You never use this class directly: create one of its subclasses such as
@@ -233,6 +217,21 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
     #: set by LossScaleOptimizer on the optimizer it wraps (TF's flag; one wrapper per optimizer)
     _is_wrapped_by_loss_scale_optimizer: bool = False
 
+    # The base features, set by __init__ from kerasopt._features.FEATURES (their defaults,
+    # checks and config policy are there; test_features holds these annotations to the table).
+    weight_decay: float | None
+    clipnorm: float | None
+    global_clipnorm: float | None
+    clipvalue: float | None
+    use_ema: bool
+    ema_momentum: float
+    ema_overwrite_frequency: int | None
+    loss_scale_factor: float | None
+    gradient_accumulation_steps: int | None
+    jit_compile: bool
+    slot_dtype: str | torch.dtype | None
+    implementation: str
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._path = _HOOKS if _HOOKS.serves(cls) else _RULES
@@ -268,18 +267,9 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         for key in kwargs:
             if key not in _BASE_KWARGS:
                 raise TypeError(f"Unexpected keyword argument passed to optimizer: {key}")
-        for key in ("clipnorm", "clipvalue", "global_clipnorm", "loss_scale_factor"):
-            value = kwargs.get(key)
-            if value is not None and (isinstance(value, (bool, Tensor)) or not _is_real(value)):
-                raise TypeError(f"`{key}` must be a number or None. Received: {key}={value!r}")
-        for key in ("clipnorm", "clipvalue", "global_clipnorm", "decay", "lr", "loss_scale_factor"):
+        for key in ("decay", "lr"):
             if kwargs.get(key) is not None:
                 non_negative(key, kwargs[key])
-        if kwargs.get("clipnorm") is not None and kwargs.get("global_clipnorm") is not None:
-            raise ValueError(
-                "Cannot accept both `clipnorm` and `global_clipnorm`, passed "
-                f"`clipnorm` {kwargs['clipnorm']}, `global_clipnorm` {kwargs['global_clipnorm']}"
-            )
         self._name = name if name is not None else type(self).__name__
         # variables, their names and slots (kerasopt._slots); loaded state adopted by _state
         self._store = SlotStore(adopt=_state.adopt_pending)
@@ -309,51 +299,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
         self.gradient_aggregator = gradient_aggregator
         self.gradient_transformers = list(gradient_transformers or [])
 
-        self.clipnorm = kwargs.pop("clipnorm", None)
-        self.clipvalue = kwargs.pop("clipvalue", None)
-        self.global_clipnorm = kwargs.pop("global_clipnorm", None)
-        self.weight_decay = kwargs.pop("weight_decay", None)
-        self.use_ema = bool(kwargs.pop("use_ema", False))
-        self.ema_momentum = kwargs.pop("ema_momentum", 0.99)
-        self.ema_overwrite_frequency = kwargs.pop("ema_overwrite_frequency", None)
-        self.loss_scale_factor = kwargs.pop("loss_scale_factor", None)
-        self.gradient_accumulation_steps = kwargs.pop("gradient_accumulation_steps", None)
-        self.jit_compile = bool(kwargs.pop("jit_compile", False))
-        self.implementation = kwargs.pop(
-            "implementation", "compiled" if self.jit_compile else "auto"
-        )
-        # kerasopt addition: float32 slots for float16/bfloat16 variables (the rule computes in
-        # float32 anyway, so the slots then keep its full precision between steps)
-        self.slot_dtype = kwargs.pop("slot_dtype", None)
-        self._validate_features()
-
-    def _validate_features(self) -> None:
-        k = self.gradient_accumulation_steps
-        if k and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
-            raise ValueError(
-                "`gradient_accumulation_steps` must be an integer >= 2. "
-                f"Received: gradient_accumulation_steps={k!r}"
-            )
-        if self.use_ema:
-            m = number_value(self.ema_momentum)
-            if m is None or not 0 <= m <= 1:
-                raise ValueError(
-                    f"`ema_momentum` must be in the range [0, 1]. Received: ema_momentum={self.ema_momentum!r}"
-                )
-            positive_int_or_none("ema_overwrite_frequency", self.ema_overwrite_frequency or None)
-        if self.weight_decay is not None and number_value(self.weight_decay) is None:
-            raise ValueError(
-                f"Argument `weight_decay` must be a float. Received: weight_decay={self.weight_decay!r}"
-            )
-        if self.implementation not in _engines.ENGINES:
-            raise ValueError(
-                f"`implementation` must be one of {_engines.ENGINES}. Received: {self.implementation!r}"
-            )
-        if self.slot_dtype not in (None, "float32", torch.float32):
-            raise ValueError(
-                "`slot_dtype` must be None (slots in the variable's dtype) or 'float32' (float32 "
-                f"slots for float16/bfloat16 variables). Received: slot_dtype={self.slot_dtype!r}"
-            )
+        _features.init(self, kwargs)  # clipnorm, use_ema, ..., implementation (one table)
 
     # ------------------------------------------------------------------------------------------
     # hyperparameters
@@ -1237,28 +1183,7 @@ class Optimizer(metaclass=abc.ABCMeta):  # noqa: B024
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments (TF's keys); ``from_config`` rebuilds an equal optimizer."""
         config: dict[str, Any] = {"name": self._name}
-        feature_keys = (
-            "weight_decay",
-            "clipnorm",
-            "global_clipnorm",
-            "clipvalue",
-            "use_ema",
-            "ema_momentum",
-            "ema_overwrite_frequency",
-            "loss_scale_factor",
-            "gradient_accumulation_steps",
-        )
-        defaults = {"use_ema": False, "ema_momentum": 0.99}
-        for key in feature_keys:
-            value = getattr(self, key)
-            if self.keras3_config or (value is not None and value != defaults.get(key)):
-                config[key] = value
-        if self.jit_compile:
-            config["jit_compile"] = True
-        if self.slot_dtype is not None:
-            config["slot_dtype"] = "float32"
-        if self.implementation not in ("auto", "compiled" if self.jit_compile else "auto"):
-            config["implementation"] = self.implementation
+        config.update(_features.config(self, self.keras3_config))
         for decl in declared(type(self)):
             if isinstance(decl, Hyper):
                 if decl.name in self._hyper.sources:

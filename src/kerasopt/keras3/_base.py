@@ -28,13 +28,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from .._features import FEATURE_SLOTS, FEATURES
 from .._hyper import tf_cast_value
-from .._slots import FEATURE_SLOTS
 from ..optimizer import Coefficients
 from ..optimizers._keras3 import Keras3Optimizer
 
 # kerasopt's own keywords (engine choice and slot precision), accepted on top of Keras 3's.
-_KERASOPT_KWARGS = ("jit_compile", "implementation", "slot_dtype")
+_KERASOPT_KWARGS = tuple(f.name for f in FEATURES if f.policy == "kerasopt")
 _CLIP_KWARGS = ("clipnorm", "clipvalue", "global_clipnorm")
 
 #: kerasopt.keras3's classes by name, filled by the package (the wrappers' ``from_config`` reads

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from .._features import FEATURE_SLOTS, FEATURES
 from .._hyper import Hyper, Param
 from .._state import expect
 from .._sync import StepLock, locked
@@ -29,26 +30,10 @@ __all__ = ["KerasOptimizer"]
 
 _MISSING: Any = object()
 
-# Constructor keywords of every Keras optimizer (the base-class features), as group keys with
-# Keras's defaults. `implementation=None` means Keras's own choice ("auto", or "compiled" with
+# The base-class features as group keys, with their group defaults (kerasopt._features: one
+# table). `implementation=None` means Keras's own choice ("auto", or "compiled" with
 # `jit_compile=True`).
-_FEATURES: dict[str, Any] = {
-    "weight_decay": None,
-    "clipnorm": None,
-    "clipvalue": None,
-    "global_clipnorm": None,
-    "use_ema": False,
-    "ema_momentum": 0.99,
-    "ema_overwrite_frequency": None,
-    "loss_scale_factor": None,
-    "gradient_accumulation_steps": None,
-    "jit_compile": False,
-    "implementation": None,
-    "slot_dtype": None,
-}
-
-# Slots the base class owns (EMA, gradient accumulation); the rule's own are get_slot_names().
-_FEATURE_SLOTS = ("average", "gradient_accumulator")
+_FEATURES: dict[str, Any] = {f.name: f.group_default for f in FEATURES}
 
 # torch.optim argument names kerasopt does not take: refused with a hint rather than ignored,
 # so a torch-style call never silently computes something else. Flags are accepted when falsy.
@@ -581,7 +566,7 @@ class KerasOptimizer(torch.optim.Optimizer):
             names = _weight_names(type(inner))
             state.step = variables[0]
             state.weights = dict(zip(names, variables[1 : 1 + len(names)]))
-        slot_names = (*inner.get_slot_names(), *_FEATURE_SLOTS)
+        slot_names = (*inner.get_slot_names(), *FEATURE_SLOTS)
         for p in params:
             layout: dict[str, Tensor] = {}
             for name in slot_names:

@@ -445,8 +445,12 @@ class LossScaleOptimizer(Wrapper):
     ema_overwrite_frequency = _delegated("ema_overwrite_frequency")
     gradient_accumulation_steps = _delegated("gradient_accumulation_steps")
     gradient_transformers = _delegated("gradient_transformers")
+    gradient_aggregator = _delegated("gradient_aggregator")
     jit_compile = _delegated("jit_compile")
     implementation = _delegated("implementation")
+    slot_dtype = _delegated("slot_dtype")
+    # (every feature of kerasopt._features.FEATURES but loss_scale_factor, which the wrapper
+    # answers itself: test_features walks the table)
 
     @property
     def loss_scale_factor(self) -> None:

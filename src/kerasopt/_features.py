@@ -1,0 +1,173 @@
+"""The base-class features: one table of the keywords every optimizer takes besides its own.
+
+Each ``Feature`` is the one statement of a keyword's default, its check, when ``get_config``
+reports it, the slots it owns and its ``kerasopt.optim`` param-group default. The table is read by
+``Optimizer.__init__`` (``init``), ``Optimizer.get_config`` (``config``), ``kerasopt.optim``
+(its group keys), ``LossScaleOptimizer`` (it answers every feature from its inner optimizer),
+the variable registry (the feature slots are listed after the rule's) and the tests.
+
+Example:
+    >>> [f.name for f in FEATURES][:4]
+    ['weight_decay', 'clipnorm', 'global_clipnorm', 'clipvalue']
+    >>> FEATURE_SLOTS
+    ('average', 'gradient_accumulator')
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ._hyper import non_negative, number_value, positive_int_or_none
+
+__all__ = ["ENGINES", "FEATURES", "FEATURE_SLOTS", "Feature", "config", "init"]
+
+#: the values of ``implementation`` (kerasopt._engines runs them)
+ENGINES = ("auto", "per_tensor", "foreach", "compiled")
+
+
+def _clip_number(name: str, value: Any) -> None:
+    """A clipping threshold or loss scale: None or a non-negative real number (not a bool)."""
+    if value is None:
+        return
+    if isinstance(value, (bool, torch.Tensor)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number or None. Received: {name}={value!r}")
+    non_negative(name, value)
+
+
+def _weight_decay(name: str, value: Any) -> None:
+    if value is not None and number_value(value) is None:
+        raise ValueError(
+            f"Argument `weight_decay` must be a float. Received: weight_decay={value!r}"
+        )
+
+
+def _accumulation(name: str, value: Any) -> None:
+    if value and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+        raise ValueError(
+            f"`gradient_accumulation_steps` must be an integer >= 2. Received: {name}={value!r}"
+        )
+
+
+def _implementation(name: str, value: Any) -> None:
+    if value not in ENGINES:
+        raise ValueError(f"`implementation` must be one of {ENGINES}. Received: {value!r}")
+
+
+def _slot_dtype(name: str, value: Any) -> None:
+    if value not in (None, "float32", torch.float32):
+        raise ValueError(
+            "`slot_dtype` must be None (slots in the variable's dtype) or 'float32' (float32 "
+            f"slots for float16/bfloat16 variables). Received: slot_dtype={value!r}"
+        )
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One base-class keyword.
+
+    Args:
+        name: the keyword (and the optimizer's attribute).
+        default: its default (``implementation``'s depends on ``jit_compile``: see ``init``).
+        check: validation at construction, called with (name, value); its message names it.
+        convert: normalisation before storing (``bool`` for flags).
+        policy: when ``get_config`` reports it: ``"tf"`` (a TF/Keras key: always for Keras 3
+            optimizers, else when set to a non-default value) or ``"kerasopt"`` (a kerasopt
+            addition: only when not the default).
+        slots: the slots the feature adds to every variable when it is on.
+        group_default: its ``kerasopt.optim`` param-group default (``None`` for
+            ``implementation``: the Keras class's own choice).
+        doc: one line for docs and errors.
+    """
+
+    name: str
+    default: Any
+    check: Callable[[str, Any], None] | None = None
+    convert: Callable[[Any], Any] | None = None
+    policy: str = "tf"
+    slots: tuple[str, ...] = ()
+    group_default: Any = None
+    doc: str = ""
+
+
+# In TF's get_config order, then kerasopt's additions.
+FEATURES: tuple[Feature, ...] = (
+    Feature("weight_decay", None, _weight_decay, doc="decoupled weight decay (var -= var*wd*lr)"),
+    Feature("clipnorm", None, _clip_number, doc="clip each gradient to this norm"),
+    Feature("global_clipnorm", None, _clip_number, doc="clip all gradients to this global norm"),
+    Feature("clipvalue", None, _clip_number, doc="clip each gradient entry to [-v, v]"),
+    Feature("use_ema", False, convert=bool, slots=("average",), group_default=False,
+            doc="keep an exponential moving average of each variable"),
+    Feature("ema_momentum", 0.99, group_default=0.99, doc="the EMA's momentum"),
+    Feature("ema_overwrite_frequency", None, doc="overwrite the variables with their EMA every n steps"),
+    Feature("loss_scale_factor", None, _clip_number, doc="divide gradients by this (the loss was scaled by it)"),
+    Feature("gradient_accumulation_steps", None, _accumulation, slots=("gradient_accumulator",),
+            doc="update every k-th call with the mean of k gradients"),
+    Feature("jit_compile", False, convert=bool, policy="kerasopt", group_default=False,
+            doc="run the rule compiled (implementation='compiled')"),
+    Feature("slot_dtype", None, _slot_dtype, policy="kerasopt",
+            doc="'float32': float32 slots for float16/bfloat16 variables"),
+    Feature("implementation", "auto", _implementation, policy="kerasopt",
+            doc="the engine: 'auto', 'per_tensor', 'foreach' or 'compiled'"),
+)  # fmt: skip
+
+BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
+
+#: slots owned by features, listed after the rule's slots in ``weights``
+FEATURE_SLOTS: tuple[str, ...] = tuple(s for f in FEATURES for s in f.slots)
+
+
+def default_of(name: str, values: Mapping[str, Any]) -> Any:
+    """``name``'s default given the other features' ``values`` (``implementation`` is
+    ``"compiled"`` under ``jit_compile=True``)."""
+    if name == "implementation" and values.get("jit_compile"):
+        return "compiled"
+    return BY_NAME[name].default
+
+
+def init(opt: Any, kwargs: dict[str, Any]) -> None:
+    """Pops every feature keyword from ``kwargs``, checks it and sets it on ``opt``.
+
+    The checks that involve two features (``clipnorm`` with ``global_clipnorm``; the EMA's
+    settings, checked only with ``use_ema``) run after the single ones.
+    """
+    values: dict[str, Any] = {}
+    for feature in FEATURES:
+        value = kwargs.pop(feature.name, default_of(feature.name, values))
+        if feature.check is not None:
+            feature.check(feature.name, value)
+        values[feature.name] = feature.convert(value) if feature.convert else value
+    if values["clipnorm"] is not None and values["global_clipnorm"] is not None:
+        raise ValueError(
+            "Cannot accept both `clipnorm` and `global_clipnorm`, passed "
+            f"`clipnorm` {values['clipnorm']}, `global_clipnorm` {values['global_clipnorm']}"
+        )
+    if values["use_ema"]:
+        m = number_value(values["ema_momentum"])
+        if m is None or not 0 <= m <= 1:
+            raise ValueError(
+                "`ema_momentum` must be in the range [0, 1]. Received: "
+                f"ema_momentum={values['ema_momentum']!r}"
+            )
+        positive_int_or_none("ema_overwrite_frequency", values["ema_overwrite_frequency"] or None)
+    for name, value in values.items():
+        setattr(opt, name, value)
+
+
+def config(opt: Any, keras3: bool) -> dict[str, Any]:
+    """The features ``get_config`` reports for ``opt`` (``keras3``: every TF key, as Keras 3)."""
+    out: dict[str, Any] = {}
+    values = {f.name: getattr(opt, f.name) for f in FEATURES}
+    for feature in FEATURES:
+        value = values[feature.name]
+        default = default_of(feature.name, values)
+        if feature.policy == "tf":
+            if keras3 or (value is not None and value != default):
+                out[feature.name] = value
+        elif value is not None and value != default:
+            out[feature.name] = "float32" if feature.name == "slot_dtype" else value
+    return out
