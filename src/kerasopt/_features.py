@@ -1,4 +1,5 @@
-"""The base-class features: one table of the keywords every optimizer takes besides its own.
+"""The base-class features: one table of the keywords every optimizer takes besides its own,
+and the stages of a step they add (accumulation, the EMA, constraints).
 
 Each ``Feature`` is the one statement of a keyword's default, its check, when ``get_config``
 reports it, the slots it owns and its ``kerasopt.optim`` param-group default. The table is read by
@@ -16,13 +17,23 @@ Example:
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+from torch import Tensor
 
+from . import _distributed
 from ._hyper import non_negative, number_value, positive_int_or_none
+from .sparse import IndexedSlices
+
+
+class SlotStore(Protocol):
+    """The registry's read the stages need (kerasopt._slots.SlotStore is one)."""
+
+    def slots_of(self, var: Tensor) -> dict[str, Tensor]: ...
+
 
 __all__ = ["ENGINES", "FEATURES", "FEATURE_SLOTS", "Feature", "config", "init"]
 
@@ -171,3 +182,59 @@ def config(opt: Any, keras3: bool) -> dict[str, Any]:
         elif value is not None and value != default:
             out[feature.name] = "float32" if feature.name == "slot_dtype" else value
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the features' stages of a commit (kerasopt.step._write runs them)
+def accumulate(store: SlotStore, raw_grads: Sequence[tuple[Any, Tensor]]) -> None:
+    """An accumulation-only call: adds each (unscaled) gradient into its accumulator."""
+    for g, var in raw_grads:
+        acc = store.slots_of(var)["gradient_accumulator"]
+        if isinstance(g, IndexedSlices):
+            acc.index_add_(0, g.indices.long(), g.values)
+        else:
+            acc.add_(g)
+
+
+def zero_accumulators(store: SlotStore, variables: Sequence[Tensor]) -> None:
+    """After an update call of gradient accumulation."""
+    for var in variables:
+        store.slots_of(var)["gradient_accumulator"].zero_()
+
+
+def update_ema(opt: Any, variables: Sequence[Tensor]) -> None:
+    """``average = m * average + (1 - m) * var`` (``m = 0`` on the first update); every
+    ``ema_overwrite_frequency`` updates the variables are overwritten with their averages."""
+    k = opt.gradient_accumulation_steps or 1
+    n = opt._step // k
+    slots_of = opt._store.slots_of
+    for var in variables:
+        avg = _distributed.local(slots_of(var)["average"])
+        momentum = float(opt.ema_momentum) if n != 0 else 0.0
+        m = opt._const(momentum, var.dtype, var.device)
+        avg.copy_(m * avg + (1 - m) * _distributed.local(var))
+    f = opt.ema_overwrite_frequency
+    if f and (n + 1) % f == 0:
+        for var in variables:
+            var.copy_(slots_of(var)["average"])
+
+
+def apply_constraints(variables: Sequence[Tensor], label: Callable[[Tensor], str]) -> None:
+    """Each variable's ``constraint``, all evaluated before any is written: one that raises, or
+    returns a value of another shape, leaves the others unapplied (and the step is rolled
+    back). ``label`` names a variable."""
+    projected = []
+    for var in variables:
+        constraint = getattr(var, "constraint", None)
+        if constraint is None:
+            continue
+        value = constraint(var)
+        if not isinstance(value, Tensor) or value.shape != var.shape:
+            raise ValueError(
+                f"The constraint of variable {label(var)} returned "
+                f"{getattr(value, 'shape', type(value).__name__)}; it must return a tensor "
+                f"of the variable's shape {tuple(var.shape)}."
+            )
+        projected.append((var, value))
+    for var, value in projected:
+        var.copy_(value)

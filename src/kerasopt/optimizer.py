@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import _distributed, _engines, _features, _gradients, _legacy, _state
-from ._engines import compute_dtype
+from . import _engines, _features, _gradients, _legacy, _state, step
+from ._apply import RulePath
 from ._gradients import Grad
 from ._hyper import (
     _UNSET,
@@ -47,14 +47,13 @@ from ._hyper import (
     non_negative,
     number_value,
     require_init,
-    tf_cast_value,
     unit_interval,
 )
 from ._schedules import LearningRateSchedule
 from ._serialization import build_from_config, serialize_schedule
 from ._slots import SlotStore, new_slot, var_label
 from ._sync import StepLock, locked
-from ._types import Coefficients, Mark, Plan, Record
+from ._types import Coefficients, Plan, Record
 from .sparse import IndexedSlices, deduplicate
 from .variables import Variable
 
@@ -120,27 +119,6 @@ def _requires_step_argument(fn: Callable[..., Any]) -> bool:
         if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     return len(required) == 1
-
-
-class RulePath:
-    """Applies a plan through the optimizer's rule (``update`` / ``update_sparse``) and the
-    engines; ``kerasopt._legacy.HookPath`` is the other path, for TF 2.x-style subclasses."""
-
-    def accepts_complex(self, opt: Optimizer) -> bool:
-        return opt.supports_complex
-
-    def compute_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        return compute_dtype(dtype)
-
-    def route(
-        self, opt: Optimizer, pairs: list[tuple[Any, Tensor]]
-    ) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, IndexedSlices]]]:
-        return _gradients.split(pairs, opt.sparse_mode == "dense", opt._label)
-
-    def apply(self, opt: Optimizer, plan: Plan, apply_state: dict[Any, Coefficients]) -> None:
-        opt._apply_weight_decay(plan.sparse, apply_state)
-        opt._apply_dense(plan.dense, apply_state)
-        opt._apply_sparse(plan.sparse, apply_state)
 
 
 _RULES = RulePath()
@@ -214,6 +192,8 @@ class Optimizer(metaclass=abc.ABCMeta):
     coefficients: ClassVar[type[Coefficients]] = Coefficients
     #: how a plan is applied: the rule and engines, or a TF 2.x subclass's hooks (chosen per class)
     _path: ClassVar[RulePath | _legacy.HookPath] = _RULES
+    #: the class overrides TF's `_aggregate_gradients` (then every step calls it)
+    _custom_aggregation: ClassVar[bool] = False
     #: set by LossScaleOptimizer on the optimizer it wraps (TF's flag; one wrapper per optimizer)
     _is_wrapped_by_loss_scale_optimizer: bool = False
 
@@ -235,6 +215,7 @@ class Optimizer(metaclass=abc.ABCMeta):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._path = _HOOKS if _HOOKS.serves(cls) else _RULES
+        cls._custom_aggregation = cls._aggregate_gradients is not Optimizer._aggregate_gradients
 
     def __init__(
         self,
@@ -707,56 +688,16 @@ class Optimizer(metaclass=abc.ABCMeta):
             [0.8999999761581421, -1.100000023841858]
         """
         require_init(self, "apply_gradients", "calling")
-        pairs = self._materialize(grads_and_vars)
+        pairs = step.pairs(grads_and_vars)
         with self._step_lock:
             if not pairs:
                 # TF: an empty list creates the optimizer's weights and applies nothing (`no_op`).
                 self._create_state([])
                 return self.iterations
-            plan = self._plan(pairs, experimental_aggregate_gradients)
+            plan = step.plan(self, pairs, experimental_aggregate_gradients)
             with torch.no_grad():
-                self._commit(plan)
+                step.commit(self, plan)
             return self.iterations
-
-    _materialize = staticmethod(_gradients.materialize)
-
-    def _plan(self, grads_and_vars: Iterable[tuple[Any, Tensor]], aggregate: bool = True) -> Plan:
-        self._sync_step()
-        checks = _gradients.PairChecks(
-            self._store, type(self).__name__, self._path.accepts_complex(self)
-        )
-        pairs = _gradients.unaliased(checks.pairs(grads_and_vars), self._store, self._name)
-        if aggregate and (
-            self.gradient_aggregator is not None
-            or type(self)._aggregate_gradients is not Optimizer._aggregate_gradients
-        ):
-            pairs = checks.pairs(self._aggregate_gradients(pairs), transformed=True)
-        if self.loss_scale_factor is not None:
-            pairs = _gradients.divide(pairs, self.loss_scale_factor)
-        raw = pairs
-        update = True
-        k = self.gradient_accumulation_steps
-        if k:
-            update = (self._step + 1) % k == 0
-            if update:
-                unseen = [v for _, v in pairs if self._store.record_of(v) is None]
-                index = {id(v): len(self._store.by_id) + i for i, v in enumerate(unseen)}
-                pairs = [
-                    (_gradients.accumulated(g, v, k, index.get(id(v), 0), self._store), v)
-                    for g, v in pairs
-                ]
-        if update:
-            pairs = _gradients.clip(pairs, self.clipvalue, self.clipnorm, self.global_clipnorm)
-            for transform in self.gradient_transformers:
-                pairs = list(transform(pairs))
-                pairs = checks.pairs(pairs, transformed=True)
-        dense, sparse = self._path.route(self, pairs)
-        new_vars = [v for _, v in raw if self._store.record_of(v) is None]
-        hyper_values = self._hyper.resolve(self._raw_iterations)
-        staged = self._store.stage(
-            new_vars, self._create_state
-        )  # last: slot creation and loaded-state checks can raise
-        return Plan(dense, sparse, new_vars, hyper_values, update, raw, staged, checks.foreign)
 
     def _aggregate_gradients(self, grads_and_vars: list[tuple[Grad, Tensor]]) -> Any:
         """TF's hook: aggregates gradients across replicas (``gradient_aggregator`` if given).
@@ -774,33 +715,6 @@ class Optimizer(metaclass=abc.ABCMeta):
     def _label(self, var: Tensor) -> str:
         return repr(self._name_of(var))
 
-    # ------------------------------------------------------------------------------------------
-    def _commit(self, plan: Plan, transactional: bool = True) -> None:
-        """Applies a plan: installs the state the plan staged, then writes. Only user code run
-        here can fail — a variable ``constraint``, a TF 2.x subclass's hooks — so when the step
-        runs some, everything it writes is snapshotted first and restored if it raises (the only
-        cost of user code in commit)."""
-        snapshot = self._snapshot(plan) if transactional and self._commit_may_raise(plan) else None
-        undo = self._creation_mark()
-        if plan.staged is not None:
-            self._store.install(plan.staged)
-        try:
-            self._commit_created(plan)
-        except BaseException:
-            if snapshot is not None:
-                self._restore(snapshot)
-                self._forget_created(plan.new_vars, undo)
-            raise
-
-    def _commit_may_raise(self, plan: Plan) -> bool:
-        """Whether committing ``plan`` runs user code: a variable ``constraint``, a TF 2.x
-        subclass's hooks, or the overrides of a tensor subclass among its operands."""
-        return (
-            plan.foreign
-            or isinstance(self._path, _legacy.HookPath)
-            or any(getattr(v, "constraint", None) is not None for _, v in plan.raw_grads)
-        )
-
     def _snapshot(self, plan: Plan) -> list[tuple[Tensor, Tensor]]:
         """Copies of every tensor a commit of ``plan`` may write (variables, their slots,
         optimizer-level weights, the hyperparameter tensors it refreshes, the counter). A number
@@ -815,67 +729,6 @@ class Optimizer(metaclass=abc.ABCMeta):
             if record is not None:
                 tensors.extend(record.slots.values())
         return [(t, t.detach().clone()) for t in tensors]
-
-    @staticmethod
-    def _restore(snapshot: list[tuple[Tensor, Tensor]]) -> None:
-        with torch.no_grad():
-            for tensor, saved in snapshot:
-                tensor.copy_(saved)
-
-    def _creation_mark(self) -> Mark:
-        return self._store.mark()
-
-    def _forget_created(self, new_vars: Sequence[Tensor], undo: Mark) -> None:
-        """Undoes ``_create_state(new_vars)`` back to ``undo`` (a ``_creation_mark``)."""
-        self._store.forget(new_vars, undo)
-
-    def _commit_created(self, plan: Plan) -> None:
-        for name, value in plan.hyper_values.items():
-            self._hyper.tensors[name].copy_(value)
-        k = self.gradient_accumulation_steps
-        self._in_step = True
-        try:
-            if k and not plan.update:
-                for g, var in plan.raw_grads:
-                    acc = self._store.slots_of(var)["gradient_accumulator"]
-                    if isinstance(g, IndexedSlices):
-                        acc.index_add_(0, g.indices.long(), g.values)
-                    else:
-                        acc.add_(g)
-            else:
-                apply_state = self._prepare(
-                    [v for v, _ in plan.dense] + [v for v, _ in plan.sparse]
-                )
-                self._path.apply(self, plan, apply_state)
-                if k:
-                    for _, v in plan.raw_grads:
-                        self._store.slots_of(v)["gradient_accumulator"].zero_()
-            self._update_ema([v for _, v in plan.raw_grads])
-            self._apply_constraints([v for _, v in plan.raw_grads])
-        finally:
-            self._in_step = False
-        self._raw_iterations.add_(1)
-        self._step += 1
-        self._step_version = self._raw_iterations._version
-
-    def _apply_constraints(self, variables: Sequence[Tensor]) -> None:
-        # Every constraint is evaluated before any is written: one that raises, or returns a
-        # value of another shape, leaves the others unapplied (and the step is rolled back).
-        projected = []
-        for var in variables:
-            constraint = getattr(var, "constraint", None)
-            if constraint is None:
-                continue
-            value = constraint(var)
-            if not isinstance(value, Tensor) or value.shape != var.shape:
-                raise ValueError(
-                    f"The constraint of variable {self._label(var)} returned "
-                    f"{getattr(value, 'shape', type(value).__name__)}; it must return a tensor "
-                    f"of the variable's shape {tuple(var.shape)}."
-                )
-            projected.append((var, value))
-        for var, value in projected:
-            var.copy_(value)
 
     def _prepare(
         self, variables: Sequence[Tensor]
@@ -976,34 +829,6 @@ class Optimizer(metaclass=abc.ABCMeta):
         """The slots passed to the rule for one variable (Muon routes variables differently)."""
         return self.slot_names()
 
-    def _apply_dense(
-        self, dense: list[tuple[Tensor, Tensor]], apply_state: dict[Any, Coefficients]
-    ) -> None:
-        if not dense:
-            return
-        groups = _engines.groups(
-            dense,
-            self._store,
-            self.slot_names_for,
-            self._weight_decay_for,
-            self.weight_decay,
-            self.slot_arguments,
-        )
-        for group in groups:
-            grads = [dense[i][1] for i in group.positions]
-            device, dtype = group.key
-            compute = compute_dtype(dtype)
-            c = apply_state[(device, compute)]
-            rule = self.update
-            if group.weight_decay is not None:
-                # Decoupled weight decay runs in the same engine call as the rule, so the
-                # compiled engine fuses it into the update's single pass over memory.
-                c = c.replace(
-                    weight_decay=self._const(tf_cast_value(group.weight_decay), compute, device)
-                )
-                rule = self._update_with_weight_decay
-            _engines.run_group(rule, group, grads, c, self.implementation, self.elementwise)
-
     def _update_with_weight_decay(
         self, var: Any, grad: Any, *, c: Coefficients, **slots: Any
     ) -> None:
@@ -1011,25 +836,6 @@ class Optimizer(metaclass=abc.ABCMeta):
         # and class.
         _engines.decay_(var, c.weight_decay, c.lr_t)
         self.update(var, grad, c=c, **slots)
-
-    def _apply_sparse(
-        self, sparse: list[tuple[Tensor, IndexedSlices]], apply_state: dict[Any, Coefficients]
-    ) -> None:
-        for var, grad in sparse:
-            g = deduplicate(grad) if self.sums_duplicates() else grad
-            record = self._store.by_id[id(var)]
-            compute = compute_dtype(var.dtype)
-            c = apply_state[(var.device, compute)]
-            slots = self._rule_slots(record)
-            if compute == var.dtype:
-                self.update_sparse(var, g.indices, g.values, c=c, **slots)
-                continue
-            wide, wide_slots = var.float(), {name: t.float() for name, t in slots.items()}
-            self.update_sparse(wide, g.indices, g.values.float(), c=c, **wide_slots)
-            var.copy_(wide)
-            for name, t in slots.items():
-                if t is not wide_slots[name]:
-                    t.copy_(wide_slots[name])
 
     # seed-era hooks (TF 2.x subclasses override them; kerasopt._legacy runs those) -------------
     def _resource_apply_dense(self, grad: Tensor, var: Tensor, apply_state: Any = None) -> None:
@@ -1085,36 +891,6 @@ class Optimizer(metaclass=abc.ABCMeta):
         if id(record.var) in self._exclude_ids:
             return True
         return bool(self._exclude_names is not None and self._exclude_names.search(record.name))
-
-    def _apply_weight_decay(
-        self, sparse: list[tuple[Tensor, IndexedSlices]], apply_state: dict[Any, Coefficients]
-    ) -> None:
-        """Decay of sparse pairs (the engines fuse it into the dense rule)."""
-        for var, _ in sparse:
-            wd = self._weight_decay_for(self._store.by_id[id(var)])
-            if wd is None:
-                continue
-            dtype = compute_dtype(var.dtype)
-            c = apply_state[(var.device, dtype)]
-            wide = var.to(dtype)
-            _engines.decay_(wide, self._const(tf_cast_value(wd), dtype, var.device), c.lr_t)
-            if wide is not var:
-                var.copy_(wide)
-
-    def _update_ema(self, variables: Sequence[Tensor]) -> None:
-        if not self.use_ema:
-            return
-        k = self.gradient_accumulation_steps or 1
-        n = self._step // k
-        for var in variables:
-            avg = _distributed.local(self._store.slots_of(var)["average"])
-            momentum = float(self.ema_momentum) if n != 0 else 0.0
-            m = self._const(momentum, var.dtype, var.device)
-            avg.copy_(m * avg + (1 - m) * _distributed.local(var))
-        f = self.ema_overwrite_frequency
-        if f and (n + 1) % f == 0:
-            for var in variables:
-                var.copy_(self._store.slots_of(var)["average"])
 
     def finalize_variable_values(self, var_list: Any) -> None:
         """With ``use_ema``, overwrites each variable with its moving average (else a no-op)."""

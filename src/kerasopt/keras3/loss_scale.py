@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..optimizer import Optimizer
 from ..sparse import IndexedSlices
+from ..step import pairs as read_pairs
 from ..wrappers import loss_scale as _legacy
 from ..wrappers._base import Transaction
 from ._base import CLASSES, VariableList
@@ -200,7 +201,7 @@ class LossScaleOptimizer(_legacy.LossScaleOptimizer):
 
     def _apply(self, grads_and_vars: Iterable[tuple[Any, Tensor]]) -> Tensor:
         inner = self._optimizer
-        pairs = inner._materialize(grads_and_vars)
+        pairs = read_pairs(grads_and_vars)
         if not pairs:
             return inner.apply_gradients([])
         with self._step_lock, Transaction() as step:

@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from .._engines import compute_dtype
 from .._hyper import Hyper, Param, non_negative
-from ..optimizer import Coefficients, compute_dtype
+from ..optimizer import Coefficients
 from ._base import Keras3Base
 
 

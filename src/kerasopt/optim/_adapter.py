@@ -726,7 +726,7 @@ class KerasOptimizer(torch.optim.Optimizer):
                     if type(state.inner).apply_gradients is not KerasOptimizerBase.apply_gradients:
                         custom.append((state.inner, pairs))
                     else:
-                        step.plan(state.inner, state.inner._materialize(pairs))
+                        step.plan(state.inner, pairs)
                 step.commit()
             except BaseException:
                 step.unbuild()

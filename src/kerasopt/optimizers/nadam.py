@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from .._engines import compute_dtype
 from .._hyper import Hyper, Param, epsilon_or_default, non_negative
-from ..optimizer import Coefficients, Optimizer, compute_dtype
+from ..optimizer import Coefficients, Optimizer
 from .schedules import LearningRateSchedule
 
 # Dozat's momentum-schedule base 0.96, as TF has it at step time: rounded to float32 first.

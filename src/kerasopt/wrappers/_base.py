@@ -10,140 +10,20 @@ drives their pipeline (``_plan`` changes nothing and may raise, ``_commit`` writ
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Sequence
-from types import TracebackType
+from collections.abc import Iterable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from .._gradients import Grad
 from .._serialization import build_from_config
-from .._slots import Mark
-from .._sync import StepLock, lock_of, locked
-from ..optimizer import Optimizer, Plan
+from .._sync import StepLock, locked
+from ..optimizer import Optimizer
+from ..step import Transaction
 
 __all__ = ["Transaction", "Wrapper"]
 
 _W = TypeVar("_W", bound="Wrapper")
-
-
-class Transaction:
-    """One all-or-nothing change of several inner optimizers.
-
-    ``plan`` each inner optimizer's share of the step first: planning changes nothing and may
-    raise, so an invalid gradient anywhere leaves every inner optimizer as it was. ``commit``
-    then commits every plan. A commit fails only in user code (a variable ``constraint``) or on
-    loaded state that does not fit a new variable; when the step can fail so, every tensor it may
-    write is copied first, and a failure restores every inner optimizer of the step (variables,
-    slots, counters) and forgets the state created for new variables. ``build`` / ``unbuild`` do
-    the same for slot creation.
-
-    A transaction holds the step lock of every optimizer it plans, from its ``plan`` until the
-    end of ``commit`` (or ``close()`` / the end of a ``with`` block, for a step that stops
-    early), so no other thread steps, saves or loads them in between. Use it as a context
-    manager so that a failing plan releases them.
-
-    Example:
-        >>> import torch, kerasopt as ko
-        >>> def refuse(v):
-        ...     raise RuntimeError("constraint failed")
-        >>> a, b = ko.Variable(1.0), ko.Variable(1.0, constraint=refuse)
-        >>> fast, slow = ko.optimizers.SGD(1.0), ko.optimizers.SGD(0.5)
-        >>> with Transaction() as step:
-        ...     _ = step.plan(fast, [(torch.tensor(1.0), a)])
-        ...     _ = step.plan(slow, [(torch.tensor(1.0), b)])
-        ...     step.commit()  # b's constraint raises: fast's committed update is undone too
-        Traceback (most recent call last):
-        RuntimeError: constraint failed
-        >>> float(a), float(b), int(fast.iterations), fast.built
-        (1.0, 1.0, 0, False)
-    """
-
-    def __init__(self) -> None:
-        self._plans: list[tuple[Optimizer, Plan]] = []
-        self._builds: list[tuple[Optimizer, list[Tensor], Mark]] = []
-        self._held = contextlib.ExitStack()
-        self._locked: set[int] = set()
-
-    def __enter__(self) -> Transaction:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Releases the step locks this transaction holds."""
-        self._locked.clear()
-        self._held.close()
-
-    def _hold(self, opt: Any) -> None:
-        lock = lock_of(opt)
-        if lock is not None and id(lock) not in self._locked:
-            self._held.enter_context(lock)
-            self._locked.add(id(lock))
-
-    def build(self, opt: Optimizer, var_list: Any) -> None:
-        """``opt.build(var_list)``; if it raises, every build of this transaction is undone."""
-        self._builds.append((opt, opt._flatten_var_list(var_list), opt._creation_mark()))
-        try:
-            opt.build(var_list)
-        except BaseException:
-            self.unbuild()
-            raise
-
-    def unbuild(self) -> None:
-        """Forgets the state every ``build`` of this transaction created."""
-        for opt, variables, mark in reversed(self._builds):
-            opt._forget_created(variables, mark)
-        self._builds.clear()
-
-    def plan(self, opt: Optimizer, grads_and_vars: Sequence[tuple[Any, Tensor]]) -> Plan:
-        """``opt``'s plan for its (gradient, variable) pairs (checks them; changes nothing);
-        ``opt``'s step lock is held from here to the end of ``commit``."""
-        self._hold(opt)
-        plan = opt._plan(grads_and_vars)
-        self._plans.append((opt, plan))
-        return plan
-
-    def raw_grads(self) -> list[tuple[Grad, Tensor]]:
-        """Every plan's checked gradients (unscaled, before clipping), in planning order."""
-        return [pair for _, plan in self._plans for pair in plan.raw_grads]
-
-    def commit(self) -> None:
-        """Commits every plan, in planning order; if one raises, undoes them all. Releases the
-        step locks either way."""
-        try:
-            self._commit()
-        finally:
-            self.close()
-
-    def _commit(self) -> None:
-        plans = self._plans
-        guarded = any(opt._commit_may_raise(plan) or opt._store.pending for opt, plan in plans)
-        # Copies only when a commit can raise: on a plain step they would copy every variable
-        # and slot (several times the model's memory) for nothing.
-        saved = (
-            [(opt, plan, opt._snapshot(plan), opt._creation_mark()) for opt, plan in plans]
-            if guarded
-            else []
-        )
-        with torch.no_grad():
-            try:
-                for opt, plan in plans:
-                    opt._commit(plan, transactional=not guarded)
-            except BaseException:
-                for opt, plan, snapshot, mark in saved:
-                    opt._restore(snapshot)
-                    opt._forget_created(plan.new_vars, mark)
-                raise
 
 
 class Wrapper:

@@ -23,6 +23,7 @@ from .._state import StateError, expect
 from .._sync import locked
 from ..optimizer import Optimizer
 from ..sparse import IndexedSlices
+from ..step import pairs as read_pairs
 from ._base import Transaction, Wrapper
 
 __all__ = ["LossScaleOptimizer"]
@@ -408,7 +409,7 @@ class LossScaleOptimizer(Wrapper):
 
     def _apply(self, grads_and_vars: Iterable[tuple[Any, Tensor]]) -> Tensor:
         inner = self._optimizer
-        grads_and_vars = inner._materialize(grads_and_vars)
+        grads_and_vars = read_pairs(grads_and_vars)
         if not grads_and_vars:
             return inner.apply_gradients([])  # TF: builds, applies nothing
         # The inner optimizer's plan validates and filters the pairs and changes nothing; the

@@ -24,6 +24,7 @@ from .._slots import SlotStore, var_label
 from .._state import StateError, expect
 from .._sync import locked
 from ..optimizer import Optimizer, adoptable_counter
+from ..step import pairs as read_pairs
 from ..variables import Variable
 from ._base import Transaction, Wrapper
 
@@ -551,7 +552,7 @@ class MultiOptimizer(Wrapper):
             >>> float(a), float(b)
             (0.0, 0.5)
         """
-        items = Optimizer._materialize(grads_and_vars)
+        items = read_pairs(grads_and_vars)
         for position, item in enumerate(items):
             if not isinstance(item, (tuple, list)) or len(item) != 2:
                 raise TypeError(

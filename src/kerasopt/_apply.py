@@ -1,0 +1,137 @@
+"""Applying the rule: a plan's dense pairs through the engines (grouped, with decoupled weight
+decay fused into the rule), its sparse pairs through ``update_sparse``, and the decay of sparse
+pairs. ``RulePath`` is how an optimizer with a rule applies a plan; ``kerasopt._legacy.HookPath``
+is the other path, for TF 2.x subclasses that write hooks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import Tensor
+
+from . import _engines, _gradients
+from ._engines import compute_dtype
+from ._hyper import tf_cast_value
+from ._slots import SlotStore
+from ._types import Coefficients, Plan, Record
+from .sparse import IndexedSlices, deduplicate
+
+__all__ = ["RulePath"]
+
+
+class RuleOwner(Protocol):
+    """What applying a rule reads of an optimizer (``kerasopt.Optimizer`` is one)."""
+
+    _store: SlotStore
+    weight_decay: float | None
+    implementation: str
+    elementwise: ClassVar[bool]
+    slot_arguments: ClassVar[dict[str, str]]
+    supports_complex: ClassVar[bool]
+    sparse_mode: ClassVar[str]
+
+    def update(self, var: Any, grad: Any, *args: Any, **kwargs: Any) -> None: ...
+    def update_sparse(
+        self, var: Any, indices: Any, values: Any, *args: Any, **kwargs: Any
+    ) -> None: ...
+    def _update_with_weight_decay(
+        self, var: Any, grad: Any, *, c: Coefficients, **slots: Any
+    ) -> None: ...
+    def slot_names_for(self, record: Record) -> tuple[str, ...]: ...
+    def _rule_slots(self, record: Record) -> dict[str, Tensor]: ...
+    def _weight_decay_for(self, record: Record) -> float | None: ...
+    def sums_duplicates(self) -> bool: ...
+    def _const(self, value: float, dtype: torch.dtype, device: torch.device) -> Tensor: ...
+    def _label(self, var: Tensor) -> str: ...
+
+
+class RulePath:
+    """Applies a plan through the optimizer's rule (``update`` / ``update_sparse``) and the
+    engines."""
+
+    def accepts_complex(self, opt: RuleOwner) -> bool:
+        return opt.supports_complex
+
+    def compute_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        return compute_dtype(dtype)
+
+    def route(
+        self, opt: RuleOwner, pairs: list[tuple[Any, Tensor]]
+    ) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, IndexedSlices]]]:
+        return _gradients.split(pairs, opt.sparse_mode == "dense", opt._label)
+
+    def apply(self, opt: RuleOwner, plan: Plan, apply_state: dict[Any, Coefficients]) -> None:
+        decay_sparse(opt, plan.sparse, apply_state)
+        apply_dense(opt, plan.dense, apply_state)
+        apply_sparse(opt, plan.sparse, apply_state)
+
+
+def apply_dense(
+    opt: RuleOwner, dense: list[tuple[Tensor, Tensor]], apply_state: dict[Any, Coefficients]
+) -> None:
+    """The rule over the dense pairs, one engine call per group (``_engines.groups``)."""
+    if not dense:
+        return
+    groups = _engines.groups(
+        dense,
+        opt._store,
+        opt.slot_names_for,
+        opt._weight_decay_for,
+        opt.weight_decay,
+        opt.slot_arguments,
+    )
+    for group in groups:
+        grads = [dense[i][1] for i in group.positions]
+        device, dtype = group.key
+        compute = compute_dtype(dtype)
+        c = apply_state[(device, compute)]
+        rule = opt.update
+        if group.weight_decay is not None:
+            # Decoupled weight decay runs in the same engine call as the rule, so the compiled
+            # engine fuses it into the update's single pass over memory.
+            c = c.replace(
+                weight_decay=opt._const(tf_cast_value(group.weight_decay), compute, device)
+            )
+            rule = opt._update_with_weight_decay
+        _engines.run_group(rule, group, grads, c, opt.implementation, opt.elementwise)
+
+
+def apply_sparse(
+    opt: RuleOwner, sparse: list[tuple[Tensor, IndexedSlices]], apply_state: dict[Any, Coefficients]
+) -> None:
+    """``update_sparse`` per sparse pair (duplicate indices summed first where the rule wants
+    it), in float32 for half-precision variables."""
+    for var, grad in sparse:
+        g = deduplicate(grad) if opt.sums_duplicates() else grad
+        record = opt._store.by_id[id(var)]
+        compute = compute_dtype(var.dtype)
+        c = apply_state[(var.device, compute)]
+        slots = opt._rule_slots(record)
+        if compute == var.dtype:
+            opt.update_sparse(var, g.indices, g.values, c=c, **slots)
+            continue
+        wide, wide_slots = var.float(), {name: t.float() for name, t in slots.items()}
+        opt.update_sparse(wide, g.indices, g.values.float(), c=c, **wide_slots)
+        var.copy_(wide)
+        for name, t in slots.items():
+            if t is not wide_slots[name]:
+                t.copy_(wide_slots[name])
+
+
+def decay_sparse(
+    opt: RuleOwner, sparse: list[tuple[Tensor, IndexedSlices]], apply_state: dict[Any, Coefficients]
+) -> None:
+    """Decoupled weight decay of the sparse pairs' variables (the engines fuse it into the
+    dense rule): ``var - var * wd * lr`` in the compute dtype."""
+    for var, _ in sparse:
+        wd = opt._weight_decay_for(opt._store.by_id[id(var)])
+        if wd is None:
+            continue
+        dtype = compute_dtype(var.dtype)
+        c = apply_state[(var.device, dtype)]
+        wide = var.to(dtype)
+        _engines.decay_(wide, opt._const(tf_cast_value(wd), dtype, var.device), c.lr_t)
+        if wide is not var:
+            var.copy_(wide)
