@@ -21,6 +21,7 @@ from mkdocs.structure.files import File, Files
 log = logging.getLogger("mkdocs.hooks.optimizers")
 
 KERAS3 = "Keras 3 (TF ≥ 2.16)"
+TF_LEGACY = "TF ≤ 2.10 (optimizer_v2)"
 
 # name -> LaTeX lines (an aligned block), the notation used, slot configurations to show
 # ({constructor kwargs}, "when"), sparse behaviour, and differences (aspect, kerasopt = TF,
@@ -112,7 +113,7 @@ v &\leftarrow v + (g^2 - v)(1 - \beta_2) \\
                 "sparse duplicates",
                 "summed before the rule",
                 "not summed: squares per entry",
-                "`SparseAdam`-style coalesce",
+                "coalesced (duplicates summed) first",
             ),
             ("state key", "`accumulator`", "`accumulator`", "`sum`"),
         ],
@@ -160,7 +161,7 @@ v &\leftarrow \max(\beta_2\, v,\ |g|) \\
                 "1e-8, inside: $\\max(\\beta_2 u, |g| + \\epsilon)$",
             ),
             ("default learning rate", "0.001", "0.001", "0.002"),
-            ("slot / state names", "`m`, `v`", "`m`, `norm`", "`exp_avg`, `exp_inf`"),
+            ("slot / state names", "`m`, `v`", "`momentum`, `norm`", "`exp_avg`, `exp_inf`"),
             ("sparse", "lazy rows", "every row updated", "—"),
         ],
     },
@@ -531,23 +532,27 @@ def page(name: str, cls: type) -> str:
     )
     mode = getattr(cls, "sparse_mode", "lazy")
     elementwise = getattr(cls, "elementwise", True)
+    legacy = name in LEGACY
+    tf_note = next((d[1] for d in data["diffs"] if d[0].startswith("TF ≤")), "—")
     diff_rows = [
-        f"| | kerasopt (`kerasopt.optimizers.{name}`) | {KERAS3} | torch.optim |",
-        "|---|---|---|---|",
+        f"| | kerasopt (`kerasopt.optimizers.{name}`) | {TF_LEGACY} | {KERAS3} | torch.optim |",
+        "|---|---|---|---|---|",
     ]
     for aspect, ours, k3, torch_ in data["diffs"]:
         if aspect.startswith("TF ≤"):
             continue
-        diff_rows.append(f"| {aspect} | {ours} | {k3} | {torch_} |")
-    tf_note = next((d for d in data["diffs"] if d[0].startswith("TF ≤")), None)
-    if name in LEGACY:
+        tf = "same" if legacy else "—"
+        diff_rows.append(f"| {aspect} | {ours} | {tf} | {k3} | {torch_} |")
+    if legacy:
         tf_line = (
-            "TensorFlow ≤ 2.10 (optimizer_v2, `tf.keras.optimizers.legacy` later) computes "
-            "exactly this rule: kerasopt's numbers are its numbers (float32 and float64; see "
-            "[Tolerances](../tolerances.md))."
+            "TensorFlow ≤ 2.10's optimizer_v2 (`tf.keras.optimizers.legacy` from TF 2.11) computes "
+            "exactly this rule: kerasopt's numbers are its numbers in float32 and float64 (see "
+            "[Tolerances](../tolerances.md)); float16/bfloat16 are computed in float32 here, in "
+            "the half type there ([Features](../features.md#low-precision-float16-bfloat16))."
         )
     else:
-        tf_line = f"TensorFlow ≤ 2.10 had no {name} {tf_note[1] if tf_note else ''}".rstrip() + "."
+        extra = "" if tf_note == "—" else " " + tf_note.removeprefix("— ")
+        tf_line = f"TensorFlow ≤ 2.10's optimizer_v2 has no {name}{extra}."
     return f"""# {name}
 
 {summary}
