@@ -616,6 +616,8 @@ def index_page(classes: dict[str, type]) -> str:
             ", ".join(f"`{s}`" for s in cls().slot_names()) or "— (`momentum` with momentum > 0)"
         )
         family = "TF optimizer_v2" if name in LEGACY else "Keras 3"
+        if name == "Adafactor":
+            family = "tf_keras (newer optimizers)"
         rows.append(f"| [{name}]({name.lower()}.md) | {family} | `{', '.join(shown)}` | {slots} |")
     return (
         "# Optimizers\n\n"
