@@ -166,6 +166,17 @@ def replay(steps: int | None = None) -> list[ParityRun]:
     return out
 
 
+def _arguments(args: dict[str, Any]) -> str:
+    """``learning_rate=0.01, momentum=0.9``, a schedule written as its class and config."""
+    out = []
+    for key, value in args.items():
+        if isinstance(value, dict):
+            config = ", ".join(f"{k}={v}" for k, v in value["config"].items())
+            value = f"{value['class_name']}({config})"
+        out.append(f"{key}={value}")
+    return ", ".join(out)
+
+
 def plot(runs: list[ParityRun], out: str) -> None:
     """Writes the picture: difference from TensorFlow per step, log scale, one panel per
     optimizer, one line per library.
@@ -223,11 +234,20 @@ def parity(steps: int | None = None, out: str | None = "parity.png") -> list[Par
         "Largest |weight - TensorFlow's weight| after each step (float64), recorded with "
         f"TensorFlow {meta['tensorflow']} / tf_keras {meta['tf_keras']}"
     )
-    for run in runs:
-        print(f"\n{run.label}")
-        print(f"  {'step':>4}  {'TF loss':>9}  {'kerasopt':>9}  {'torch.optim':>11}")
-        for s, (loss, k, t) in enumerate(zip(run.tf_loss, run.kerasopt, run.torch_optim), 1):
-            print(f"  {s:4d}  {loss:9.5f}  {k:9.1e}  {t:11.1e}")
+    short = [spec["class"] for spec in meta["runs"]]
+    for spec in meta["runs"]:
+        print(f"  {spec['class']}({_arguments(spec['args'])})")
+    print(("\n step" + "".join(f"{name:^20}" for name in short)).rstrip())
+    print(("     " + "  kerasopt    torch " * len(runs)).rstrip())
+    for step in range(len(runs[0].kerasopt)):
+        cells = "".join(f"  {r.kerasopt[step]:8.1e} {r.torch_optim[step]:8.1e} " for r in runs)
+        print(f" {step + 1:4d}{cells}".rstrip())
+    print()
+    for name, run in zip(short, runs):
+        print(
+            f"{name:>8}: kerasopt at most {max(run.kerasopt):.1e} from TensorFlow over "
+            f"{len(run.kerasopt)} steps; torch.optim {run.torch_optim[-1]:.1e} at the end"
+        )
     if out is not None:
         plot(runs, out)
         print(f"\npicture written to {out}")
