@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest golden-default test-portable golden-report bench clean
+.PHONY: test demo parity docs docs-serve lint typecheck pytest golden-default test-portable golden-report bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip -c constraints.txt
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev,demo]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,demo,docs]"
 	touch $(STAMP)
 
 lint: $(STAMP)
@@ -28,7 +28,7 @@ pytest: $(STAMP)
 golden-default: $(STAMP)
 	ATEN_CPU_CAPABILITY=default $(BIN)/pytest -q -p no:cacheprovider tests/test_tf_golden.py
 
-test: lint typecheck pytest golden-default
+test: lint typecheck pytest golden-default docs
 
 # The whole suite under the portable kernels, with a cold inductor cache of its own (inductor's
 # on-disk cache is shared across capabilities and would reuse kernels built for another ISA).
@@ -43,6 +43,19 @@ golden-report: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m kerasopt demo
+	$(BIN)/python -m kerasopt parity
+
+# The TensorFlow run recorded in the package, replayed with kerasopt and torch.optim (no network).
+parity: $(STAMP)
+	$(BIN)/python -m kerasopt parity
+
+# The documentation site, from this repository's files only (no network at build time); --strict
+# turns every warning (a broken link, a missing docstring target) into a failure.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_step.py

@@ -29,7 +29,7 @@ LEGACY_HYPERS = frozenset(
 KERAS3_HYPERS = frozenset({"learning_rate"})
 # get_config() keys every legacy (Keras 2) optimizer reports (the clipping keys only when set)
 LEGACY_BASE_KEYS = {"name", "learning_rate", "decay"}
-# get_config() keys every Keras 3 optimizer reports (SPEC Part 2 §1.9)
+# get_config() keys every Keras 3 optimizer reports (docs/reference-behaviour.md Part 2 §1.9)
 KERAS3_BASE_KEYS = {
     "name",
     "learning_rate",
@@ -230,7 +230,7 @@ OPTIMIZERS: list[OptSpec] = [
             "l2_shrinkage_regularization_strength": 0.0,
         },
     ),
-    # -- newer generation (SPEC Part 2 §3.1-§3.4): only learning_rate is float32-stored --------
+    # -- newer generation (docs/reference-behaviour.md Part 2 §3.1-§3.4): only learning_rate is float32-stored --------
     OptSpec(
         "AdamW",
         (
@@ -363,7 +363,7 @@ OPTIMIZERS: list[OptSpec] = [
             "relative_step": True,
         },
     ),
-    # Muon (SPEC Part 2 §3.5): the table's variables are unnamed ("variable_<i>"), so routing is
+    # Muon (docs/reference-behaviour.md Part 2 §3.5): the table's variables are unnamed ("variable_<i>"), so routing is
     # by rank only (rank 2 -> Muon path); name-based routing is tested in tests/test_muon.py.
     OptSpec(
         "Muon",
@@ -427,7 +427,7 @@ OPTIMIZERS: list[OptSpec] = [
             "rms_rate": 0.2,
         },
     ),
-    # ScheduleFreeAdamW (SPEC Part 2 §3.6). beta_2 < 1 in bfloat16 in every config: 0.999 rounds
+    # ScheduleFreeAdamW (docs/reference-behaviour.md Part 2 §3.6). beta_2 < 1 in bfloat16 in every config: 0.999 rounds
     # to 1 there, and v / (1 - 1^t) = 0/0 is NaN (in Keras too), which the half-precision
     # harness cannot compare.
     OptSpec(
@@ -509,7 +509,7 @@ OPTIMIZERS: list[OptSpec] = [
             "beta_2": 0.999,
             "epsilon": 1e-07,
         },
-        schedules=False,  # Nadam rejects LearningRateSchedule learning rates (SPEC 1.10)
+        schedules=False,  # Nadam rejects LearningRateSchedule learning rates (docs/reference-behaviour.md Part 1 §1.10)
     ),
 ]
 

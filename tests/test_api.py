@@ -1,4 +1,4 @@
-"""The seed's examples and the base-class API of SPEC Part 1 (§1.1–§1.7)."""
+"""TensorFlow 2.x's documented usage examples (docs/getting-started.md) and the base-class API of docs/reference-behaviour.md Part 1 (§1.1–§1.7)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tests.helpers import make_optimizer
 from tests.specs import OPTIMIZERS, case_ids, cases
 
 
-# -- the seed's three examples ----------------------------------------------------------------
+# -- TF's three usage patterns (docs/getting-started.md) -------------------------------------
 def test_seed_minimize_example():
     var1, var2 = ko.Variable(2.0, name="var1"), ko.Variable(5.0, name="var2")
     opt = ko.optimizers.SGD(learning_rate=0.1)

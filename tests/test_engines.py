@@ -47,7 +47,7 @@ LAZY, LAZY_IDS = _cases(lambda s: s.sparse)
 def test_classes_declare_what_the_table_states():
     """Each class's ``elementwise`` (the engines run it per tensor when False) and
     ``sparse_mode`` ("lazy": its own sparse rule, "dense": densify) are what the table states
-    from SPEC / TensorFlow; a class that drifts would otherwise only move its cases between the
+    from docs/reference-behaviour.md / TensorFlow; a class that drifts would otherwise only move its cases between the
     tests above, where they might still pass."""
     classes = {s.name: getattr(ko.optimizers, s.name) for s in OPTIMIZERS}
     declared = {n: (cls.elementwise, cls.sparse_mode) for n, cls in classes.items()}

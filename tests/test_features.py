@@ -1,4 +1,4 @@
-"""Newer-generation features run by the base pipeline for every optimizer (SPEC Part 2 §1.4–§1.8)."""
+"""Newer-generation features run by the base pipeline for every optimizer (docs/reference-behaviour.md Part 2 §1.4–§1.8)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ SHAPES = [(3,), (2, 4)]
 
 
 def _sgd_scalar(value=10.0, **kwargs):
-    v = ko.Variable(np.array([value]))  # float64: SPEC's examples are exact
+    v = ko.Variable(np.array([value]))  # float64: docs/reference-behaviour.md's examples are exact
     return v, ko.optimizers.SGD(1.0, **kwargs)
 
 
@@ -199,7 +199,7 @@ def test_loss_scale_factor_in_minimize_round_trips():
     assert float(w) == -1.0
 
 
-# -- all features together, in SPEC's order ---------------------------------------------------
+# -- all features together, in docs/reference-behaviour.md's order ----------------------------
 def test_pipeline_order_scale_then_accumulate_then_clip_then_decay():
     v = ko.Variable(np.array([1.0]))
     opt = ko.optimizers.SGD(

@@ -1,7 +1,7 @@
 """Adagrad, Adadelta, Adamax and Ftrl: constructors, validation, slots, lazy sparse rows, quirks.
 
 The table-driven tests (numerics, engines, errors, config) cover the update rules against the
-float64 references; this file checks what is specific to these four (SPEC Part 1 §1.4, §1.10).
+float64 references; this file checks what is specific to these four (docs/reference-behaviour.md Part 1 §1.4, §1.10).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""LossScaleOptimizer: tf_keras LossScaleOptimizerV3 semantics (SPEC.md Part 2 §5)."""
+"""LossScaleOptimizer: tf_keras LossScaleOptimizerV3 semantics (docs/reference-behaviour.md Part 2 §5)."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_failed_construction_leaves_inner_unflagged():
 
 # --------------------------------------------------------------------------------------------
 # dynamic update rule (§5.2)
-# SPEC's verification (TFK, Adam lr 0.1, S0=8, N=2): theta, iterations, S, c after each call.
+# docs/reference-behaviour.md's verification (TFK, Adam lr 0.1, S0=8, N=2): theta, iterations, S, c after each call.
 TABLE = [
     (1.0, 0.900001, 1, 8.0, 1),
     (1.0, 0.800002, 2, 16.0, 0),
@@ -328,7 +328,7 @@ def test_get_unscaled_gradients_multiplies_by_the_float32_reciprocal():
 
 
 def test_minimize_spec_check_is_fully_automatic():
-    # SPEC: w=2, loss=3w, SGD lr 1 -> w=-1
+    # docs/reference-behaviour.md: w=2, loss=3w, SGD lr 1 -> w=-1
     w = ko.Variable(2.0)
     opt = LossScaleOptimizer(SGD(1.0))
     with warnings.catch_warnings():

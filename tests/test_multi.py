@@ -1,4 +1,4 @@
-"""MultiOptimizer and OptimizerMap (SPEC.md Part 2 §3.7)."""
+"""MultiOptimizer and OptimizerMap (docs/reference-behaviour.md Part 2 §3.7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Muon (SPEC Part 2 §3.5): routing by name, per-path slots and weight decay, Newton–Schulz."""
+"""Muon (docs/reference-behaviour.md Part 2 §3.5): routing by name, per-path slots and weight decay, Newton–Schulz."""
 
 from __future__ import annotations
 

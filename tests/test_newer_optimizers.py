@@ -1,4 +1,4 @@
-"""AdamW, Lion, Lamb and Adafactor (SPEC Part 2 §3.1–§3.4): what the table does not cover."""
+"""AdamW, Lion, Lamb and Adafactor (docs/reference-behaviour.md Part 2 §3.1–§3.4): what the table does not cover."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import kerasopt as ko
 from tests.specs import BY_NAME, KERAS3_BASE_KEYS
 
-# This file's optimizers (SPEC Part 2 §3.1–§3.4); what is known of each is in tests/specs.py.
+# This file's optimizers (docs/reference-behaviour.md Part 2 §3.1–§3.4); what is known of each is in tests/specs.py.
 NEWER = sorted(["AdamW", "Lion", "Lamb", "Adafactor"])
 
 

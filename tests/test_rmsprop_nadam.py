@@ -156,7 +156,7 @@ def test_rmsprop_honours_legacy_decay():
 
 # -- Nadam --------------------------------------------------------------------------------------
 def _nadam_by_hand(lr, g_steps, beta_1=0.9, beta_2=0.999, eps=1e-7, d=0.004):
-    """SPEC 1.10's lines in float64 (TF rounds u, lr and the betas to float32 first)."""
+    """docs/reference-behaviour.md Part 1 §1.10's lines in float64 (TF rounds u, lr and the betas to float32 first)."""
     lr, beta_1, beta_2 = (float(np.float32(x)) for x in (lr, beta_1, beta_2))
     var, m, v, cache = 0.0, 0.0, 0.0, 1.0
     for t, g in enumerate(g_steps, start=1):

@@ -1,4 +1,4 @@
-"""ScheduleFreeAdamW (SPEC Part 2 §3.6): what the table-driven tests do not cover."""
+"""ScheduleFreeAdamW (docs/reference-behaviour.md Part 2 §3.6): what the table-driven tests do not cover."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_first_step_leaves_x_y_and_z_equal():
     np.testing.assert_allclose(opt.eval_params([var])[0].numpy(), z.numpy(), rtol=1e-14)
 
 
-# -- the step, against the reference and SPEC's properties ---------------------------------------
+# -- the step, against the reference and docs/reference-behaviour.md's properties ---------------------------------------
 @pytest.mark.parametrize("warmup_steps", [0, 3])
 def test_several_steps_match_spec_formulas(warmup_steps):
     cfg = {"learning_rate": 0.05, "beta_1": 0.7, "beta_2": 0.95, "warmup_steps": warmup_steps}
@@ -134,7 +134,7 @@ def test_several_steps_match_spec_formulas(warmup_steps):
     opt = SFA(**cfg)
     ref = REFERENCES["ScheduleFreeAdamW"](**dict(cfg, learning_rate=f32(0.05)))
     y, slots = theta0.copy(), ref.init_slots(theta0)
-    # And by hand, straight from SPEC §3.6 (float32-rounded constants, as Keras 3 on TF).
+    # And by hand, straight from docs/reference-behaviour.md Part 2 §3.6 (float32-rounded constants, as Keras 3 on TF).
     b1, b2, eps, lr = f32(0.7), f32(0.95), f32(1e-8), f32(0.05)
     z, v, y_hand = theta0.copy(), np.zeros_like(theta0), theta0.copy()
     for t, g in enumerate(_grads(theta0.shape, 6), start=1):
@@ -163,7 +163,7 @@ def test_warmup_scales_the_z_step_linearly():
 
 
 def test_x_is_the_uniform_average_of_the_z_iterates():
-    # w = 1/t makes x_t = (z_1 + ... + z_t) / t, whatever the interpolation (SPEC §3.6).
+    # w = 1/t makes x_t = (z_1 + ... + z_t) / t, whatever the interpolation (docs/reference-behaviour.md Part 2 §3.6).
     var = f64([0.5, -0.25, 2.0])
     opt = SFA(0.2, beta_1=0.6, warmup_steps=2)
     zs = []
@@ -174,7 +174,7 @@ def test_x_is_the_uniform_average_of_the_z_iterates():
 
 
 def test_x_old_uses_z_before_the_update_not_keras_torch_alias():
-    # Keras's torch backend reads z_old through an alias of the updated z (SPEC §3.6): that
+    # Keras's torch backend reads z_old through an alias of the updated z (docs/reference-behaviour.md Part 2 §3.6): that
     # variant drifts measurably; kerasopt follows the formula.
     theta0 = np.array([0.4, -0.8, 1.5])
     var, opt = f64(theta0), SFA(0.05)

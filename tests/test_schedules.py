@@ -1,6 +1,6 @@
-"""Tests of kerasopt.optimizers.schedules against closed forms written from SPEC.md Part 2 §4.
+"""Tests of kerasopt.optimizers.schedules against closed forms written from docs/reference-behaviour.md Part 2 §4.
 
-The references below are plain float64 Python (``math``), written from SPEC's formulas and never
+The references below are plain float64 Python (``math``), written from docs/reference-behaviour.md's formulas and never
 from the implementation; the period of CosineDecayRestarts is found by walking the periods rather
 than with the logarithm formula the implementation uses.
 """
@@ -35,7 +35,7 @@ STEPS = [0, 1, 3, 7, 9, 10, 11, 19, 20, 21, 25, 29, 30, 60, 100]
 
 
 # ---------------------------------------------------------------------------------------------
-# float64 references (SPEC.md Part 2 §4)
+# float64 references (docs/reference-behaviour.md Part 2 §4)
 # ---------------------------------------------------------------------------------------------
 
 

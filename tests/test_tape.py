@@ -18,7 +18,7 @@ NOT_RECORDING = re.escape("Tape is not recording.")
 
 
 def _seed_loss() -> tuple[Variable, Variable, GradientTape, torch.Tensor]:
-    """The seed document's example: loss = 3 * var1 * var1 + 2 * var2 * var2 at (2, 5)."""
+    """TensorFlow's documented example (docs/getting-started.md): loss = 3 * var1 * var1 + 2 * var2 * var2 at (2, 5)."""
     var1, var2 = Variable(2.0, name="var1"), Variable(5.0, name="var2")
     with GradientTape() as tape:
         loss = 3 * var1 * var1 + 2 * var2 * var2

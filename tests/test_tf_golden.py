@@ -395,7 +395,7 @@ _LEGACY_NAMES = ("SGD", "Adam", "Adagrad", "Adadelta", "Adamax", "Nadam", "RMSpr
 def _check_config(got: dict[str, Any], expected: dict[str, Any], api: str, name: str) -> None:
     got, expected = _without_schedule_noise(got), _without_schedule_noise(expected)
     if api == "tfk":
-        # tf_keras's own extras (SPEC Part 2 §1.9): kerasopt reports Keras 3's base keys.
+        # tf_keras's own extras (docs/reference-behaviour.md Part 2 §1.9): kerasopt reports Keras 3's base keys.
         for extra in ("jit_compile", "is_legacy_optimizer"):
             expected.pop(extra, None)
     if api in ("k3", "tfk"):
@@ -405,7 +405,7 @@ def _check_config(got: dict[str, Any], expected: dict[str, Any], api: str, name:
     if api in ("legacy", "lso"):
         assert list(got) == list(expected), "keys (in TF's order)"
     elif api == "k3" and name in _LEGACY_NAMES:
-        # A legacy-family name keeps Part 1's config keys (SPEC: Part 1 wins for those names).
+        # A legacy-family name keeps Part 1's config keys (docs/reference-behaviour.md: Part 1 wins for those names).
         expected = {k: v for k, v in expected.items() if k in got}
         assert "learning_rate" in expected
     elif api == "k3":
@@ -451,11 +451,11 @@ DEFAULT_CONFIGS = sorted(GOLDEN["default_configs"])
 @pytest.mark.parametrize("key", DEFAULT_CONFIGS)
 def test_default_config_matches_tensorflow(key):
     """Default instances: legacy names against tf_keras.optimizers.legacy; newer ones against
-    tf_keras and Keras 3 (kerasopt's base keys are Keras 3's, SPEC Part 2 §1.9)."""
+    tf_keras and Keras 3 (kerasopt's base keys are Keras 3's, docs/reference-behaviour.md Part 2 §1.9)."""
     api, name = key.split("-")
     expected = dict(GOLDEN["default_configs"][key])
     if api == "tfk" and name == "Lion":
-        # kerasopt's default learning rate is Keras 3's 1e-3, not tf_keras's 1e-4 (SPEC §3.2).
+        # kerasopt's default learning rate is Keras 3's 1e-3, not tf_keras's 1e-4 (docs/reference-behaviour.md Part 2 §3.2).
         expected["learning_rate"] = 0.001
     got = getattr(ko.optimizers, name)().get_config()
     _check_config(got, expected, api, name)

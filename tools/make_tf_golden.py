@@ -11,11 +11,11 @@ gradients, configuration) and TensorFlow's variables and slots after every step;
 
 Sources:
 
-* ``legacy``: ``tf_keras.optimizers.legacy.<Name>`` (optimizer_v2: SPEC Part 1, kerasopt's
+* ``legacy``: ``tf_keras.optimizers.legacy.<Name>`` (optimizer_v2: docs/reference-behaviour.md Part 1, kerasopt's
   numerics for the legacy family), dense and ``tf.IndexedSlices`` gradients (duplicate indices),
   float32, float64 and mixed-dtype variable lists, clipping, legacy ``decay``, schedules;
 * ``tfk``: tf_keras's newer optimizers (``AdamW``, ``Lion``, ``Adafactor``);
-* ``k3``: Keras 3 (``Lamb``, ``Muon``, and the newer base features whose semantics SPEC takes
+* ``k3``: Keras 3 (``Lamb``, ``Muon``, and the newer base features whose semantics docs/reference-behaviour.md takes
   from Keras 3: EMA, gradient accumulation, ``loss_scale_factor``, weight-decay exclusion);
 * ``lso``: ``tf_keras.mixed_precision.LossScaleOptimizer`` around a legacy optimizer;
 * schedules evaluated on their own at steps 0..60, ``get_config()`` of default instances.
@@ -536,7 +536,7 @@ K3_CONFIGS: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
         },
         {"names": ["w0", "w1", "hidden_kernel", "out_kernel", "tok_embedding"], "muon": True},
     ),
-    # features with Keras 3 semantics (SPEC Part 2 §1.4-§1.8)
+    # features with Keras 3 semantics (docs/reference-behaviour.md Part 2 §1.4-§1.8)
     ("ema", "SGD", {"learning_rate": 0.1, "use_ema": True, "ema_momentum": 0.9}, {}),
     (
         "ema-overwrite",

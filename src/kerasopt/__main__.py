@@ -1,4 +1,6 @@
 """``python -m kerasopt demo``: train a small MLP on scikit-learn's digits with SGD and Adam;
+``python -m kerasopt parity``: replay a TensorFlow training run recorded in the package with kerasopt
+and with torch.optim, and draw how far each is from TensorFlow's weights, step by step;
 ``python -m kerasopt bench``: step time against torch.optim, as ratios in the same run.
 
 The data ships with scikit-learn (no download). Each optimizer trains the same initial model through
@@ -159,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     p_demo = sub.add_parser("demo", help="train a small MLP with SGD and Adam")
     p_demo.add_argument("--epochs", type=int, default=30)
     p_demo.add_argument("--out", default="demo_loss.png")
+    p_parity = sub.add_parser(
+        "parity", help="replay a recorded TensorFlow run with kerasopt and torch.optim"
+    )
+    p_parity.add_argument("--steps", type=int, default=None)
+    p_parity.add_argument("--out", default="parity.png")
     p_bench = sub.add_parser("bench", help="step time against torch.optim, as ratios")
     p_bench.add_argument("--tensors", type=int, default=148)
     p_bench.add_argument("--numel", type=int, default=20_000)
@@ -166,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.epochs, args.out)
+    elif args.command == "parity":
+        from ._parity import parity
+
+        parity(args.steps, args.out)
     elif args.command == "bench":
         bench(args.tensors, args.numel, args.rounds)
     return 0

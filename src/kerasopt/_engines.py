@@ -147,7 +147,7 @@ def run_flat(
 def select(
     implementation: str, elementwise: bool, numel: int = 0, count: int = 1
 ) -> Callable[..., None]:
-    """The engine for a group of ``count`` tensors with ``numel`` elements (README: Engines)."""
+    """The engine for a group of ``count`` tensors with ``numel`` elements (docs/performance.md: Engines)."""
     if not elementwise or implementation == "per_tensor":
         return run_per_tensor
     if implementation == "foreach":

@@ -57,7 +57,7 @@ from ._types import Coefficients, Plan, Record
 from .sparse import IndexedSlices, deduplicate
 from .variables import Variable
 
-# What an optimizer file (kerasopt's or a user's) needs: README "Writing an optimizer".
+# What an optimizer file (kerasopt's or a user's) needs: docs/custom-optimizer.md.
 __all__ = [
     "Coefficients",
     "Hyper",
@@ -795,11 +795,11 @@ class Optimizer(metaclass=abc.ABCMeta):
     # ------------------------------------------------------------------------------------------
     # engines
     def update(self, var: Any, grad: Any, *args: Any, **kwargs: Any) -> None:
-        """The optimizer's update rule, written once with tensor methods (see DESIGN.md).
+        """The optimizer's update rule, written once with tensor methods (see docs/design.md).
 
         Called with the variable, its gradient, the step's coefficients ``c`` and each of the
         variable's slots as a keyword argument named for the slot (``m=..., v=...``), so a
-        rule's signature reads like its SPEC.md page: ``update(self, var, grad, m, v, *, c)``.
+        rule's signature reads like its docs/reference-behaviour.md page: ``update(self, var, grad, m, v, *, c)``.
         """
         raise NotImplementedError(f"{type(self).__name__} defines no update rule.")
 

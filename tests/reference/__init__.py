@@ -1,4 +1,4 @@
-"""Independent float64 NumPy references, written from SPEC.md's formulas.
+"""Independent float64 NumPy references, written from docs/reference-behaviour.md's formulas.
 
 Nothing here imports kerasopt or torch: these rules are what kerasopt is checked against.
 

@@ -1,6 +1,6 @@
 """Float64 NumPy references of Keras 3's optimizers (kerasopt.keras3), from Keras 3's math.
 
-Written from Keras 3.15's ``update_step`` formulas (SPEC.md Part 2 and Appendix §6) and never
+Written from Keras 3.15's ``update_step`` formulas (docs/reference-behaviour.md Part 2 and Appendix §6) and never
 importing kerasopt or torch. Conventions of Keras 3 on the TensorFlow backend that they follow:
 
 - ``ops.cast(python_float, dtype)`` goes through float32 (``_f32``); a bare Python float in an

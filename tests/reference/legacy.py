@@ -1,6 +1,6 @@
-"""Float64 references of the legacy (optimizer_v2) family, from SPEC Part 1 §1.10–§1.11.
+"""Float64 references of the legacy (optimizer_v2) family, from docs/reference-behaviour.md Part 1 §1.10–§1.11.
 
-Each ``dense`` follows SPEC's order of operations; slots are updated in place (``s[...] = ...``)
+Each ``dense`` follows docs/reference-behaviour.md's order of operations; slots are updated in place (``s[...] = ...``)
 and a new variable array is returned.
 """
 
@@ -88,7 +88,7 @@ class AdamRef(Reference):
 class AdamaxRef(Reference):
     """Adamax: ``m += (g-m)(1-beta_1)``; ``v = max(beta_2*v, |g|)``;
     ``var -= lr/(1-beta_1^t) * (m/(v+eps))``.
-    Sparse: lazy rows, with the m line written ``m_i*beta_1 + g_i*(1-beta_1)`` as in SPEC."""
+    Sparse: lazy rows, with the m line written ``m_i*beta_1 + g_i*(1-beta_1)`` as in docs/reference-behaviour.md."""
 
     slot_names = ("m", "v")
 

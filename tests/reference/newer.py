@@ -1,4 +1,4 @@
-"""Float64 references of the newer-generation optimizers, from SPEC Part 2 §3.1–§3.6.
+"""Float64 references of the newer-generation optimizers, from docs/reference-behaviour.md Part 2 §3.1–§3.6.
 
 Weight decay (including Muon's two coefficients), clipping, EMA etc. are the harness's job: these
 rules are the ``update_step`` only. None of them has sparse semantics of its own: ``sparse``
@@ -117,7 +117,7 @@ class AdafactorRef(_DenseOnly):
     rank < 2: ``v = b*v + (1-b)*G2``;
     ``u = g/sqrt(v)``; ``u_hat = u/max(1, RMS(u)/clip_threshold)``; ``var -= alpha_t*u_hat``.
     Slots ``r`` (shape[:-1]), ``c`` (shape[:-2]+shape[-1:]), ``v`` for rank >= 2; only ``v``
-    otherwise. ``relative_step`` has no numerical effect (SPEC §3.4)."""
+    otherwise. ``relative_step`` has no numerical effect (docs/reference-behaviour.md Part 2 §3.4)."""
 
     slot_names = ("r", "c", "v")
 
@@ -224,7 +224,7 @@ class MuonRef(Reference):
         return {k: np.zeros(np.shape(var), np.float64) for k in names}
 
     def newton_schulz(self, G):
-        """SPEC's NS: transpose if rows > cols, X /= (||X||_F + 1e-7), then ns_steps times
+        """docs/reference-behaviour.md's NS: transpose if rows > cols, X /= (||X||_F + 1e-7), then ns_steps times
         ``A = X X^T; B = b*A + c*A*A; X = a*X + B*X``; transpose back."""
         if G.ndim < 2:
             raise ValueError("Expected gradient or momentum to have at least 2 dimensions")
@@ -265,7 +265,7 @@ class MuonRef(Reference):
 
 @register
 class ScheduleFreeAdamWRef(_DenseOnly):
-    """Schedule-Free AdamW (SPEC Part 2 §3.6), the variable holding y. Slots ``momentum`` (z,
+    """Schedule-Free AdamW (docs/reference-behaviour.md Part 2 §3.6), the variable holding y. Slots ``momentum`` (z,
     starts as a copy of the variable's initial value) and ``velocity`` (v, zeros); x is not
     stored. With ``t`` the step: ``lr_t = lr*min(t/warmup_steps, 1)`` if warmup_steps > 0;
     ``v += (g^2-v)(1-beta_2)``; ``z -= lr_t*g/(sqrt(v/(1-beta_2^t))+eps)``;

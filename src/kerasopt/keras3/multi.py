@@ -1,6 +1,6 @@
 """``MultiOptimizer`` and ``OptimizerMap`` — Keras 3's (``keras.optimizers.MultiOptimizer``).
 
-``kerasopt.optimizers.MultiOptimizer`` already has Keras 3's semantics (SPEC.md Part 2 §3.7);
+``kerasopt.optimizers.MultiOptimizer`` already has Keras 3's semantics (docs/reference-behaviour.md Part 2 §3.7);
 this subclass only gives it Keras 3's surface: ``variables`` as a list, a snake-case default name,
 and configs whose inner optimizers are read as ``kerasopt.keras3`` classes.
 """

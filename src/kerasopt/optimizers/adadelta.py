@@ -22,7 +22,7 @@ class AdadeltaCoefficients(Coefficients):
 class Adadelta(Optimizer):
     """Adadelta: step sizes from running averages of squared gradients and updates (TF's Adadelta).
 
-    Update rule (SPEC.md 1.10)::
+    Update rule (docs/reference-behaviour.md Part 1 §1.10)::
 
         accum_grad = accum_grad * rho + g*g * (1 - rho)
         update = sqrt(accum_var + epsilon) * rsqrt(accum_grad + epsilon) * g

@@ -42,7 +42,7 @@ class Adafactor(Keras3Optimizer):
     running mean itself): no ``r``/``c`` state. There is no first moment. The rule needs whole
     tensors (RMS, axis means), so it always runs tensor by tensor.
 
-    Update rule (SPEC.md Part 2 §3.4), ``t = iterations + 1``, RMS(x) = sqrt(mean(x²))::
+    Update rule (docs/reference-behaviour.md Part 2 §3.4), ``t = iterations + 1``, RMS(x) = sqrt(mean(x²))::
 
         ρ_t   = min(η, 1/sqrt(t))
         α_t   = max(ε2, RMS(θ)) · ρ_t            (θ after the base's weight decay)

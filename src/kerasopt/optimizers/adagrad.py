@@ -26,7 +26,7 @@ class AdagradCoefficients(Coefficients):
 class Adagrad(Optimizer):
     """Adagrad: per-coordinate learning rates from the sum of squared gradients (TF's Adagrad).
 
-    Update rule (SPEC.md 1.10), ``acc`` starting at ``initial_accumulator_value``::
+    Update rule (docs/reference-behaviour.md Part 1 §1.10), ``acc`` starting at ``initial_accumulator_value``::
 
         acc += g * g
         var -= lr * g / (sqrt(acc) + epsilon)

@@ -26,7 +26,7 @@ class AdamCoefficients(Coefficients):
 class Adam(Optimizer):
     """Adam with TF's "epsilon hat" form and optional AMSGrad.
 
-    Update rule (SPEC.md 1.10), ``t = iterations + 1``::
+    Update rule (docs/reference-behaviour.md Part 1 §1.10), ``t = iterations + 1``::
 
         alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)
         m += (g - m) * (1 - beta_1)

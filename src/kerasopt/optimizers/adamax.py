@@ -25,7 +25,7 @@ class AdamaxCoefficients(Coefficients):
 class Adamax(Optimizer):
     """Adamax: Adam with the infinity norm in place of the second moment (TF's Adamax).
 
-    Update rule (SPEC.md 1.10), ``t = iterations + 1``::
+    Update rule (docs/reference-behaviour.md Part 1 §1.10), ``t = iterations + 1``::
 
         m += (g - m) * (1 - beta_1)
         v = max(beta_2 * v, |g|)

@@ -24,7 +24,7 @@ class AdamW(Keras3Optimizer, Adam):
     the bias-correction powers use ``beta`` as TensorFlow's ``tf.cast`` gives it (float32-rounded,
     which shows in float64).
 
-    Update rule (SPEC.md Part 2 §3.1), ``t = iterations + 1``, after the base's weight decay::
+    Update rule (docs/reference-behaviour.md Part 2 §3.1), ``t = iterations + 1``, after the base's weight decay::
 
         m ← m + (g − m)(1 − β1)
         v ← v + (g² − v)(1 − β2)

@@ -36,7 +36,7 @@ class FtrlCoefficients(Coefficients):
 class Ftrl(Optimizer):
     """FTRL-Proximal ("Follow The Regularized Leader"), TF's Ftrl with L1, L2, shrinkage and beta.
 
-    Update rule (SPEC.md 1.10), with ``p = -learning_rate_power`` and
+    Update rule (docs/reference-behaviour.md Part 1 §1.10), with ``p = -learning_rate_power`` and
     ``l2' = l2 + beta / (2 * lr)``::
 
         g_s = g + 2 * l2_shrinkage * var
@@ -135,7 +135,7 @@ class Ftrl(Optimizer):
         c.power = -self._hyper_t("learning_rate_power", dtype, device)
         c.sqrt_power = self._is_sqrt_power(dtype)
         # fidelity: TF's `_prepare_local` does `tf.cast(l2_shrinkage, dtype)`, which goes through
-        # float32 (SPEC 1.4 calls it exact; TF 2.21 rounds it, which shows in float64).
+        # float32 (docs/reference-behaviour.md Part 1 §1.4 calls it exact; TF 2.21 rounds it, which shows in float64).
         c.two_l2_shrinkage = 2 * self._const(
             tf_cast_value(self.l2_shrinkage_regularization_strength), dtype, device
         )

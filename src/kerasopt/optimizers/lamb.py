@@ -31,7 +31,7 @@ class Lamb(Keras3Optimizer):
     norms, so it always runs tensor by tensor; the ratio is chosen with ``torch.where``, so no
     step waits on the host.
 
-    Update rule (SPEC.md Part 2 §3.3), ``t = iterations + 1``, norms are L2 over the tensor::
+    Update rule (docs/reference-behaviour.md Part 2 §3.3), ``t = iterations + 1``, norms are L2 over the tensor::
 
         m ← m + (g − m)(1 − β1);   v ← v + (g² − v)(1 − β2)
         u = (m / (1 − β1^t)) / ( sqrt(v / (1 − β2^t)) + ε )

@@ -37,7 +37,7 @@ class Lion(Keras3Optimizer):
     0), so a suitable learning rate is typically 3–10x smaller than AdamW's and the weight decay
     (the base class's decoupled ``weight_decay``) 3–10x larger.
 
-    Update rule (SPEC.md Part 2 §3.2)::
+    Update rule (docs/reference-behaviour.md Part 2 §3.2)::
 
         c = β1 · m + (1 − β1) · g
         θ ← θ − η · sign(c)          (sign(0) = 0)

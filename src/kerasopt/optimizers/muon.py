@@ -53,7 +53,7 @@ class Muon(Keras3Optimizer):
     otherwise the **Muon path**. Slots: ``momentum`` for every variable, ``velocity`` for AdamW-path
     variables only (``get_slot`` also accepts ``m`` and ``v``).
 
-    Update rule (SPEC.md Part 2 §3.5), ``t = iterations + 1``, η the learning rate::
+    Update rule (docs/reference-behaviour.md Part 2 §3.5), ``t = iterations + 1``, η the learning rate::
 
         weight decay (before the step):  θ ← θ − η λ θ,
             λ = weight_decay (Muon path) or adam_weight_decay (AdamW path); None skips

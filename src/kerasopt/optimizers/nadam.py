@@ -37,7 +37,7 @@ class NadamCoefficients(Coefficients):
 class Nadam(Optimizer):
     """Adam with Nesterov momentum and Dozat's momentum schedule (TF's legacy Nadam).
 
-    Update rule (SPEC.md 1.10), ``t = iterations + 1``, ``u = 0.96``, ``d = decay``::
+    Update rule (docs/reference-behaviour.md Part 1 §1.10), ``t = iterations + 1``, ``u = 0.96``, ``d = decay``::
 
         mu_t = beta_1 * (1 - 0.5 * u^(d*t));  mu_next = beta_1 * (1 - 0.5 * u^(d*(t+1)))
         m_sched = momentum_cache * mu_t     (stored back into momentum_cache)

@@ -32,7 +32,7 @@ class RMSpropCoefficients(Coefficients):
 class RMSprop(Optimizer):
     """RMSprop with optional momentum and centering (TF's RMSprop).
 
-    Update rule (SPEC.md 1.10)::
+    Update rule (docs/reference-behaviour.md Part 1 §1.10)::
 
         momentum > 0 (TF's fused kernel: epsilon INSIDE the square root):
             rms += (g*g - rms) * (1 - rho)

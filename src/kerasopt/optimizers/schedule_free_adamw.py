@@ -62,7 +62,7 @@ class ScheduleFreeAdamW(Keras3Optimizer):
     optional linear warmup. The base class's decoupled ``weight_decay`` (default None) is applied
     to y before the step.
 
-    Update rule (SPEC.md Part 2 §3.6), ``t = iterations + 1``, η the learning rate::
+    Update rule (docs/reference-behaviour.md Part 2 §3.6), ``t = iterations + 1``, η the learning rate::
 
         η_t   = η · min(t / warmup_steps, 1)   if warmup_steps > 0 else η
         z_old = z

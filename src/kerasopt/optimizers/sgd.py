@@ -20,7 +20,7 @@ class SGDCoefficients(Coefficients):
 class SGD(Optimizer):
     """Gradient descent with optional momentum (TF's SGD).
 
-    Update rule (SPEC.md 1.10)::
+    Update rule (docs/reference-behaviour.md Part 1 §1.10)::
 
         momentum == 0:  var -= lr * g
         otherwise:      accum = accum * momentum - lr * g

@@ -1,6 +1,6 @@
 """``LossScaleOptimizer``: dynamic (or static) loss scaling around another optimizer.
 
-Semantics are tf_keras's ``LossScaleOptimizerV3`` (SPEC.md Part 2 §5): ``apply_gradients``
+Semantics are tf_keras's ``LossScaleOptimizerV3`` (docs/reference-behaviour.md Part 2 §5): ``apply_gradients``
 receives gradients that are already unscaled, a step with a non-finite gradient is skipped but
 still counts in the inner optimizer's ``iterations``, and the scale never drops below 1.
 
@@ -107,7 +107,7 @@ class LossScaleOptimizer(Wrapper):
     ``minimize`` does both automatically; with a ``GradientTape`` call ``get_scaled_loss`` and
     ``get_unscaled_gradients`` yourself, then ``apply_gradients``.
 
-    **Update rule** (SPEC.md Part 2 §5.2), dynamic scaling, ``finite`` = every element of every
+    **Update rule** (docs/reference-behaviour.md Part 2 §5.2), dynamic scaling, ``finite`` = every element of every
     gradient is finite::
 
         if finite:

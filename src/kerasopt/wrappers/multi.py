@@ -1,6 +1,6 @@
 """``MultiOptimizer`` and ``OptimizerMap``: different optimizers for different variables.
 
-Keras 3's ``keras.optimizers.MultiOptimizer`` (SPEC.md Part 2 §3.7). Variables are routed by
+Keras 3's ``keras.optimizers.MultiOptimizer`` (docs/reference-behaviour.md Part 2 §3.7). Variables are routed by
 their registered name (``kerasopt.Variable.name``, or the ``named_parameters()`` key / dict key
 when an ``nn.Module`` or a ``{name: tensor}`` dict is passed). The wrapper holds no optimizer
 math: each inner optimizer runs its own full pipeline on its variables.
