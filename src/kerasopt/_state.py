@@ -18,9 +18,10 @@ before it assigns anything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -236,6 +237,61 @@ def load_state_dict(
         for target, value in todo:
             target.copy_(value)
         store.set_pending(new_pending, strict)
+
+
+def checked_weights(owner: str, params: Sequence[Tensor], weights: Sequence[Any]) -> list[Tensor]:
+    """``weights`` as tensors after checking their count and shapes against ``params`` (TF's
+    ``set_weights`` messages; ``owner`` names the optimizer)."""
+    if len(params) != len(weights):
+        raise ValueError(
+            f"You called `set_weights(weights)` on optimizer {owner} with a weight list of "
+            f"length {len(weights)}, but the optimizer was expecting {len(params)} weights."
+        )
+    values = []
+    for i, (param, w) in enumerate(zip(params, weights)):
+        value = torch.as_tensor(np.asarray(w) if not isinstance(w, Tensor) else w)
+        if tuple(value.shape) != tuple(param.shape):
+            raise ValueError(
+                f"Optimizer weight {i} shape {tuple(param.shape)} not compatible with provided "
+                f"weight shape {tuple(value.shape)}"
+            )
+        values.append(value)
+    return values
+
+
+def assign_weights(owner: str, params: Sequence[Tensor], values: Sequence[Tensor]) -> None:
+    """Copies ``values`` into ``params``; every copy source is made first, so a failing one (a
+    meta tensor) writes nothing."""
+    staged = []
+    for i, (param, value) in enumerate(zip(params, values)):
+        try:
+            staged.append(value.detach().to(device=param.device, dtype=param.dtype, copy=True))
+        except (RuntimeError, NotImplementedError) as e:
+            raise ValueError(
+                f"Optimizer weight {i} of optimizer {owner} cannot be read: {e}"
+            ) from None
+    with torch.no_grad():
+        for param, value in zip(params, staged):
+            param.copy_(value)
+
+
+def set_weights(opt: Any, params: Sequence[Tensor], weights: list[Any]) -> None:
+    """TF's ``set_weights`` of ``opt`` (whose ``variables()`` are ``params``), with the Keras V1
+    layouts its class reads (``keras_v1_weights``)."""
+    if len(params) == 1 and not opt.built:
+        if len(weights) == 0:
+            return  # TF: a fresh optimizer has no weights, so an empty list fits
+        raise ValueError(
+            f"You called `set_weights(weights)` on optimizer {opt.name} before it created its "
+            "weights: call `build(var_list)` or apply gradients first."
+        )
+    if opt.keras_v1_weights == "without_iterations" and len(params) == len(weights) + 1:
+        # TF: Keras V1 optimizers' weights lack the counter; it restarts at 0.
+        weights = [np.array(0), *weights]
+    elif opt.keras_v1_weights == "with_vhats" and len(weights) == 3 * ((len(params) - 1) // 2) + 1:
+        # TF: Keras V1 Adam stores `vhat` slots even without amsgrad; they are dropped.
+        weights = weights[: len(params)]
+    assign_weights(opt.name, params, checked_weights(opt.name, params, weights))
 
 
 def _staged(key: str, value: Tensor, like: Tensor) -> Tensor:

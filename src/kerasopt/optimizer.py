@@ -487,24 +487,6 @@ class Optimizer(metaclass=abc.ABCMeta):
         """The values of ``weights`` as NumPy arrays (TF's order)."""
         return [w.detach().cpu().numpy().copy() for w in self.variables()]
 
-    def _checked_weights(self, params: Sequence[Tensor], weights: Sequence[Any]) -> list[Tensor]:
-        """``weights`` as tensors after checking their count and shapes against ``params``."""
-        if len(params) != len(weights):
-            raise ValueError(
-                f"You called `set_weights(weights)` on optimizer {self._name} with a weight list of "
-                f"length {len(weights)}, but the optimizer was expecting {len(params)} weights."
-            )
-        values = []
-        for i, (param, w) in enumerate(zip(params, weights)):
-            value = torch.as_tensor(np.asarray(w) if not isinstance(w, Tensor) else w)
-            if tuple(value.shape) != tuple(param.shape):
-                raise ValueError(
-                    f"Optimizer weight {i} shape {tuple(param.shape)} not compatible with provided "
-                    f"weight shape {tuple(value.shape)}"
-                )
-            values.append(value)
-        return values
-
     @locked
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Assigns ``weights`` (e.g. a TF optimizer's ``get_weights()``) in TF's order.
@@ -513,36 +495,7 @@ class Optimizer(metaclass=abc.ABCMeta):
             ValueError: when the optimizer has no weights yet, or on a count or shape mismatch;
                 nothing is assigned then.
         """
-        params = self.variables()
-        if len(params) == 1 and not self._store.built:
-            if len(weights) == 0:
-                return  # TF: a fresh optimizer has no weights, so an empty list fits
-            raise ValueError(
-                f"You called `set_weights(weights)` on optimizer {self._name} before it created its "
-                "weights: call `build(var_list)` or apply gradients first."
-            )
-        weights = list(weights)
-        if self.keras_v1_weights == "without_iterations" and len(params) == len(weights) + 1:
-            # TF: Keras V1 optimizers' weights lack the counter; it restarts at 0.
-            weights = [np.array(0), *weights]
-        elif (
-            self.keras_v1_weights == "with_vhats"
-            and len(weights) == 3 * ((len(params) - 1) // 2) + 1
-        ):
-            # TF: Keras V1 Adam stores `vhat` slots even without amsgrad; they are dropped.
-            weights = weights[: len(params)]
-        values = self._checked_weights(params, weights)
-        staged = []  # every copy source made first: a failing one (a meta tensor) writes nothing
-        for i, (param, value) in enumerate(zip(params, values)):
-            try:
-                staged.append(value.detach().to(device=param.device, dtype=param.dtype, copy=True))
-            except (RuntimeError, NotImplementedError) as e:
-                raise ValueError(
-                    f"Optimizer weight {i} of optimizer {self._name} cannot be read: {e}"
-                ) from None
-        with torch.no_grad():
-            for param, value in zip(params, staged):
-                param.copy_(value)
+        _state.set_weights(self, self.variables(), list(weights))
         self._sync_step()
 
     # ------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ wrapper that steps one or several optimizers as one (``LossScaleOptimizer``, ``M
   locks from the first plan to the end of the commit;
 - ``build(opt, var_list)`` / ``Undo`` create state and take it back;
 - ``pairs(grads_and_vars)``, ``variables(opt, var_list)`` and ``gradients(opt, loss, var_list)``
-  read the arguments the way the optimizer does.
+  read the arguments the way the optimizer does; ``name_variable(opt, var, name)`` names a variable
+  before the optimizer sees it; ``skip(opt)`` counts an update that applies nothing.
 
 Example: a wrapper that skips a step whose gradients are all zero::
 
@@ -61,8 +62,10 @@ __all__ = [
     "hold",
     "lock_of",
     "may_raise",
+    "name_variable",
     "pairs",
     "plan",
+    "skip",
     "variables",
 ]
 
@@ -127,6 +130,22 @@ def variables(opt: StepOwner, var_list: Any) -> list[Tensor]:
     """The tensors of ``var_list`` (tensors, an ``nn.Module``, a dict of named tensors, or a
     callable returning one of those), named as ``opt`` names them."""
     return opt._flatten_var_list(var_list)
+
+
+def name_variable(opt: StepOwner, var: Tensor, name: str) -> None:
+    """Names ``var`` for ``opt`` before it first sees it (as a module's ``named_parameters()`` or
+    a dict ``var_list`` would): its slots and state keys use the name."""
+    opt._store.hint(var, name)
+
+
+def skip(opt: StepOwner) -> None:
+    """Counts one update of ``opt`` that applies nothing (TF's ``LossScaleOptimizer`` skipping a
+    step with non-finite gradients): with gradient accumulation, the K raw calls of an update,
+    so the accumulation cycle stays aligned and the accumulators are left as they are."""
+    k = opt.gradient_accumulation_steps or 1
+    opt._raw_iterations.add_(k)
+    opt._step += k
+    opt._step_version = opt._raw_iterations._version
 
 
 def gradients(

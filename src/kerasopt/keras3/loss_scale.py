@@ -8,11 +8,13 @@ is the scale's rule and where the gradients are unscaled.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from .. import _state
+from .. import step as _step
 from ..optimizer import Optimizer
 from ..sparse import IndexedSlices
 from ..step import pairs as read_pairs
@@ -143,7 +145,7 @@ class LossScaleOptimizer(_legacy.LossScaleOptimizer):
         """
         own = self._own_variables()
         weights = list(weights)
-        values = Optimizer._checked_weights(cast(Optimizer, self), own, weights[: len(own)])
+        values = _state.checked_weights(self._name, own, weights[: len(own)])
         self._optimizer.set_weights(weights[len(own) :])
         with torch.no_grad():
             for target, value in zip(own, values):
@@ -169,7 +171,7 @@ class LossScaleOptimizer(_legacy.LossScaleOptimizer):
         else:
             target = self.scale_loss(loss)
         with torch.enable_grad():
-            return self._optimizer._compute_gradients(target, var_list, grad_loss, tape)
+            return _step.gradients(self._optimizer, target, var_list, grad_loss, tape)
 
     def minimize(
         self,

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .. import _distributed
+from .. import step as _step
 from .._serialization import serialize
 from .._state import StateError, expect
 from .._sync import locked
@@ -356,7 +357,7 @@ class LossScaleOptimizer(Wrapper):
         """
         with torch.enable_grad():
             scaled = self.get_scaled_loss(loss)
-        pairs = self._optimizer._compute_gradients(scaled, var_list, grad_loss, tape)
+        pairs = _step.gradients(self._optimizer, scaled, var_list, grad_loss, tape)
         grads = self.get_unscaled_gradients([g for g, _ in pairs])
         return list(zip(grads, [v for _, v in pairs]))
 
@@ -420,10 +421,7 @@ class LossScaleOptimizer(Wrapper):
                 finite = _all_finite([g for g, _ in step.raw_grads()])
                 if not finite:
                     self._update_scale(finite)
-                    # One skipped update: with accumulation that is K raw calls, which keeps the
-                    # accumulation cycle aligned and leaves the accumulators untouched.
-                    k = inner.gradient_accumulation_steps or 1
-                    inner.iterations = inner._step + k
+                    _step.skip(inner)  # TF counts the skipped update
                     return inner.iterations
             step.commit()
             if self._dynamic:
@@ -505,7 +503,7 @@ class LossScaleOptimizer(Wrapper):
         return self._optimizer
 
     def _flatten_var_list(self, var_list: Any) -> list[Tensor]:
-        return self._optimizer._flatten_var_list(var_list)
+        return _step.variables(self._optimizer, var_list)
 
     def _state_prefix(self, index: int) -> str:
         return "inner/"

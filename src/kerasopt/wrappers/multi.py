@@ -12,12 +12,13 @@ import numbers
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor
 
-from .. import _gradients
+from .. import _gradients, _state
+from .. import step as _step
 from .._hyper import non_negative
 from .._serialization import build_from_config, serialize
 from .._slots import SlotStore, var_label
@@ -366,7 +367,7 @@ class MultiOptimizer(Wrapper):
             groups.setdefault(index, []).append(var)
             if isinstance(name, str):
                 # The inner optimizer names slots and matches weight-decay exclusions by it.
-                opt._store.hint(var, name)
+                _step.name_variable(opt, var, name)
         creation = Transaction()
         try:
             for index, group in groups.items():
@@ -625,7 +626,7 @@ class MultiOptimizer(Wrapper):
                 "weights before calling `set_weights()`."
             )
         # the base optimizer's count and shape checks (its messages name this optimizer)
-        values = Optimizer._checked_weights(cast(Optimizer, self), self.variables(), weights)
+        values = _state.checked_weights(self._name, self.variables(), weights)
         self.iterations = int(values[0])
         self._dummy_learning_rate.copy_(values[1].to(torch.float32))
         offset = 2
