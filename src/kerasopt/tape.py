@@ -34,13 +34,19 @@ from __future__ import annotations
 import contextlib
 import enum
 import threading
-from collections.abc import Iterator, Mapping
-from typing import Any, cast
+from collections.abc import Iterator
+from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode
 
 from . import _distributed
+from ._nest import _expand_modules as _expand_modules
+from ._nest import _leaves as _leaves
+from ._nest import _leaves_along as _leaves_along
+from ._nest import _pack as _pack
+from ._tape_access import _ATTRIBUTE_ACCESS as _ATTRIBUTE_ACCESS
+from ._tape_access import _NOT_READS as _NOT_READS
+from ._tape_access import _AccessRecorder as _AccessRecorder
 
 __all__ = ["GradientTape", "UnconnectedGradients"]
 
@@ -75,82 +81,6 @@ def _parse_unconnected(value: UnconnectedGradients | str) -> UnconnectedGradient
     )
 
 
-# Tensor methods and attributes that look at a tensor without computing from it; the access
-# tracker ignores them so that `var.shape` or `print(var)` inside a tape does not "watch" var.
-# Attribute reads and writes (`var.shape`, `var.grad`, `var.data = ...`) arrive as the
-# descriptor's `__get__`/`__set__` and are filtered by name.
-_NOT_READS = frozenset(
-    {
-        torch.Tensor.__format__,
-        torch.Tensor.__len__,
-        torch.Tensor.__repr__,
-        torch.Tensor.data_ptr,
-        torch.Tensor.detach,
-        torch.Tensor.dim,
-        torch.Tensor.element_size,
-        torch.Tensor.is_complex,
-        torch.Tensor.is_contiguous,
-        torch.Tensor.is_floating_point,
-        torch.Tensor.item,
-        torch.Tensor.ndimension,
-        torch.Tensor.nelement,
-        torch.Tensor.numel,
-        torch.Tensor.numpy,
-        torch.Tensor.register_hook,
-        torch.Tensor.requires_grad_,
-        torch.Tensor.size,
-        torch.Tensor.storage_offset,
-        torch.Tensor.stride,
-        torch.Tensor.tolist,
-    }
-)
-_ATTRIBUTE_ACCESS = ("__get__", "__set__", "__delete__")
-
-
-class _AccessRecorder(TorchFunctionMode):
-    """Notes the trainable leaf tensors that torch operations take as inputs.
-
-    It only scans the arguments (and lists/tuples among them, for `torch.cat` and friends) and
-    calls `func` unchanged, so results are exactly those without the mode.
-    """
-
-    def __init__(self, accessed: dict[int, torch.Tensor]) -> None:
-        super().__init__()
-        self.accessed = accessed  # shared with the tape: id -> tensor, in first-use order
-        self.active = True
-
-    def _note(self, value: Any) -> None:
-        if isinstance(value, torch.Tensor):
-            if value.requires_grad and value.is_leaf:
-                self.accessed.setdefault(id(value), value)
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                if isinstance(item, torch.Tensor) and item.requires_grad and item.is_leaf:
-                    self.accessed.setdefault(id(item), item)
-
-    def __torch_function__(
-        self,
-        func: Any,
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        if kwargs is None:
-            kwargs = {}
-        # Under no_grad nothing is recorded, so nothing counts as accessed (TF's stop_recording).
-        if (
-            self.active
-            and torch.is_grad_enabled()
-            and func not in _NOT_READS
-            and getattr(func, "__name__", None) not in _ATTRIBUTE_ACCESS
-        ):
-            for arg in args:
-                self._note(arg)
-            for arg in kwargs.values():
-                self._note(arg)
-        return func(*args, **kwargs)
-
-
 class _RecordingTapes(threading.local):
     """The tapes recording in this thread, innermost last (TensorFlow keeps the same stack).
 
@@ -163,82 +93,6 @@ class _RecordingTapes(threading.local):
 
 
 _RECORDING = _RecordingTapes()
-
-
-def _leaves(structure: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    """Yields `(path, leaf)` for a nest of lists, tuples and mappings, in a stable order."""
-    if isinstance(structure, (list, tuple)):
-        for index, item in enumerate(structure):
-            yield from _leaves(item, f"{path}[{index}]")
-    elif isinstance(structure, Mapping):
-        for key, item in structure.items():
-            yield from _leaves(item, f"{path}[{key!r}]")
-    else:
-        yield path, structure
-
-
-def _leaves_along(structure: Any, other: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
-    """Yields `(path, leaf, part)`: the part of `other` found at each leaf of `structure`.
-
-    `other` (output gradients) must nest like `structure` (the target) down to its leaves,
-    where it may hold anything (a tensor, a nested list of numbers, None). `other=None` stands
-    for None at every leaf.
-    """
-    if other is None:
-        for leaf_path, leaf in _leaves(structure, path):
-            yield leaf_path, leaf, None
-    elif isinstance(structure, (list, tuple)):
-        if not isinstance(other, (list, tuple)) or len(other) != len(structure):
-            raise ValueError(
-                f"gradient(): output_gradients{path} must be a sequence of {len(structure)} "
-                f"entries like target{path}, got {type(other).__name__}."
-            )
-        for index, (item, part) in enumerate(zip(structure, other)):
-            yield from _leaves_along(item, part, f"{path}[{index}]")
-    elif isinstance(structure, Mapping):
-        if not isinstance(other, Mapping) or set(other) != set(structure):
-            raise ValueError(
-                f"gradient(): output_gradients{path} must be a mapping with the keys of "
-                f"target{path}."
-            )
-        for key, item in structure.items():
-            yield from _leaves_along(item, other[key], f"{path}[{key!r}]")
-    else:
-        yield path, structure, other
-
-
-def _expand_modules(structure: Any) -> Any:
-    """Replaces each `nn.Module` in a nest by the list of its trainable parameters (the module's
-    `trainable_weights`, as `var_list` takes it), so its gradients come back as that list."""
-    if isinstance(structure, torch.nn.Module):
-        return [p for p in structure.parameters() if p.requires_grad]
-    if isinstance(structure, list):
-        return [_expand_modules(item) for item in structure]
-    if isinstance(structure, tuple) and not hasattr(type(structure), "_fields"):
-        return tuple(_expand_modules(item) for item in structure)
-    if isinstance(structure, dict) and type(structure) is dict:
-        return {key: _expand_modules(item) for key, item in structure.items()}
-    return structure
-
-
-def _pack(structure: Any, values: Iterator[Any]) -> Any:
-    """Rebuilds `structure`'s nesting with its leaves replaced, in `_leaves` order, by `values`."""
-    if isinstance(structure, (list, tuple)):
-        items = [_pack(item, values) for item in structure]
-        if isinstance(structure, list):
-            return items
-        if hasattr(type(structure), "_fields"):  # namedtuple
-            return type(structure)(*items)
-        return type(structure)(items)
-    if isinstance(structure, Mapping):
-        packed = {key: _pack(item, values) for key, item in structure.items()}
-        if type(structure) is dict:
-            return packed
-        try:
-            return cast(Any, type(structure))(packed)
-        except TypeError:  # a mapping type that cannot be built from a dict (defaultdict)
-            return packed
-    return next(values)
 
 
 class GradientTape:

@@ -5,35 +5,39 @@ instance built from the group's values (so a group behaves exactly as a separate
 would); ``step()`` copies changed group values onto it, collects ``(p.grad, p)`` and calls its
 ``apply_gradients``. ``state[p]`` holds the inner optimizer's slot tensors themselves (no copies),
 keyed by their TensorFlow names, plus ``"step"``.
+
+``KerasOptimizer`` (construction, param groups synced onto their inner optimizers, the step) is
+here; the group spec and per-group records are ``_groups``, the parameter state and torch's
+``state_dict`` / ``load_state_dict`` are ``_torch_state`` (``KerasOptimizer``'s base class).
 """
 
 from __future__ import annotations
 
-import copy
 import inspect
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from .._features import FEATURE_SLOTS, FEATURES
-from .._hyper import Hyper, Param
-from .._state import expect
 from .._sync import StepLock, locked
 from ..optimizer import Optimizer as KerasOptimizerBase
 from ..wrappers._base import Transaction
+from ._groups import _FEATURES as _FEATURES
+from ._groups import _MISSING as _MISSING
+from ._groups import _GroupState as _GroupState
+from ._groups import _is_tensor as _is_tensor
+from ._groups import _ParamGroup as _ParamGroup
+from ._groups import _same as _same
+from ._groups import _Spec as _Spec
+from ._torch_state import _WEIGHT_NAMES as _WEIGHT_NAMES
+from ._torch_state import _as_step as _as_step
+from ._torch_state import _ParamState as _ParamState
+from ._torch_state import _State as _State
+from ._torch_state import _TorchState as _TorchState
+from ._torch_state import _weight_names as _weight_names
 
 __all__ = ["KerasOptimizer"]
-
-_MISSING: Any = object()
-
-# The base-class features as group keys, with their group defaults (kerasopt._features: one
-# table). `implementation=None` means Keras's own choice ("auto", or "compiled" with
-# `jit_compile=True`).
-_FEATURES: dict[str, Any] = {f.name: f.group_default for f in FEATURES}
 
 # torch.optim argument names kerasopt does not take: refused with a hint rather than ignored,
 # so a torch-style call never silently computes something else. Flags are accepted when falsy.
@@ -53,201 +57,7 @@ _TORCH_NAMES: dict[str, str] = {
 _TORCH_FLAGS = frozenset({"maximize", "foreach", "fused", "capturable", "differentiable"})
 
 
-def _is_tensor(value: Any) -> bool:
-    return isinstance(value, Tensor)
-
-
-def _same(a: Any, b: Any, live: bool) -> bool:
-    """Whether a group value is unchanged since it was applied.
-
-    A tensor value of a live key may have been updated in place (torch's schedulers ``fill_``
-    tensor learning rates), so it always counts as changed; it is cheap to set again.
-    """
-    if isinstance(a, Tensor) or isinstance(b, Tensor):
-        return a is b and not live
-    if a is b:
-        return True
-    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
-        return len(a) == len(b) and all(_same(x, y, live) for x, y in zip(a, b))
-    try:
-        return bool(a == b)
-    except Exception:  # values without a plain truth value: treat as changed
-        return False
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """What the adapter knows about one Keras class, derived from its signature and declarations."""
-
-    keras: type[KerasOptimizerBase]
-    defaults: dict[str, Any]  # group key -> Keras default (`lr` for `learning_rate`)
-    live: frozenset[str]  # keys set on the inner optimizer in place (hyperparameters, Params)
-    betas: bool  # has beta_1 and beta_2: `betas` is kept as their torch-style alias
-
-    @classmethod
-    def of(
-        cls, keras: type[KerasOptimizerBase], keywords: Mapping[str, Any] | None = None
-    ) -> _Spec:
-        """``keywords``: arguments the Keras class takes through ``**kwargs`` (with defaults);
-        by default the legacy ``decay`` where the class reports one in its config."""
-        args: dict[str, Any] = {}
-        for name, p in inspect.signature(keras.__init__).parameters.items():
-            if name in ("self", "name") or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                continue
-            args[name] = p.default
-        defaults: dict[str, Any] = {"lr": args.pop("learning_rate")}
-        betas = "beta_1" in args and "beta_2" in args
-        for name, value in args.items():
-            defaults[name] = value
-            if name == "beta_2" and betas:
-                defaults["betas"] = (args["beta_1"], args["beta_2"])
-        for name, value in _FEATURES.items():
-            defaults.setdefault(name, value)
-        if keywords is None:
-            config = keras().get_config()
-            keywords = {"decay": config["decay"]} if "decay" in config else {}
-        for name, value in keywords.items():
-            defaults.setdefault(name, value)
-        live = {"lr"}
-        for name in defaults:
-            # Keyword-only arguments may be read at construction only (Nadam's schedule_decay):
-            # a change rebuilds the inner optimizer.
-            if name not in keywords and isinstance(getattr(keras, name, None), (Hyper, Param)):
-                live.add(name)
-        return cls(keras, defaults, frozenset(live), betas)
-
-    def keras_kwargs(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, default in self.defaults.items():
-            value = group.get(key, default)
-            if key == "betas" or (key == "implementation" and value is None):
-                continue
-            out["learning_rate" if key == "lr" else key] = value
-        return out
-
-    def describe(self) -> str:
-        keys = ", ".join(f"``{k}={v!r}``" for k, v in self.defaults.items())
-        return f"Param-group keys and their defaults (Keras's): {keys}."
-
-
-_WEIGHT_NAMES: dict[type, tuple[str, ...]] = {}
-
-
-def _weight_names(keras: type[KerasOptimizerBase]) -> tuple[str, ...]:
-    """Names of the optimizer-level weights (Nadam's ``momentum_cache``), in ``variables()`` order.
-
-    Read from the Keras state dict of a probe built on one tiny tensor: they follow
-    ``iterations`` in ``variables()``, in the same order.
-    """
-    names = _WEIGHT_NAMES.get(keras)
-    if names is None:
-        probe = keras()
-        probe.build({"probe": torch.zeros(1)})
-        names = tuple(k[len("weight/") :] for k in probe.state_dict() if k.startswith("weight/"))
-        _WEIGHT_NAMES[keras] = names
-    return names
-
-
-class _ParamState(dict[str, Any]):
-    """``state[p]``: reports assignments to its owner, which adopts them at the next step."""
-
-    def __init__(self, owner: _State, param: Tensor) -> None:
-        super().__init__()
-        self._owner = owner
-        self._param = param
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        self._owner._dirty[id(self._param)] = self._param
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        super().update(*args, **kwargs)
-        self._owner._dirty[id(self._param)] = self._param
-
-
-class _State(defaultdict[Tensor, Any]):
-    """``optimizer.state``: param → its state dict, noting entries replaced from outside.
-
-    ZeroRedundancyOptimizer's ``load_state_dict`` and Lightning's device moves write
-    ``state[p] = {...}`` / ``state[p][key] = tensor`` directly; those values are copied into the
-    inner optimizer (after the same checks as a load) at the next ``step()``.
-    """
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(None)
-        self._dirty: dict[int, Tensor] = {}
-
-    def __missing__(self, key: Tensor) -> _ParamState:
-        value = _ParamState(self, key)
-        dict.__setitem__(self, key, value)
-        return value
-
-    def __setitem__(self, key: Tensor, value: Any) -> None:
-        entry = _ParamState(self, key)
-        dict.update(entry, value)
-        dict.__setitem__(self, key, entry)
-        self._dirty[id(key)] = key
-
-    def _put(self, key: Tensor, entry: _ParamState) -> None:
-        dict.__setitem__(self, key, entry)
-
-    def _take_dirty(self) -> dict[int, Tensor]:
-        dirty, self._dirty = self._dirty, {}
-        return dirty
-
-
-class _ParamGroup(dict[str, Any]):
-    """A param group that keeps ``betas`` and ``beta_1`` / ``beta_2`` equal when either is written
-    (``OneCycleLR`` / ``CyclicLR`` write ``betas``; Keras code writes ``beta_1``)."""
-
-    def __init__(self, data: Mapping[str, Any], betas: bool) -> None:
-        super().__init__(data)
-        self._betas = betas
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        if not getattr(self, "_betas", False):  # unpickling sets items before attributes
-            return
-        if key == "betas" and isinstance(value, (tuple, list)) and len(value) == 2:
-            super().__setitem__("beta_1", value[0])
-            super().__setitem__("beta_2", value[1])
-        elif key in ("beta_1", "beta_2") and "betas" in self:
-            super().__setitem__("betas", (self.get("beta_1"), self.get("beta_2")))
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
-
-
-@dataclass(eq=False)
-class _GroupState:
-    """The inner Keras optimizer of one param group, and what the adapter knows of its state."""
-
-    group: dict[str, Any]
-    inner: KerasOptimizerBase
-    synced: dict[str, Any]  # the group values the inner optimizer was last given
-    synced_values: tuple[Any, ...] = ()  # the same, as the group's values in key order
-    lr_alias: Any = _MISSING  # last `learning_rate` seen in the group (an alias of `lr`)
-    built: dict[int, Tensor] = field(default_factory=dict)  # id -> param, in build order
-    batches: list[Any] = field(default_factory=list)  # the `build` calls, to replay on rebuild
-    step: Tensor | None = None  # the inner optimizer's (raw) iteration counter
-    weights: dict[str, Tensor] = field(default_factory=dict)  # optimizer-level weights
-    layouts: dict[int, dict[str, Tensor]] = field(default_factory=dict)  # id -> name -> tensor
-
-
-def _as_step(value: Any, label: str) -> int:
-    if isinstance(value, Tensor):
-        if value.numel() != 1 or value.layout != torch.strided:
-            raise ValueError(f"{label}: 'step' must be a scalar; got shape {tuple(value.shape)}.")
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{label}: 'step' must be a number; got {type(value).__name__}.")
-    if value != int(value) or value < 0:
-        raise ValueError(f"{label}: 'step' must be a non-negative integer; got {value!r}.")
-    return int(value)
-
-
-class KerasOptimizer(torch.optim.Optimizer):
+class KerasOptimizer(_TorchState):
     """Base of ``kerasopt.optim``: a Keras optimizer behind the ``torch.optim.Optimizer`` protocol.
 
     Subclasses only name their Keras class (``class Adam(KerasOptimizer,
@@ -535,146 +345,6 @@ class KerasOptimizer(torch.optim.Optimizer):
             self._register(state, params)
 
     # ------------------------------------------------------------------------------------------
-    # state: built lazily per parameter, exposed as the inner optimizer's own tensors
-    def _build(self, state: _GroupState, group: Mapping[str, Any], params: list[Tensor]) -> None:
-        """Creates the inner optimizer's state for ``params`` (named as Keras would name them)."""
-        var_list = self._var_list(group, params)
-        state.inner.build(var_list)
-        self._built(state, params, var_list)
-
-    @staticmethod
-    def _var_list(group: Mapping[str, Any], params: list[Tensor]) -> Any:
-        """``params`` as the inner optimizer's var_list: named by ``param_names`` if given."""
-        names = group.get("param_names")
-        if names is not None:
-            lookup = {id(p): n for p, n in zip(group["params"], names)}
-            if all(id(p) in lookup for p in params):
-                return {lookup[id(p)]: p for p in params}
-        return list(params)
-
-    def _built(self, state: _GroupState, params: list[Tensor], var_list: Any) -> None:
-        """Records that the inner optimizer holds state for ``params`` (built as ``var_list``)."""
-        state.batches.append(var_list)
-        for p in params:
-            state.built[id(p)] = p
-        self._index(state, params)
-
-    def _index(self, state: _GroupState, params: list[Tensor]) -> None:
-        inner = state.inner
-        if state.step is None:
-            variables = inner.variables()
-            names = _weight_names(type(inner))
-            state.step = variables[0]
-            state.weights = dict(zip(names, variables[1 : 1 + len(names)]))
-        slot_names = (*inner.get_slot_names(), *FEATURE_SLOTS)
-        for p in params:
-            layout: dict[str, Tensor] = {}
-            for name in slot_names:
-                try:
-                    layout[name] = inner.get_slot(p, name)
-                except KeyError:
-                    continue
-            layout.update(state.weights)
-            state.layouts[id(p)] = layout
-
-    def _register(self, state: _GroupState, params: Iterable[Tensor]) -> None:
-        for p in params:
-            entry = _ParamState(self.state, p)
-            dict.__setitem__(entry, "step", state.step)
-            dict.update(entry, state.layouts[id(p)])
-            self.state._put(p, entry)
-
-    def _check_entry(
-        self, state: _GroupState, p: Tensor, values: Mapping[str, Any], label: str
-    ) -> tuple[int | None, list[tuple[Tensor, Tensor]]]:
-        """Checks one parameter's state values against its slots: the step, and what to copy."""
-        layout = state.layouts[id(p)]
-        step: int | None = None
-        copies: list[tuple[Tensor, Tensor]] = []
-        for key, value in values.items():
-            if key == "step":
-                if value is not state.step:
-                    step = _as_step(value, label)
-                continue
-            target = layout.get(key)
-            if target is None:
-                raise ValueError(
-                    f"{label}: unknown state key {key!r}; {self._spec.keras.__name__}'s state keys "
-                    f"for this parameter are {['step', *layout]}."
-                )
-            if value is target:
-                continue
-            expect(key, value, tuple(target.shape), target.dtype, f"{label}: state {key!r}")
-            copies.append((target, value))
-        return step, copies
-
-    @staticmethod
-    def _merge(
-        index: int, checked: list[tuple[int | None, list[tuple[Tensor, Tensor]]]]
-    ) -> tuple[int | None, list[tuple[Tensor, Tensor]]]:
-        """One step and one value per target for a group; parameters must agree on shared ones."""
-        steps = {s for s, _ in checked if s is not None}
-        if len(steps) > 1:
-            raise ValueError(
-                f"param_groups[{index}]: its parameters' states have different 'step' values "
-                f"{sorted(steps)}; a Keras optimizer keeps one step per group."
-            )
-        targets: dict[int, tuple[Tensor, Tensor]] = {}
-        for _, copies in checked:
-            for target, value in copies:
-                seen = targets.get(id(target))
-                if seen is not None and not torch.equal(seen[1].cpu(), value.cpu()):
-                    raise ValueError(
-                        f"param_groups[{index}]: parameters disagree on a shared optimizer weight "
-                        f"of shape {tuple(value.shape)}."
-                    )
-                targets[id(target)] = (target, value)
-        return (steps.pop() if steps else None), list(targets.values())
-
-    @staticmethod
-    def _write(state: _GroupState, step: int | None, copies: list[tuple[Tensor, Tensor]]) -> None:
-        with torch.no_grad():
-            for target, value in copies:
-                target.copy_(value)
-        if step is not None:
-            state.inner.iterations = step
-
-    def _adopt(self, states: list[_GroupState]) -> None:
-        """Copies ``state[p]`` values assigned from outside into the inner optimizers."""
-        dirty = self.state._take_dirty()
-        owners = {id(p): (i, s) for i, s in enumerate(states) for p in s.group["params"]}
-        todo: dict[int, list[tuple[Tensor, dict[str, Any]]]] = {}
-        for pid, p in dirty.items():
-            if pid in owners and p in self.state:
-                values = dict(dict.__getitem__(self.state, p))
-                todo.setdefault(owners[pid][0], []).append((p, values))
-        try:
-            plans = []
-            for index, items in todo.items():
-                state = states[index]
-                new = [p for p, values in items if id(p) not in state.built and values]
-                if new:
-                    self._build(state, state.group, new)
-                position = {id(p): j for j, p in enumerate(state.group["params"])}
-                checked = [
-                    self._check_entry(
-                        state,
-                        p,
-                        values,
-                        f"state[p] of param_groups[{index}] parameter {position[id(p)]}",
-                    )
-                    for p, values in items
-                    if id(p) in state.built
-                ]
-                plans.append((state, items, *self._merge(index, checked)))
-        except Exception:
-            self.state._dirty.update(dirty)  # still pending: the next step checks again
-            raise
-        for state, items, step, copies in plans:
-            self._write(state, step, copies)
-            self._register(state, [p for p, _ in items if id(p) in state.built])
-
-    # ------------------------------------------------------------------------------------------
     # the step
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Applies each parameter's ``.grad`` through its group's Keras optimizer.
@@ -745,140 +415,6 @@ class KerasOptimizer(torch.optim.Optimizer):
         ``finalize_variable_values``; change hyperparameters through ``param_groups``.
         """
         return [s.inner for s in self._sync_all()]
-
-    # ------------------------------------------------------------------------------------------
-    # state dicts: torch's format, Keras's checks
-    @locked
-    def state_dict(self) -> dict[str, Any]:
-        """torch's optimizer state dict: ``{"state": {index: {...}}, "param_groups": [...]}``.
-
-        Each parameter's state holds its slots by their TensorFlow names (``"m"``, ``"v"``, ...,
-        the inner optimizer's own tensors, not copies, as torch.optim returns them), the group's
-        ``"step"`` (int64) and any optimizer-level weight (Nadam's ``"momentum_cache"``). It
-        saves with ``torch.save`` and loads with ``torch.load(weights_only=True)``.
-        """
-        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
-            pre_hook(self)
-        mapping: dict[int, int] = {}
-        start = 0
-
-        def pack(group: dict[str, Any]) -> dict[str, Any]:
-            nonlocal start
-            packed = {k: v for k, v in group.items() if k != "params"}
-            for i, p in enumerate(group["params"], start):
-                mapping.setdefault(id(p), i)
-            packed["params"] = [mapping[id(p)] for p in group["params"]]
-            start += len(packed["params"])
-            return packed
-
-        param_groups = [pack(g) for g in self.param_groups]
-        # Plain tensors over the slots' storage (no copies): the slots are kerasopt.Variables,
-        # and a state dict must load with torch.load(weights_only=True).
-        packed_state = {
-            (mapping[id(k)] if isinstance(k, Tensor) else k): {
-                name: value.detach() if isinstance(value, Tensor) else value
-                for name, value in v.items()
-            }
-            for k, v in self.state.items()
-        }
-        state_dict: dict[str, Any] = {"state": packed_state, "param_groups": param_groups}
-        for post_hook in self._optimizer_state_dict_post_hooks.values():
-            result = post_hook(self, state_dict)
-            if result is not None:
-                state_dict = result
-        return state_dict
-
-    @locked
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Loads torch's format (``state_dict()`` output, or DCP's FQN-keyed form).
-
-        Everything is checked before anything changes: group and parameter counts, every state
-        key against the parameter's slots (names, shapes, dtypes — no silent casts), one
-        ``step`` per group, and the groups' hyperparameters (by building their Keras
-        optimizers). The groups' values are taken from ``state_dict``, as torch.optim does.
-
-        Raises:
-            ValueError: the state dict does not fit (the message names the group, parameter
-                and key); the optimizer is then unchanged.
-        """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a mapping; got {type(state_dict).__name__}.")
-        state_dict = dict(state_dict)
-        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
-            result = pre_hook(self, state_dict)
-            if result is not None:
-                state_dict = result
-        for key in ("state", "param_groups"):
-            if key not in state_dict:
-                raise ValueError(f"Optimizer state dict has no {key!r} entry.")
-        groups = self.param_groups
-        saved_groups = copy.deepcopy(list(state_dict["param_groups"]))
-        if len(groups) != len(saved_groups):
-            raise ValueError(
-                f"loaded state dict has {len(saved_groups)} parameter groups, the optimizer "
-                f"{len(groups)}."
-            )
-        saved_id: dict[int, Any] = {}
-        id_map: dict[Any, Tensor] = {}
-        for i, (group, saved) in enumerate(zip(groups, saved_groups)):
-            if len(group["params"]) != len(saved.get("params", ())):
-                raise ValueError(
-                    f"loaded state dict's parameter group {i} has {len(saved.get('params', ()))} "
-                    f"parameters, the optimizer's {len(group['params'])}."
-                )
-            for sid, p in zip(saved["params"], group["params"]):
-                id_map[sid] = p
-                saved_id[id(p)] = sid
-        values_of: dict[int, Mapping[str, Any]] = {}
-        for sid, values in state_dict["state"].items():
-            if sid not in id_map:
-                raise ValueError(
-                    f"loaded state dict has state for parameter {sid!r}, which no group lists."
-                )
-            if not isinstance(values, Mapping):
-                raise ValueError(
-                    f"state of parameter {sid!r} must be a dict; got {type(values).__name__}."
-                )
-            if values:
-                values_of[id(id_map[sid])] = values
-
-        plans = []
-        for i, (group, saved) in enumerate(zip(groups, saved_groups)):
-            values = dict(saved)
-            values["params"] = group["params"]
-            if "param_names" in group and "param_names" not in values:
-                values["param_names"] = group["param_names"]
-            given = set(values)
-            for key in self._spec.defaults:
-                values.setdefault(key, group.get(key, self._spec.defaults[key]))
-            self._normalize(values, given)
-            new_group = _ParamGroup(values, self._spec.betas)
-            state = self._new_group_state(new_group, i)
-            params = [p for p in group["params"] if id(p) in values_of]
-            if params:
-                self._build(state, new_group, params)
-            checked = []
-            for j, p in enumerate(group["params"]):
-                values = values_of.get(id(p))
-                if values is None:
-                    continue
-                label = f"state[{saved_id[id(p)]!r}] (param_groups[{i}] parameter {j})"
-                if "step" not in values:
-                    raise ValueError(f"{label} has no 'step'.")
-                checked.append(self._check_entry(state, p, values, label))
-            plans.append((new_group, state, params, *self._merge(i, checked)))
-
-        # Everything checked: assign.
-        new_state = _State()
-        self.state = new_state
-        self.param_groups = [g for g, *_ in plans]
-        self._groups = {}
-        for new_group, state, params, step, copies in plans:
-            self._write(state, step, copies)
-            self._groups[id(new_group)] = state
-            self._register(state, params)
-        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
-            post_hook(self)
 
     # pickling / copy.deepcopy: torch's three fields, the inner optimizers rebuilt from them
     def __getstate__(self) -> dict[str, Any]:
