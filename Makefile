@@ -17,8 +17,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools examples
 	$(BIN)/ruff format --check src tests benchmarks tools examples
 
+# mypy reads a module's .pyi stub in place of its .py (tools/make_optim_stubs.py writes stubs for
+# kerasopt.optim and kerasopt.keras3.optim): the second run checks those .py files themselves.
+STUBBED := $(patsubst %.pyi,%.py,$(shell find src/kerasopt -name '*.pyi'))
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy $(STUBBED)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -n 2
