@@ -300,14 +300,16 @@ def test_failed_first_multi_optimizer_call_leaves_it_unbuilt():
 
 # -- what commit copies, and when --------------------------------------------------------------
 def _count_snapshots(monkeypatch):
+    from kerasopt import step
+
     calls = []
-    original = ko.Optimizer._snapshot
+    original = step.snapshot
 
-    def counting(self, plan):
-        calls.append(self)
-        return original(self, plan)
+    def counting(opt, plan):
+        calls.append(opt)
+        return original(opt, plan)
 
-    monkeypatch.setattr(ko.Optimizer, "_snapshot", counting)
+    monkeypatch.setattr(step, "snapshot", counting)
     return calls
 
 

@@ -18,7 +18,94 @@ from ._slots import SlotStore
 from ._types import Coefficients, Plan, Record
 from .sparse import IndexedSlices, deduplicate
 
-__all__ = ["RulePath"]
+__all__ = ["Rule", "RulePath"]
+
+
+class Rule:
+    """What an optimizer file declares and implements: its slots and traits, ``prepare`` (the
+    step's coefficients) and ``update`` (the rule, written once with tensor methods). The engines
+    run ``update`` per tensor, on ``TensorList``s (foreach) and compiled; ``Optimizer`` inherits
+    this contract and adds TensorFlow's API around it (docs/custom-optimizer.md).
+    """
+
+    #: the rule's slots, in creation order (override ``slot_names()`` when they depend on config)
+    slots: ClassVar[tuple[str, ...]] = ()
+    #: other names a slot answers to in ``get_slot`` (e.g. Keras 3's ``momentum`` for ``m``)
+    slot_aliases: ClassVar[dict[str, str]] = {}
+    #: the rule's parameter for a slot whose name is not its parameter name (the rule gets each
+    #: slot as a keyword argument named for the slot; Adafactor's slot ``c`` would clash with the
+    #: coefficients ``c``, Schedule-Free's ``momentum`` is the paper's ``z``)
+    slot_arguments: ClassVar[dict[str, str]] = {}
+    #: False when the rule needs whole tensors (norms, factored moments): always run per tensor
+    elementwise: ClassVar[bool] = True
+    #: "lazy": sparse gradients reach ``update_sparse`` (the default one touches only the indexed
+    #: rows; Adam's, Nadam's and RMSprop's own decay every row, as TF's); "dense": densify them
+    sparse_mode: ClassVar[str] = "lazy"
+    #: create slots variable by variable (Ftrl, Keras 3) instead of one slot name at a time
+    interleave_slots: ClassVar[bool] = False
+    #: Keras 3 optimizers report the full set of newer base keys in get_config
+    keras3_config: ClassVar[bool] = False
+    #: whether the rule is defined for complex variables (TF: SGD, Adagrad, Adadelta, RMSprop)
+    supports_complex: ClassVar[bool] = False
+    #: how ``set_weights`` reads a Keras V1 optimizer's ``get_weights()`` (TF's per-class
+    #: overrides): ``"without_iterations"`` (Adagrad, Adadelta, RMSprop), ``"with_vhats"`` (Adam)
+    keras_v1_weights: ClassVar[str | None] = None
+    #: the class of ``prepare``'s coefficients (each optimizer declares the fields its rule reads)
+    coefficients: ClassVar[type[Coefficients]] = Coefficients
+
+    def slot_names(self) -> tuple[str, ...]:
+        """The rule's slot names for the current configuration, in creation order."""
+        return self.slots
+
+    def slot_initializer(self, slot_name: str) -> Any:
+        """Initial value of a slot: "zeros", "ones", a number or a callable(shape, dtype)."""
+        return "zeros"
+
+    def prepare(self, c: Any, device: torch.device, dtype: torch.dtype) -> None:
+        """Adds the rule's coefficients to ``c`` (0-d tensors in ``dtype`` on ``device``)."""
+
+    def update(self, var: Any, grad: Any, *args: Any, **kwargs: Any) -> None:
+        """The optimizer's update rule, written once with tensor methods (see docs/design.md).
+
+        Called with the variable, its gradient, the step's coefficients ``c`` and each of the
+        variable's slots as a keyword argument named for the slot (``m=..., v=...``), so a
+        rule's signature reads like its docs/reference-behaviour.md page: ``update(self, var, grad, m, v, *, c)``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no update rule.")
+
+    def update_sparse(self, var: Any, indices: Any, values: Any, *args: Any, **kwargs: Any) -> None:
+        """Sparse rule; the default is lazy: the dense rule on the indexed rows only.
+
+        Called like ``update``, with the indices and values of the gradient's rows.
+        """
+        c, slots = kwargs.pop("c"), kwargs  # (the signature lets a subclass name its slots)
+        rows = var.index_select(0, indices)
+        slot_rows = {name: s.index_select(0, indices) for name, s in slots.items()}
+        self.update(rows, values, c=c, **slot_rows)
+        var.index_copy_(0, indices, rows)
+        for name, s in slots.items():
+            s.index_copy_(0, indices, slot_rows[name])
+
+    def sums_duplicates(self) -> bool:
+        """Whether duplicate sparse indices are summed before ``update_sparse`` (TF: yes, except
+        plain SGD, which scatter-adds every row)."""
+        return True
+
+    def _rule_slots(self, record: Record) -> dict[str, Tensor]:
+        arg = self.slot_arguments
+        return {arg.get(name, name): record.slots[name] for name in self.slot_names_for(record)}
+
+    def slot_names_for(self, record: Record) -> tuple[str, ...]:
+        """The slots passed to the rule for one variable (Muon routes variables differently)."""
+        return self.slot_names()
+
+    def _update_with_weight_decay(
+        self, var: Any, grad: Any, *, c: Coefficients, **slots: Any
+    ) -> None:
+        # A method, not a closure: the compiled engine keys its graphs on the rule's function
+        # and class.
+        _engines.decay_(var, c.weight_decay, c.lr_t)
+        self.update(var, grad, c=c, **slots)
 
 
 class RuleOwner(Protocol):

@@ -17,7 +17,8 @@ Example:
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -182,6 +183,46 @@ def config(opt: Any, keras3: bool) -> dict[str, Any]:
         elif value is not None and value != default:
             out[feature.name] = "float32" if feature.name == "slot_dtype" else value
     return out
+
+
+def check_arguments(owner: str, learning_rate: Any, kwargs: dict[str, Any]) -> Any:
+    """The base constructor's first checks (``owner`` is the class name): no model parameters
+    as the learning rate (a torch.optim habit), no unknown keyword, a non-negative legacy
+    ``decay`` / ``lr``; returns the learning rate (``lr=``, deprecated, is popped into it)."""
+    if looks_like_parameters(learning_rate):
+        raise TypeError(
+            f"{owner}() got model parameters as its first argument (`learning_rate`): "
+            f"kerasopt.optimizers.{owner} takes TF's arguments (hyperparameters only) and gets "
+            "its variables from `minimize(loss, var_list)` / `apply_gradients(pairs)`. For "
+            f"the torch.optim protocol use kerasopt.optim.{owner}(model.parameters(), lr=...)."
+        )
+    for key in kwargs:
+        if key not in BY_NAME and key not in ("decay", "lr"):
+            raise TypeError(f"Unexpected keyword argument passed to optimizer: {key}")
+    for key in ("decay", "lr"):
+        if kwargs.get(key) is not None:
+            non_negative(key, kwargs[key])
+    if "lr" in kwargs:
+        # stacklevel: as when Optimizer.__init__ warned (its caller: the subclass's __init__)
+        warnings.warn(
+            "The `lr` argument is deprecated, use `learning_rate` instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+        learning_rate = kwargs.pop("lr")
+    return learning_rate
+
+
+def looks_like_parameters(value: Any) -> bool:
+    """``model.parameters()``, a module, or a list of tensors / param-group dicts: what a
+    torch.optim user passes first, and what a Keras optimizer must not take as a learning rate."""
+    if isinstance(value, (torch.nn.Module, Iterator)):
+        return True
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(isinstance(item, (Tensor, dict)) for item in value)
+    )
 
 
 # ---------------------------------------------------------------------------------------------

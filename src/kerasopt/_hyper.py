@@ -17,6 +17,7 @@ the tensors the engines read).
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import numbers
 from collections.abc import Callable
@@ -67,6 +68,21 @@ def positive_int_or_none(name: str, value: Any) -> None:
 def is_number_or_none(name: str, value: Any) -> None:
     if value is not None and number_value(value) is None:
         raise TypeError(f"`{name}` must be a number or None. Received: {name}={value!r}")
+
+
+def takes_step(fn: Callable[..., Any]) -> bool:
+    """Whether a hyperparameter callable takes the step (a schedule: ``schedule(step)``) or
+    nothing (TF's zero-argument callables)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = [
+        p
+        for p in params
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    return len(required) == 1
 
 
 def require_init(opt: Any, name: str, doing: str = "setting") -> None:

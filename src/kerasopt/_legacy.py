@@ -34,9 +34,10 @@ import torch
 from torch import Tensor
 
 from . import _distributed, _engines, _gradients
+from ._gradients import Grad
 from ._hyper import Hyper, tf_cast_value
 from ._types import Coefficients, Plan, Record
-from .sparse import IndexedSlices
+from .sparse import IndexedSlices, deduplicate
 
 if TYPE_CHECKING:
     from ._slots import SlotStore
@@ -208,3 +209,58 @@ def expose(opt: Any, name: str) -> None:
     attribute = HyperAttribute(fallback)
     attribute.__set_name__(cls, name)
     setattr(cls, name, attribute)
+
+
+class Hooks:
+    """TF 2.x's subclass hooks with their defaults (a base of ``kerasopt.Optimizer``): a seed-era
+    subclass overrides them, and ``HookPath`` calls them; a rule-based optimizer never needs to."""
+
+    gradient_aggregator: Any
+
+    def _fallback_apply_state(self, var_device: torch.device, var_dtype: torch.dtype) -> Any:
+        raise NotImplementedError  # kerasopt.Optimizer's
+
+    def _record(self, var: Tensor) -> Record:
+        raise NotImplementedError  # kerasopt.Optimizer's
+
+    def update(self, var: Any, grad: Any, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError  # the rule's (kerasopt._apply.Rule)
+
+    def update_sparse(self, var: Any, indices: Any, values: Any, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError  # the rule's (kerasopt._apply.Rule)
+
+    def _rule_slots(self, record: Record) -> dict[str, Tensor]:
+        raise NotImplementedError  # the rule's (kerasopt._apply.Rule)
+
+    def _aggregate_gradients(self, grads_and_vars: list[tuple[Grad, Tensor]]) -> Any:
+        """TF's hook: aggregates gradients across replicas (``gradient_aggregator`` if given).
+
+        On one process, and under DDP/FSDP (whose gradients ``torch.distributed`` has already
+        reduced), the default is the identity. Runs before clipping, in the plan.
+        """
+        if self.gradient_aggregator is None:
+            return grads_and_vars
+        return self.gradient_aggregator(grads_and_vars)
+
+    def _resource_apply_dense(self, grad: Tensor, var: Tensor, apply_state: Any = None) -> None:
+        """Applies a dense gradient to one variable (TF hook; runs the rule per tensor)."""
+        c = (apply_state or {}).get((var.device, var.dtype)) or self._fallback_apply_state(
+            var.device, var.dtype
+        )
+        self.update(var, grad, c=c, **self._rule_slots(self._record(var)))
+
+    def _resource_apply_sparse(
+        self, grad: Tensor, var: Tensor, indices: Tensor, apply_state: Any = None
+    ) -> None:
+        """Applies unique-row sparse values (TF hook). Seed-era subclasses override it."""
+        c = (apply_state or {}).get((var.device, var.dtype)) or self._fallback_apply_state(
+            var.device, var.dtype
+        )
+        self.update_sparse(var, indices, grad, c=c, **self._rule_slots(self._record(var)))
+
+    def _resource_apply_sparse_duplicate_indices(
+        self, grad: Tensor, handle: Tensor, indices: Tensor, apply_state: Any = None
+    ) -> None:
+        """Sums duplicate indices, then calls ``_resource_apply_sparse`` (TF hook)."""
+        g = deduplicate(IndexedSlices(grad, indices, tuple(handle.shape)))
+        call_hook(self._resource_apply_sparse, g.values, handle, apply_state, g.indices)

@@ -51,6 +51,23 @@ class StateOwner(Protocol):
     def _set_hyper(self, name: str, value: Any) -> None: ...
 
 
+def adoptable_counter(value: Tensor, built: bool) -> Tensor:
+    """``value`` if ``opt.iterations = value`` may adopt it (TF adopts a variable, e.g. a global
+    step, which the optimizer then increments), else the TypeError / RuntimeError TF raises."""
+    if value.dim() != 0 or value.dtype.is_floating_point or value.dtype.is_complex:
+        raise TypeError(
+            "`iterations` must be set to a 0-d integer tensor (e.g. "
+            "kerasopt.Variable(0, dtype=torch.int64, trainable=False)) or an int; got a "
+            f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}."
+        )
+    if built:
+        raise RuntimeError(
+            "Cannot set `iterations` to a new Variable after the Optimizer weights have "
+            f"been created. Here it is attempting to set `iterations` to {value!r}."
+        )
+    return value
+
+
 def variable_names(store: SlotStore, owner: str) -> dict[str, Record]:
     """name → record; two variables with one name make state ambiguous, so that is an error."""
     out: dict[str, Record] = {}

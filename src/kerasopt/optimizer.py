@@ -22,26 +22,22 @@ compose optimizers in ``wrappers/``. docs/architecture.md walks through a step.
 from __future__ import annotations
 
 import abc
-import inspect
-import numbers
 import re
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from . import _engines, _features, _gradients, _legacy, _state, step
-from ._apply import RulePath
+from . import _features, _gradients, _legacy, _state, step
+from ._apply import Rule, RulePath
 from ._gradients import Grad
 from ._hyper import (
     _UNSET,
     Hyper,
     HyperStore,
     Param,
-    check_hyper_value,
     declared,
     epsilon_or_default,
     non_negative,
@@ -49,12 +45,11 @@ from ._hyper import (
     require_init,
     unit_interval,
 )
-from ._schedules import LearningRateSchedule
-from ._serialization import build_from_config, serialize_schedule
+from ._hyperparameters import Hyperparameters
+from ._serialization import build_from_config
 from ._slots import SlotStore, new_slot, var_label
 from ._sync import StepLock, locked
-from ._types import Coefficients, Plan, Record
-from .sparse import IndexedSlices, deduplicate
+from ._types import Coefficients, Record
 from .variables import Variable
 
 # What an optimizer file (kerasopt's or a user's) needs: docs/custom-optimizer.md.
@@ -72,61 +67,12 @@ __all__ = [
 _BASE_KWARGS = frozenset({"decay", "lr", *_features.BY_NAME})
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real)
-
-
-def _looks_like_parameters(value: Any) -> bool:
-    """``model.parameters()``, a module, or a list of tensors / param-group dicts: what a
-    torch.optim user passes first, and what a Keras optimizer must not take as a learning rate."""
-    if isinstance(value, (nn.Module, Iterator)):
-        return True
-    return (
-        isinstance(value, (list, tuple))
-        and len(value) > 0
-        and all(isinstance(item, (Tensor, dict)) for item in value)
-    )
-
-
-def adoptable_counter(value: Tensor, built: bool) -> Tensor:
-    """``value`` if ``opt.iterations = value`` may adopt it (TF adopts a variable, e.g. a global
-    step, which the optimizer then increments), else the TypeError / RuntimeError TF raises."""
-    if value.dim() != 0 or value.dtype.is_floating_point or value.dtype.is_complex:
-        raise TypeError(
-            "`iterations` must be set to a 0-d integer tensor (e.g. "
-            "kerasopt.Variable(0, dtype=torch.int64, trainable=False)) or an int; got a "
-            f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}."
-        )
-    if built:
-        raise RuntimeError(
-            "Cannot set `iterations` to a new Variable after the Optimizer weights have "
-            f"been created. Here it is attempting to set `iterations` to {value!r}."
-        )
-    return value
-
-
-def _requires_step_argument(fn: Callable[..., Any]) -> bool:
-    """Whether a hyperparameter callable takes the step (a schedule) or nothing (TF's callables)."""
-    if isinstance(fn, LearningRateSchedule):
-        return True
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    required = [
-        p
-        for p in params
-        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    return len(required) == 1
-
-
 _RULES = RulePath()
 
 
 # ABCMeta only so that the wrappers, which compose instead of inheriting, register as virtual
 # subclasses (TF's LossScaleOptimizer is an Optimizer): nothing here is abstract.
-class Optimizer(metaclass=abc.ABCMeta):
+class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
     """Base class of kerasopt optimizers (TF ``tf.keras.optimizers.Optimizer``, optimizer_v2).
 
     You never use this class directly: create one of its subclasses such as
@@ -166,30 +112,6 @@ class Optimizer(metaclass=abc.ABCMeta):
     learning_rate = Hyper(0.001, check=non_negative)
     decay = Hyper(0.0, check=non_negative)
 
-    #: the rule's slots, in creation order (override ``slot_names()`` when they depend on config)
-    slots: ClassVar[tuple[str, ...]] = ()
-    #: other names a slot answers to in ``get_slot`` (e.g. Keras 3's ``momentum`` for ``m``)
-    slot_aliases: ClassVar[dict[str, str]] = {}
-    #: the rule's parameter for a slot whose name is not its parameter name (the rule gets each
-    #: slot as a keyword argument named for the slot; Adafactor's slot ``c`` would clash with the
-    #: coefficients ``c``, Schedule-Free's ``momentum`` is the paper's ``z``)
-    slot_arguments: ClassVar[dict[str, str]] = {}
-    #: False when the rule needs whole tensors (norms, factored moments): always run per tensor
-    elementwise: ClassVar[bool] = True
-    #: "lazy": sparse gradients reach ``update_sparse`` (the default one touches only the indexed
-    #: rows; Adam's, Nadam's and RMSprop's own decay every row, as TF's); "dense": densify them
-    sparse_mode: ClassVar[str] = "lazy"
-    #: create slots variable by variable (Ftrl, Keras 3) instead of one slot name at a time
-    interleave_slots: ClassVar[bool] = False
-    #: Keras 3 optimizers report the full set of newer base keys in get_config
-    keras3_config: ClassVar[bool] = False
-    #: whether the rule is defined for complex variables (TF: SGD, Adagrad, Adadelta, RMSprop)
-    supports_complex: ClassVar[bool] = False
-    #: how ``set_weights`` reads a Keras V1 optimizer's ``get_weights()`` (TF's per-class
-    #: overrides): ``"without_iterations"`` (Adagrad, Adadelta, RMSprop), ``"with_vhats"`` (Adam)
-    keras_v1_weights: ClassVar[str | None] = None
-    #: the class of ``prepare``'s coefficients (each optimizer declares the fields its rule reads)
-    coefficients: ClassVar[type[Coefficients]] = Coefficients
     #: how a plan is applied: the rule and engines, or a TF 2.x subclass's hooks (chosen per class)
     _path: ClassVar[RulePath | _legacy.HookPath] = _RULES
     #: the class overrides TF's `_aggregate_gradients` (then every step calls it)
@@ -237,20 +159,7 @@ class Optimizer(metaclass=abc.ABCMeta):
         # state_dict is one step boundary's (kerasopt._sync)
         self._step_lock = StepLock()
         self._params: dict[str, Any] = {}
-        if _looks_like_parameters(learning_rate):
-            cls = type(self).__name__
-            raise TypeError(
-                f"{cls}() got model parameters as its first argument (`learning_rate`): "
-                f"kerasopt.optimizers.{cls} takes TF's arguments (hyperparameters only) and gets "
-                "its variables from `minimize(loss, var_list)` / `apply_gradients(pairs)`. For "
-                f"the torch.optim protocol use kerasopt.optim.{cls}(model.parameters(), lr=...)."
-            )
-        for key in kwargs:
-            if key not in _BASE_KWARGS:
-                raise TypeError(f"Unexpected keyword argument passed to optimizer: {key}")
-        for key in ("decay", "lr"):
-            if kwargs.get(key) is not None:
-                non_negative(key, kwargs[key])
+        learning_rate = _features.check_arguments(type(self).__name__, learning_rate, kwargs)
         self._name = name if name is not None else type(self).__name__
         # variables, their names and slots (kerasopt._slots); loaded state adopted by _state
         self._store = SlotStore(adopt=_state.adopt_pending)
@@ -266,13 +175,6 @@ class Optimizer(metaclass=abc.ABCMeta):
         self._exclude_ids: set[int] = set()
         self._exclude_names: re.Pattern[str] | None = None
 
-        if "lr" in kwargs:
-            warnings.warn(
-                "The `lr` argument is deprecated, use `learning_rate` instead.",
-                UserWarning,
-                stacklevel=2,
-            )
-            learning_rate = kwargs.pop("lr")
         if learning_rate is not _UNSET:
             self.learning_rate = learning_rate
         self.decay = kwargs.pop("decay", 0.0)
@@ -281,73 +183,6 @@ class Optimizer(metaclass=abc.ABCMeta):
         self.gradient_transformers = list(gradient_transformers or [])
 
         _features.init(self, kwargs)  # clipnorm, use_ema, ..., implementation (one table)
-
-    # ------------------------------------------------------------------------------------------
-    # hyperparameters
-    def _set_hyper(self, name: str, value: Any) -> None:
-        """Sets hyperparameter ``name`` (TF's ``_set_hyper``): number, tensor, callable or schedule.
-
-        A number is written in place into the hyperparameter's float32 variable (the one
-        ``opt.learning_rate`` returns), so references to it stay valid, as in TF; a tensor is
-        kept by reference and read at every step; a callable or schedule replaces the value.
-        """
-        check_hyper_value(name, value)
-        if name not in {d.name for d in declared(type(self)) if isinstance(d, Hyper)}:
-            _legacy.expose(self, name)  # TF: `opt.momentum` after `_set_hyper("momentum")`
-        if name == "learning_rate" and "learning_rate" in self._hyper:
-            old = self._hyper.sources["learning_rate"]
-            if isinstance(old, LearningRateSchedule) and number_value(value) is not None:
-                raise TypeError(
-                    "This optimizer was created with a `LearningRateSchedule` object as its "
-                    "`learning_rate` constructor argument, hence its learning rate is not "
-                    "settable. Assign another schedule or callable instead."
-                )
-        self._hyper.set(name, value, callable(value) and _requires_step_argument(value))
-
-    def _hyper_source(self, name: str) -> Any:
-        """The hyperparameter's current source: a number, tensor, callable or schedule."""
-        return self._hyper.source(name)
-
-    def _hyper_read(self, name: str) -> Any:
-        """What ``opt.<hyperparameter>`` returns: the float32 variable holding a number (assign
-        to it to change the value), or the tensor, callable or schedule that was set."""
-        if name not in self._hyper:
-            raise AttributeError(f"{type(self).__name__!r} object has no hyperparameter {name!r}")
-        return self._hyper.read(name)
-
-    @property
-    def lr(self) -> Any:
-        """Deprecated alias of ``learning_rate`` (TF keeps it for backward compatibility)."""
-        return self._hyper_read("learning_rate")
-
-    @lr.setter
-    def lr(self, value: Any) -> None:
-        self.learning_rate = value
-
-    def _get_hyper(self, name: str, dtype: torch.dtype | None = None) -> Any:
-        """TF's ``_get_hyper``: the step-time value in ``dtype`` (schedules are returned as is)."""
-        value = self._hyper.sources[name]
-        if isinstance(value, LearningRateSchedule):
-            return value
-        tensor = self._hyper.tensors[name]
-        if callable(value) and not self._in_step:
-            tensor = self._hyper.evaluate(name, self._raw_iterations)
-        elif dtype is None and not callable(value) and not isinstance(value, Tensor):
-            return self._hyper.variables[name]  # TF returns the hyperparameter variable
-        return tensor if dtype is None else tensor.to(dtype)
-
-    _in_step = False
-
-    def _serialize_hyperparameter(self, name: str) -> Any:
-        value = self._hyper_source(name)
-        if isinstance(value, LearningRateSchedule):
-            return serialize_schedule(value)
-        if callable(value):
-            return float(self._hyper.evaluate(name, self._raw_iterations))
-        return value if not isinstance(value, Tensor) else float(value)
-
-    def _on_param_change(self, name: str) -> None:
-        self._constants.clear()
 
     # ------------------------------------------------------------------------------------------
     # public attributes
@@ -364,7 +199,7 @@ class Optimizer(metaclass=abc.ABCMeta):
     @iterations.setter
     def iterations(self, value: int | Tensor) -> None:
         if isinstance(value, Tensor):
-            self._raw_iterations = adoptable_counter(value, self._store.built)
+            self._raw_iterations = _state.adoptable_counter(value, self._store.built)
             self._iterations_adopted = True
             self._sync_step()
             return
@@ -372,28 +207,12 @@ class Optimizer(metaclass=abc.ABCMeta):
         self._raw_iterations.fill_(v)
         self._sync_step()
 
-    def _sync_step(self) -> None:
-        """Refreshes the Python mirror of the counter when the tensor changed behind our back
-        (an adopted global step, ``opt.iterations.assign(...)``); reads no device otherwise."""
-        version = self._raw_iterations._version
-        if version != self._step_version:
-            self._step = int(self._raw_iterations)
-            self._step_version = version
-
     @property
     def built(self) -> bool:
         return self._store.built
 
     # ------------------------------------------------------------------------------------------
     # slots and weights
-    def slot_names(self) -> tuple[str, ...]:
-        """The rule's slot names for the current configuration, in creation order."""
-        return self.slots
-
-    def slot_initializer(self, slot_name: str) -> Any:
-        """Initial value of a slot: "zeros", "ones", a number or a callable(shape, dtype)."""
-        return "zeros"
-
     def _create_slots(self, var_list: Sequence[Tensor]) -> None:
         """Creates the rule's slots for new variables (TF's hook; seed-era subclasses override)."""
         names = self.slot_names()
@@ -508,20 +327,6 @@ class Optimizer(metaclass=abc.ABCMeta):
             record = self._store.register(var)
         return record
 
-    def _ensure_home(self, device: torch.device) -> None:
-        """Moves the counter and hyperparameter tensors to the first variable's device (not to
-        the meta device: a meta variable, which no step updates, must not strand them there)."""
-        if self._store.by_id or device == self._home or device.type == "meta":
-            return
-        self._home = device
-        if not self._iterations_adopted:
-            self._raw_iterations = Variable._wrap(
-                self._raw_iterations.detach().to(device), False, "iter", None
-            )
-            self._step_version = self._raw_iterations._version
-        self._hyper.move(device)
-        self._store.move_weights(device)
-
     def build(self, var_list: Any) -> None:
         """Creates the slots of ``var_list`` now (optional: slots are also created lazily)."""
         require_init(self, "build", "calling")
@@ -551,7 +356,7 @@ class Optimizer(metaclass=abc.ABCMeta):
             for var in new_vars:
                 self.add_slot(var, "gradient_accumulator")
 
-    def _build_optimizer_weights(self, var_list: Sequence[Tensor]) -> None:  # noqa: B027
+    def _build_optimizer_weights(self, var_list: Sequence[Tensor]) -> None:
         """Hook for optimizer-level weights (Nadam's ``momentum_cache``)."""
 
     def _flatten_var_list(self, var_list: Any) -> list[Tensor]:
@@ -652,36 +457,11 @@ class Optimizer(metaclass=abc.ABCMeta):
                 step.commit(self, plan)
             return self.iterations
 
-    def _aggregate_gradients(self, grads_and_vars: list[tuple[Grad, Tensor]]) -> Any:
-        """TF's hook: aggregates gradients across replicas (``gradient_aggregator`` if given).
-
-        On one process, and under DDP/FSDP (whose gradients ``torch.distributed`` has already
-        reduced), the default is the identity. Runs before clipping, in the plan.
-        """
-        if self.gradient_aggregator is None:
-            return grads_and_vars
-        return self.gradient_aggregator(grads_and_vars)
-
     def _name_of(self, var: Tensor) -> str:
         return self._store.name_of(var)
 
     def _label(self, var: Tensor) -> str:
         return repr(self._name_of(var))
-
-    def _snapshot(self, plan: Plan) -> list[tuple[Tensor, Tensor]]:
-        """Copies of every tensor a commit of ``plan`` may write (variables, their slots,
-        optimizer-level weights, the hyperparameter tensors it refreshes, the counter). A number
-        hyperparameter's tensor is not written by a commit, and is left alone: restoring it
-        would look like a user's in-place assign (``HyperStore.source``)."""
-        hyper = [self._hyper.tensors[name] for name in plan.hyper_values]
-        tensors: list[Tensor] = [self._raw_iterations, *hyper]
-        tensors += [t for _, t in self._store.opt_weights]
-        for _, var in plan.raw_grads:
-            tensors.append(var)
-            record = self._store.record_of(var)
-            if record is not None:
-                tensors.extend(record.slots.values())
-        return [(t, t.detach().clone()) for t in tensors]
 
     def _prepare(
         self, variables: Sequence[Tensor]
@@ -709,9 +489,6 @@ class Optimizer(metaclass=abc.ABCMeta):
         if "learning_rate" in self._hyper.sources:
             c.lr_t = self._decayed_lr(var_dtype).to(var_device)
         self.prepare(c, var_device, var_dtype)
-
-    def prepare(self, c: Any, device: torch.device, dtype: torch.dtype) -> None:  # noqa: B027
-        """Adds the rule's coefficients to ``c`` (0-d tensors in ``dtype`` on ``device``)."""
 
     # helpers for `prepare`
     def _hyper_t(self, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -747,73 +524,6 @@ class Optimizer(metaclass=abc.ABCMeta):
 
     # ------------------------------------------------------------------------------------------
     # engines
-    def update(self, var: Any, grad: Any, *args: Any, **kwargs: Any) -> None:
-        """The optimizer's update rule, written once with tensor methods (see docs/design.md).
-
-        Called with the variable, its gradient, the step's coefficients ``c`` and each of the
-        variable's slots as a keyword argument named for the slot (``m=..., v=...``), so a
-        rule's signature reads like its docs/reference-behaviour.md page: ``update(self, var, grad, m, v, *, c)``.
-        """
-        raise NotImplementedError(f"{type(self).__name__} defines no update rule.")
-
-    def update_sparse(self, var: Any, indices: Any, values: Any, *args: Any, **kwargs: Any) -> None:
-        """Sparse rule; the default is lazy: the dense rule on the indexed rows only.
-
-        Called like ``update``, with the indices and values of the gradient's rows.
-        """
-        c, slots = kwargs.pop("c"), kwargs  # (the signature lets a subclass name its slots)
-        rows = var.index_select(0, indices)
-        slot_rows = {name: s.index_select(0, indices) for name, s in slots.items()}
-        self.update(rows, values, c=c, **slot_rows)
-        var.index_copy_(0, indices, rows)
-        for name, s in slots.items():
-            s.index_copy_(0, indices, slot_rows[name])
-
-    def sums_duplicates(self) -> bool:
-        """Whether duplicate sparse indices are summed before ``update_sparse`` (TF: yes, except
-        plain SGD, which scatter-adds every row)."""
-        return True
-
-    def _rule_slots(self, record: Record) -> dict[str, Tensor]:
-        arg = self.slot_arguments
-        return {arg.get(name, name): record.slots[name] for name in self.slot_names_for(record)}
-
-    def slot_names_for(self, record: Record) -> tuple[str, ...]:
-        """The slots passed to the rule for one variable (Muon routes variables differently)."""
-        return self.slot_names()
-
-    def _update_with_weight_decay(
-        self, var: Any, grad: Any, *, c: Coefficients, **slots: Any
-    ) -> None:
-        # A method, not a closure: the compiled engine keys its graphs on the rule's function
-        # and class.
-        _engines.decay_(var, c.weight_decay, c.lr_t)
-        self.update(var, grad, c=c, **slots)
-
-    # seed-era hooks (TF 2.x subclasses override them; kerasopt._legacy runs those) -------------
-    def _resource_apply_dense(self, grad: Tensor, var: Tensor, apply_state: Any = None) -> None:
-        """Applies a dense gradient to one variable (TF hook; runs the rule per tensor)."""
-        c = (apply_state or {}).get((var.device, var.dtype)) or self._fallback_apply_state(
-            var.device, var.dtype
-        )
-        self.update(var, grad, c=c, **self._rule_slots(self._record(var)))
-
-    def _resource_apply_sparse(
-        self, grad: Tensor, var: Tensor, indices: Tensor, apply_state: Any = None
-    ) -> None:
-        """Applies unique-row sparse values (TF hook). Seed-era subclasses override it."""
-        c = (apply_state or {}).get((var.device, var.dtype)) or self._fallback_apply_state(
-            var.device, var.dtype
-        )
-        self.update_sparse(var, indices, grad, c=c, **self._rule_slots(self._record(var)))
-
-    def _resource_apply_sparse_duplicate_indices(
-        self, grad: Tensor, handle: Tensor, indices: Tensor, apply_state: Any = None
-    ) -> None:
-        """Sums duplicate indices, then calls ``_resource_apply_sparse`` (TF hook)."""
-        g = deduplicate(IndexedSlices(grad, indices, tuple(handle.shape)))
-        _legacy.call_hook(self._resource_apply_sparse, g.values, handle, apply_state, g.indices)
-
     # ------------------------------------------------------------------------------------------
     # newer-generation features
     def exclude_from_weight_decay(

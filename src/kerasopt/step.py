@@ -113,7 +113,6 @@ class StepOwner(Protocol):
         self, loss: Any, var_list: Any, grad_loss: Tensor | None = None, tape: Any = None
     ) -> list[tuple[Grad | None, Tensor]]: ...
     def _prepare(self, variables: Sequence[Tensor]) -> dict[Any, Coefficients]: ...
-    def _snapshot(self, plan: Plan) -> list[tuple[Tensor, Tensor]]: ...
     def _const(self, value: float, dtype: torch.dtype, device: torch.device) -> Tensor: ...
     def _label(self, var: Tensor) -> str: ...
     def build(self, var_list: Any) -> None: ...
@@ -254,15 +253,31 @@ def _write(opt: StepOwner, plan: Plan) -> None:
     opt._step_version = opt._raw_iterations._version
 
 
+def snapshot(opt: StepOwner, plan: Plan) -> list[tuple[Tensor, Tensor]]:
+    """Copies of every tensor a commit of ``plan`` may write (variables, their slots,
+    optimizer-level weights, the hyperparameter tensors it refreshes, the counter). A number
+    hyperparameter's tensor is not written by a commit, and is left alone: restoring it would
+    look like a user's in-place assign (``HyperStore.source``)."""
+    hyper = [opt._hyper.tensors[name] for name in plan.hyper_values]
+    tensors: list[Tensor] = [opt._raw_iterations, *hyper]
+    tensors += [t for _, t in opt._store.opt_weights]
+    for _, var in plan.raw_grads:
+        tensors.append(var)
+        record = opt._store.record_of(var)
+        if record is not None:
+            tensors.extend(record.slots.values())
+    return [(t, t.detach().clone()) for t in tensors]
+
+
 class Undo:
     """What undoes a commit of ``plan`` or a state creation of ``opt``: a mark of its registry
-    and, with ``copy``, copies of every tensor the commit may write (``opt._snapshot``)."""
+    and, with ``copy``, copies of every tensor the commit may write (``snapshot``)."""
 
     def __init__(self, opt: StepOwner, plan: Plan | None = None, copy: bool = True) -> None:
         self.opt = opt
         self.new_vars: list[Tensor] = list(plan.new_vars) if plan is not None else []
         self.mark: Mark = opt._store.mark()
-        self.copies = opt._snapshot(plan) if copy and plan is not None else []
+        self.copies = snapshot(opt, plan) if copy and plan is not None else []
 
     def restore(self) -> None:
         """Puts back every copied tensor and forgets the state created since the mark."""

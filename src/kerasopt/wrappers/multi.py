@@ -25,7 +25,7 @@ from .._serialization import serialize
 from .._slots import SlotStore, var_label
 from .._state import StateError, expect
 from .._sync import locked
-from ..optimizer import Optimizer, adoptable_counter
+from ..optimizer import Optimizer
 from ..step import pairs as read_pairs
 from ..variables import Variable
 from ._base import Transaction, Wrapper
@@ -155,7 +155,7 @@ class MultiOptimizer(Wrapper):
     @iterations.setter
     def iterations(self, value: int | Tensor) -> None:
         if isinstance(value, Tensor):
-            self._iterations = adoptable_counter(value, self._built)
+            self._iterations = _state.adoptable_counter(value, self._built)
             self._iterations_adopted = True
             return
         self._iterations.fill_(int(value))
