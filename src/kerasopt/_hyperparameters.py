@@ -100,6 +100,18 @@ class Hyperparameters:
     def _on_param_change(self, name: str) -> None:
         self._constants.clear()
 
+    def _declared_config(self, skip_decay: bool) -> dict[str, Any]:
+        """``get_config``'s entries for the class's declarations: each ``Hyper`` serialized
+        (``skip_decay``: not the legacy ``decay``), each ``Param`` that belongs in the config."""
+        config: dict[str, Any] = {}
+        for decl in declared(type(self)):
+            if isinstance(decl, Hyper):
+                if decl.name in self._hyper.sources and not (decl.name == "decay" and skip_decay):
+                    config[decl.name] = self._serialize_hyperparameter(decl.name)
+            elif decl.config:
+                config[decl.name] = getattr(self, decl.name)
+        return config
+
     # ------------------------------------------------------------------------------------------
     # the counter's mirror, and where the optimizer's own tensors live
     def _sync_step(self) -> None:

@@ -174,6 +174,45 @@ class SlotStore:
         self._slot_order.append((record, slot_name))
         self.group_cache.clear()
 
+    def slot_for(
+        self,
+        record: Record,
+        slot_name: str,
+        initializer: Any,
+        shape: Sequence[int] | None,
+        float32: bool,
+    ) -> Tensor:
+        """``record``'s slot ``slot_name``, created (once) from ``initializer`` (TF's
+        ``add_slot``); ``float32``: a float16/bfloat16 variable gets a float32 slot."""
+        if slot_name in record.slots:
+            return record.slots[slot_name]
+        var = record.var
+        half = var.dtype in (torch.float16, torch.bfloat16)
+        dtype = torch.float32 if float32 and half else var.dtype
+        slot = new_slot(var, record.name, slot_name, initializer, shape, dtype)
+        self.add_slot(record, slot_name, slot)
+        return slot
+
+    def slot(
+        self, var: Tensor, slot_name: str, owner: str, aliases: dict[str, str] | None = None
+    ) -> Tensor:
+        """``var``'s slot ``slot_name`` (or the slot it is an alias of: TF's ``get_slot``); a
+        KeyError names the variable and the slot when either is unknown (``owner`` names the
+        optimizer)."""
+        record = self.by_id.get(id(var))
+        if record is None:
+            raise KeyError(
+                f"Variable {var_label(var)} has no slots in optimizer {owner!r}: it has not "
+                "been seen by this optimizer yet."
+            )
+        name = (aliases or {}).get(slot_name, slot_name)
+        if name not in record.slots:
+            raise KeyError(
+                f"Optimizer {owner!r} has no slot {slot_name!r} for variable {record.name!r}; "
+                f"its slots are {sorted(record.slots)}."
+            )
+        return record.slots[name]
+
     def add_weight(self, name: str, tensor: Tensor) -> None:
         self.opt_weights.append((name, tensor))
 

@@ -1,22 +1,10 @@
-"""The ``Optimizer`` base class: TF optimizer_v2's API with a plan-then-commit pipeline.
+"""The ``Optimizer`` base class: TF optimizer_v2's public API over kerasopt's step pipeline.
 
-``apply_gradients`` runs in two phases:
-
-1. **plan** — changes nothing and may raise: drop ``None`` gradients, check every (grad, var)
-   pair, divide by ``loss_scale_factor``, read the gradient accumulators, clip, run
-   ``gradient_transformers``, resolve every hyperparameter (callables and schedules) and stage
-   the state of variables seen for the first time.
-2. **commit** — cannot fail on valid input: install the staged state, update the accumulators,
-   apply decoupled weight decay, run the optimizer's one update rule through an engine, update
-   the EMA, apply constraints (rolled back if one raises), ``iterations += 1``.
-
-So a call that raises leaves every variable, slot and counter exactly as it was.
-
-This module is the public API and that pipeline; the machinery lives in modules named for it:
-``_gradients`` (checks, unscaling, accumulation, clipping, autograd), ``_slots`` (the variable
-registry), ``_engines`` (grouping and running a rule), ``_state`` (the state dict), ``_hyper``
-(declarations and the hyperparameter store), ``_legacy`` (TF 2.x subclasses' hooks); wrappers
-compose optimizers in ``wrappers/``. docs/architecture.md walks through a step.
+``apply_gradients`` is ``kerasopt.step.plan`` (checks everything, changes nothing, may raise) then
+``kerasopt.step.commit`` (writes), under the optimizer's step lock: a call that raises leaves every
+variable, slot and counter as it was. The class holds the public surface; the rule contract is
+``_apply.Rule``, TF's hyperparameter API ``_hyperparameters.Hyperparameters``, TF 2.x's hooks
+``_legacy.Hooks``, and the machinery lives in modules named for it (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -38,7 +26,6 @@ from ._hyper import (
     Hyper,
     HyperStore,
     Param,
-    declared,
     epsilon_or_default,
     non_negative,
     number_value,
@@ -47,13 +34,12 @@ from ._hyper import (
 )
 from ._hyperparameters import Hyperparameters
 from ._serialization import build_from_config
-from ._slots import SlotStore, new_slot, var_label
+from ._slots import SlotStore
 from ._sync import StepLock, locked
 from ._types import Coefficients, Record
 from .variables import Variable
 
-# What an optimizer file (kerasopt's or a user's) needs: docs/custom-optimizer.md.
-__all__ = [
+__all__ = [  # what an optimizer file (kerasopt's or a user's) needs: docs/custom-optimizer.md
     "Coefficients",
     "Hyper",
     "Optimizer",
@@ -62,10 +48,6 @@ __all__ = [
     "non_negative",
     "unit_interval",
 ]
-
-# Constructor keywords every optimizer accepts: the legacy `decay` and `lr`, and the features.
-_BASE_KWARGS = frozenset({"decay", "lr", *_features.BY_NAME})
-
 
 _RULES = RulePath()
 
@@ -87,12 +69,9 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
             has already reduced the gradients, so leave it ``None`` there).
         gradient_transformers: functions from a list of (grad, var) pairs to such a list, run after
             clipping.
-        **kwargs: ``clipnorm``, ``clipvalue``, ``global_clipnorm``, ``decay`` (legacy
-            ``lr / (1 + decay * iterations)``), ``lr`` (deprecated alias of ``learning_rate``),
-            ``weight_decay``, ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,
-            ``loss_scale_factor``, ``gradient_accumulation_steps``, ``jit_compile``,
-            ``implementation`` (``"auto"``, ``"foreach"``, ``"per_tensor"`` or ``"compiled"``) and
-            ``slot_dtype`` (``"float32"``: float32 slots for float16/bfloat16 variables).
+        **kwargs: ``decay`` (legacy ``lr / (1 + decay * iterations)``), ``lr`` (deprecated
+            alias of ``learning_rate``) and the base features (``weight_decay``, ``clipnorm``,
+            ``use_ema``, ..., ``implementation``: ``kerasopt._features.FEATURES``).
 
     Raises:
         TypeError: for an unexpected keyword argument.
@@ -244,17 +223,8 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
         Returns:
             The slot tensor (same dtype and device as ``var``).
         """
-        record = self._record(var)
-        if slot_name in record.slots:
-            return record.slots[slot_name]
-        dtype = (
-            torch.float32
-            if self.slot_dtype is not None and var.dtype in (torch.float16, torch.bfloat16)
-            else var.dtype
-        )
-        slot = new_slot(var, record.name, slot_name, initializer, shape, dtype)
-        self._store.add_slot(record, slot_name, slot)
-        return slot
+        float32 = self.slot_dtype is not None  # float32 slots for float16/bfloat16 variables
+        return self._store.slot_for(self._record(var), slot_name, initializer, shape, float32)
 
     def get_slot(self, var: Tensor, slot_name: str) -> Tensor:
         """The slot ``slot_name`` of ``var`` (TF's slot names, e.g. ``"m"``; aliases accepted).
@@ -262,19 +232,7 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
         Raises:
             KeyError: naming the variable and the slot when either is unknown.
         """
-        record = self._store.record_of(var)
-        if record is None:
-            raise KeyError(
-                f"Variable {var_label(var)} has no slots in optimizer {self._name!r}: it has not "
-                "been seen by this optimizer yet."
-            )
-        name = self.slot_aliases.get(slot_name, slot_name)
-        if name not in record.slots:
-            raise KeyError(
-                f"Optimizer {self._name!r} has no slot {slot_name!r} for variable {record.name!r}; "
-                f"its slots are {sorted(record.slots)}."
-            )
-        return record.slots[name]
+        return self._store.slot(var, slot_name, self._name, self.slot_aliases)
 
     def get_slot_names(self) -> list[str]:
         """Names of the rule's slots, in first-creation order."""
@@ -623,14 +581,9 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
         """The constructor arguments (TF's keys); ``from_config`` rebuilds an equal optimizer."""
         config: dict[str, Any] = {"name": self._name}
         config.update(_features.config(self, self.keras3_config))
-        for decl in declared(type(self)):
-            if isinstance(decl, Hyper):
-                if decl.name in self._hyper.sources:
-                    if decl.name == "decay" and self.keras3_config and not self._decay_active():
-                        continue
-                    config[decl.name] = self._serialize_hyperparameter(decl.name)
-            elif decl.config:
-                config[decl.name] = getattr(self, decl.name)
+        config.update(
+            self._declared_config(skip_decay=self.keras3_config and not self._decay_active())
+        )
         return config
 
     @classmethod
