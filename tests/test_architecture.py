@@ -85,3 +85,51 @@ def test_the_shared_types_are_a_leaf() -> None:
 
 def test_a_cycle_is_found() -> None:  # the check can fail
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# the modules that drive optimizers from outside: they use kerasopt.step, never an optimizer's
+# private members (a user's own wrapper can do what they do)
+DRIVERS = [
+    "wrappers/_base.py",
+    "wrappers/loss_scale.py",
+    "wrappers/multi.py",
+    "wrappers/_optimizer_map.py",
+    "optim/_adapter.py",
+    "optim/_groups.py",
+    "optim/_torch_state.py",
+    "keras3/loss_scale.py",
+    "keras3/multi.py",
+    "keras3/optim.py",
+    "checkpoint.py",
+]
+
+
+def private_uses(path: pathlib.Path, private: set[str]) -> list[str]:
+    """``x._name`` accesses in ``path`` where ``_name`` is a private member of Optimizer and ``x``
+    is not the module's own object (``self`` / ``cls``)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in private
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ):
+            out.append(f"{path.name}:{node.lineno}: .{node.attr}")
+    return out
+
+
+def test_wrappers_use_no_private_member_of_optimizer() -> None:
+    opt = kerasopt.optimizers.Adam()
+    private = {
+        n
+        for n in {*dir(kerasopt.Optimizer), *vars(opt)}
+        if n.startswith("_") and not n.startswith("__")
+    }
+    found = [u for name in DRIVERS for u in private_uses(ROOT / name, private)]
+    assert found == []
+
+
+def test_the_private_use_check_can_fail(tmp_path: pathlib.Path) -> None:
+    source = tmp_path / "driver.py"
+    source.write_text("def f(inner):\n    return inner._plan, self._store\n")
+    assert private_uses(source, {"_plan", "_store"}) == ["driver.py:2: ._plan"]

@@ -57,10 +57,12 @@ __all__ = [
     "Transaction",
     "Undo",
     "build",
+    "claim_for_loss_scaling",
     "commit",
     "gradients",
     "hold",
     "lock_of",
+    "loss_scaled",
     "may_raise",
     "name_variable",
     "pairs",
@@ -135,6 +137,23 @@ def name_variable(opt: StepOwner, var: Tensor, name: str) -> None:
     """Names ``var`` for ``opt`` before it first sees it (as a module's ``named_parameters()`` or
     a dict ``var_list`` would): its slots and state keys use the name."""
     opt._store.hint(var, name)
+
+
+def loss_scaled(opt: Any) -> bool:
+    """Whether a loss-scale wrapper already drives ``opt`` (TF's flag,
+    ``_is_wrapped_by_loss_scale_optimizer``)."""
+    return bool(getattr(opt, "_is_wrapped_by_loss_scale_optimizer", False))
+
+
+def claim_for_loss_scaling(opt: Any) -> None:
+    """Marks ``opt`` as the inner optimizer of a loss-scale wrapper (TF's flag); a ValueError
+    if one already wraps it."""
+    if loss_scaled(opt):
+        raise ValueError(
+            '"inner_optimizer" is already wrapped by a LossScaleOptimizer. An optimizer can '
+            "only be wrapped by a single LossScaleOptimizer"
+        )
+    opt._is_wrapped_by_loss_scale_optimizer = True
 
 
 def skip(opt: StepOwner) -> None:

@@ -190,11 +190,8 @@ class LossScaleOptimizer(Wrapper):
                 "its inner optimizers' steps itself), but got: "
                 f"{inner_optimizer}. A MultiOptimizer takes a static `loss_scale_factor`."
             )
-        if getattr(inner_optimizer, "_is_wrapped_by_loss_scale_optimizer", False):
-            raise ValueError(
-                '"inner_optimizer" is already wrapped by a LossScaleOptimizer. An optimizer can '
-                "only be wrapped by a single LossScaleOptimizer"
-            )
+        if _step.loss_scaled(inner_optimizer):
+            _step.claim_for_loss_scaling(inner_optimizer)  # raises: one wrapper per optimizer
         if dynamic:
             initial = float(_DEFAULT_INITIAL_SCALE if initial_scale is None else initial_scale)
             growth: int | None = int(
@@ -226,7 +223,7 @@ class LossScaleOptimizer(Wrapper):
         self._gradients_have_been_unscaled = False
         if hasattr(inner_optimizer, "loss_scale_factor"):
             inner_optimizer.loss_scale_factor = None
-        inner_optimizer._is_wrapped_by_loss_scale_optimizer = True
+        _step.claim_for_loss_scaling(inner_optimizer)
 
     # ------------------------------------------------------------------------------------------
     # loss scale
