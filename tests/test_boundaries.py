@@ -491,3 +491,25 @@ def test_get_is_typed_as_returning_an_optimizer() -> None:
     assert typing.get_type_hints(ko.optimizers.get)["return"] is ko.optimizers.Optimizer
     assert type(ko.optimizers.get("rmsprop")) is ko.optimizers.RMSprop
     assert BY_NAME["RMSprop"].name == "RMSprop"
+
+
+@pytest.mark.parametrize("front", FRONT_ENDS)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_expanded_variable_is_refused_before_anything_is_written(
+    front: str, engine: str
+) -> None:
+    expanded = torch.nn.Parameter(torch.zeros(1).expand(4))  # four elements, one location
+    s = Stepper(front, engine, extra=[expanded])
+    s.step([*s.good_grads(), None])
+    before = s.picture()
+    with pytest.raises(ValueError, match=r"share memory .*stride 0"):
+        s.step([*s.good_grads(2), torch.ones(4)])
+    assert_same(s.picture(), before)
+
+
+def test_a_gradient_of_another_layout_is_refused_by_name() -> None:
+    a, b = ko.Variable(torch.ones(3), name="a"), ko.Variable(torch.ones(2, 2), name="b")
+    opt = ko.optimizers.Adam(0.1)
+    with pytest.raises(TypeError, match=r"Gradient for variable 'b' has layout torch\.sparse_csr"):
+        opt.apply_gradients([(torch.ones(3), a), (torch.ones(2, 2).to_sparse_csr(), b)])
+    assert torch.equal(a, torch.ones(3)) and int(opt.iterations) == 0

@@ -102,6 +102,16 @@ def check_updatable(var: Tensor, label: str) -> None:
             "Materialize it first (e.g. `module.to_empty(device=...)` and an initialization), "
             "then pass the real tensor."
         )
+    if var.layout != torch.strided:
+        raise ValueError(
+            f"Variable {label} has layout {var.layout}: optimizers update dense (strided) tensors."
+        )
+    if 0 in var.stride() and var.numel() > 1:
+        raise ValueError(
+            f"Variable {label} has elements that share memory (an expanded view, stride 0): an "
+            "update would write one memory location several times. Pass a materialized tensor "
+            "(e.g. `.clone()`)."
+        )
     if var.is_inference():
         raise ValueError(
             f"Variable {label} is an inference tensor (made under `torch.inference_mode()`): it "
@@ -193,7 +203,9 @@ class PairChecks:
                     "variables only (float16, bfloat16, float32, float64; complex64 and "
                     "complex128 for SGD, Adagrad, Adadelta and RMSprop)."
                 )
-        if var.device.type == "meta" or var.is_inference():
+        if var.device.type == "meta" or var.is_inference() or var.layout != torch.strided:
+            check_updatable(var, self._label(var))
+        if 0 in var.stride() and var.numel() > 1:
             check_updatable(var, self._label(var))
         if not var.is_leaf:
             raise ValueError(
@@ -256,6 +268,11 @@ class PairChecks:
             raise TypeError(
                 f"Gradient for variable {self._label(var)} must be a tensor, IndexedSlices or None; got "
                 f"{type(grad).__name__}."
+            )
+        if grad.layout != torch.strided:
+            raise TypeError(
+                f"Gradient for variable {self._label(var)} has layout {grad.layout}; pass a dense "
+                "tensor, a torch sparse COO tensor or an IndexedSlices."
             )
         if grad.is_leaf and grad.requires_grad and not var.requires_grad:
             raise ValueError(
