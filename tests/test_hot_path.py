@@ -210,3 +210,21 @@ def test_kerasopt_optim_steady_steps_follow_group_changes() -> None:
             opt.step()
         for a, b in zip(*twins):
             assert torch.equal(a, b)
+
+
+def test_a_tensorlist_is_a_list_without_the_list_behaviours_that_would_change_a_rule() -> None:
+    from kerasopt._tensorlist import TensorList
+
+    a = TensorList([torch.ones(2), torch.ones(3)])
+    b = TensorList([torch.full((2,), 2.0), torch.full((3,), 2.0)])
+    assert [t.tolist() for t in a + b] == [[3.0, 3.0], [3.0, 3.0, 3.0]]  # not concatenation
+    assert [t.tolist() for t in a * 2] == [[2.0, 2.0], [2.0, 2.0, 2.0]]  # not repetition
+    c = a
+    c += b  # out of place, as on the old TensorList (and no list extend)
+    assert len(c) == 2 and c is not a and a[0].tolist() == [1.0, 1.0]
+    assert a == a and a != TensorList(list(a))  # identity, not elementwise
+    assert isinstance(a + b, TensorList) and isinstance(a.sqrt(), TensorList)
+    with pytest.raises(TypeError):
+        a.sort()
+    with pytest.raises(TypeError):
+        a[0] = torch.zeros(2)

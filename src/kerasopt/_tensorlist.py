@@ -12,7 +12,7 @@ that becomes the next ``TensorList`` without a Python-level constructor, so an o
 rule costs one Python frame and one ``_foreach`` call. The ``list`` behaviour that would make a
 rule silently wrong is switched off: ``+``/``*`` are the tensors' arithmetic (never
 concatenation or repetition), ``+=`` and friends compute out of place as before, ``==`` is
-identity, and ``sort`` (a ``Tensor`` method too) raises.
+identity, and ``sort`` (a ``Tensor`` method too) and item assignment raise.
 """
 
 from __future__ import annotations
@@ -26,11 +26,7 @@ from torch import Tensor
 Operand = Union["TensorList", Tensor, float, int]
 
 
-def _is_scalar_tensor(x: object) -> bool:
-    return isinstance(x, Tensor) and x.dim() == 0
-
-
-class TensorList(list):  # type: ignore[type-arg]
+class TensorList(list[Tensor]):
     """A group of tensors that behaves like one tensor under the rule's arithmetic."""
 
     __slots__ = ()
@@ -41,8 +37,8 @@ class TensorList(list):  # type: ignore[type-arg]
         return self
 
     # list's own meanings of these operators would make a rule silently wrong
-    __eq__ = object.__eq__  # type: ignore[assignment]
-    __ne__ = object.__ne__  # type: ignore[assignment]
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
     __hash__ = object.__hash__  # type: ignore[assignment]
 
     def __lt__(self, other: Any) -> Any:
@@ -53,6 +49,13 @@ class TensorList(list):  # type: ignore[type-arg]
     def sort(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("TensorList does not support sort()")
 
+    def __setitem__(self, index: Any, value: Any) -> None:
+        # (a rule's `x[mask] = y` is tensor indexing, which a TensorList does not support)
+        raise TypeError("TensorList does not support item assignment")
+
+    def __delitem__(self, index: Any) -> None:
+        raise TypeError("TensorList does not support item deletion")
+
     # -- helpers -----------------------------------------------------------------------------
     def _loop(self, fn: Callable[..., Tensor], *others: Operand) -> TensorList:
         cols = [o if isinstance(o, TensorList) else [o] * len(self) for o in others]
@@ -62,7 +65,9 @@ class TensorList(list):  # type: ignore[type-arg]
     # A TensorList, a Python number or a 0-d tensor is a `_foreach` operand as it is; anything
     # else (a tensor broadcast against each of the group's) loops over the aten op.
     def __add__(self, other: Operand) -> TensorList:  # type: ignore[override]
-        if isinstance(other, (TensorList, int, float)) or _is_scalar_tensor(other):
+        if isinstance(other, (TensorList, int, float)) or (
+            isinstance(other, Tensor) and other.dim() == 0
+        ):
             return TensorList(torch._foreach_add(self, other))
         return self._loop(torch.add, other)
 
@@ -83,7 +88,9 @@ class TensorList(list):  # type: ignore[type-arg]
         return TensorList(torch._foreach_neg(self)) + other
 
     def __mul__(self, other: Operand) -> TensorList:  # type: ignore[override]
-        if isinstance(other, (TensorList, int, float)) or _is_scalar_tensor(other):
+        if isinstance(other, (TensorList, int, float)) or (
+            isinstance(other, Tensor) and other.dim() == 0
+        ):
             return TensorList(torch._foreach_mul(self, other))
         return self._loop(torch.mul, other)
 
@@ -91,7 +98,9 @@ class TensorList(list):  # type: ignore[type-arg]
     __imul__ = __mul__  # type: ignore[assignment]
 
     def __truediv__(self, other: Operand) -> TensorList:
-        if isinstance(other, (TensorList, int, float)) or _is_scalar_tensor(other):
+        if isinstance(other, (TensorList, int, float)) or (
+            isinstance(other, Tensor) and other.dim() == 0
+        ):
             return TensorList(torch._foreach_div(self, other))
         return self._loop(torch.div, other)
 
