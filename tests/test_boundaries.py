@@ -513,3 +513,18 @@ def test_a_gradient_of_another_layout_is_refused_by_name() -> None:
     with pytest.raises(TypeError, match=r"Gradient for variable 'b' has layout torch\.sparse_csr"):
         opt.apply_gradients([(torch.ones(3), a), (torch.ones(2, 2).to_sparse_csr(), b)])
     assert torch.equal(a, torch.ones(3)) and int(opt.iterations) == 0
+
+
+def test_a_known_variable_whose_data_becomes_an_expanded_view_is_refused() -> None:
+    w = ko.Variable(torch.zeros(4), name="w")
+    u = ko.Variable(torch.zeros(2), name="u")
+    opt = ko.optimizers.Adam(0.1)
+    for _ in range(2):  # the second step is a steady one (kerasopt._gradients.steady)
+        opt.apply_gradients([(torch.ones(4), w), (torch.ones(2), u)])
+    before = {k: v.clone() for k, v in opt.state_dict().items()}
+    u_before = u.detach().clone()
+    w.data = torch.zeros(1).expand(4)  # same shape, dtype and device: one memory location
+    with pytest.raises(ValueError, match=r"'w' has elements that share memory"):
+        opt.apply_gradients([(torch.ones(4), w), (torch.ones(2), u)])
+    assert torch.equal(u, u_before)
+    assert all(torch.equal(v, before[k]) for k, v in opt.state_dict().items())

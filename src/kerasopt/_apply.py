@@ -15,7 +15,7 @@ from . import _engines, _gradients
 from ._engines import compute_dtype
 from ._hyper import tf_cast_value
 from ._slots import SlotStore
-from ._types import Coefficients, Plan, Record
+from ._types import Coefficients, Composition, Plan, Record
 from .sparse import IndexedSlices, deduplicate
 
 __all__ = ["Rule", "RulePath"]
@@ -141,8 +141,7 @@ class RulePath:
     def accepts_complex(self, opt: RuleOwner) -> bool:
         return opt.supports_complex
 
-    def compute_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        return compute_dtype(dtype)
+    compute_dtype = staticmethod(compute_dtype)
 
     def route(
         self, opt: RuleOwner, pairs: list[tuple[Any, Tensor]]
@@ -150,29 +149,39 @@ class RulePath:
         return _gradients.split(pairs, opt.sparse_mode == "dense", opt._label)
 
     def apply(self, opt: RuleOwner, plan: Plan, apply_state: dict[Any, Coefficients]) -> None:
-        decay_sparse(opt, plan.sparse, apply_state)
-        apply_dense(opt, plan.dense, apply_state)
-        apply_sparse(opt, plan.sparse, apply_state)
+        if plan.sparse:
+            decay_sparse(opt, plan.sparse, apply_state)
+        apply_dense(opt, plan.dense, apply_state, plan.composition)
+        if plan.sparse:
+            apply_sparse(opt, plan.sparse, apply_state)
 
 
 def apply_dense(
-    opt: RuleOwner, dense: list[tuple[Tensor, Tensor]], apply_state: dict[Any, Coefficients]
+    opt: RuleOwner,
+    dense: list[tuple[Tensor, Tensor]],
+    apply_state: dict[Any, Coefficients],
+    composition: Composition | None = None,
 ) -> None:
-    """The rule over the dense pairs, one engine call per group (``_engines.groups``)."""
+    """The rule over the dense pairs, one engine call per group (``_engines.groups``; a steady
+    step's ``composition`` keeps them)."""
     if not dense:
         return
-    groups = _engines.groups(
-        dense,
-        opt._store,
-        opt.slot_names_for,
-        opt._weight_decay_for,
-        opt.weight_decay,
-        opt.slot_arguments,
-    )
+    groups = None if composition is None else composition.groups
+    if groups is None:
+        groups = _engines.groups(
+            dense,
+            opt._store,
+            opt.slot_names_for,
+            opt._weight_decay_for,
+            opt.weight_decay,
+            opt.slot_arguments,
+        )
+        if composition is not None:
+            composition.groups = groups
     for group in groups:
         grads = [dense[i][1] for i in group.positions]
-        device, dtype = group.key
-        compute = compute_dtype(dtype)
+        device = group.key[0]
+        compute = group.compute
         c = apply_state[(device, compute)]
         rule = opt.update
         if group.weight_decay is not None:

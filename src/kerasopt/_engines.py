@@ -66,12 +66,14 @@ def run_foreach(
     c: Any,
     cache: dict[str, Any] | None = None,
 ) -> None:
-    rule(
-        TensorList(variables),
-        TensorList(grads),
-        c=c,
-        **{name: TensorList(s) for name, s in slots.items()},
-    )
+    # The variables' and slots' lists are the group's for as long as its composition lasts
+    # (`cache`); only the gradients are new each step.
+    lists = None if cache is None else cache.get("foreach")
+    if lists is None or lists[0] is not variables:
+        lists = (variables, TensorList(variables), {n: TensorList(s) for n, s in slots.items()})
+        if cache is not None:
+            cache["foreach"] = lists
+    rule(lists[1], TensorList(grads), c=c, **lists[2])
 
 
 # `auto` compiles a group once it holds this many elements: benchmarks/bench_step.py shows the
@@ -190,6 +192,7 @@ class Group:
     numel: int = 0
     weight_decay: float | None = None
     dtensor: bool = False  # FSDP2 parameters: the engines see their local shards
+    compute: torch.dtype = torch.float32  # the dtype the rule computes in (``compute_dtype``)
     cache: dict[str, Any] = field(default_factory=dict)  # the engine's, for this composition
 
 
@@ -229,6 +232,7 @@ def groups(
                 {slot_arguments.get(name, name): [] for name in names},
                 weight_decay=wd,
                 dtensor=sharded,
+                compute=compute_dtype(var.dtype),
             )
             by_key[gkey] = group
         group.positions.append(i)
@@ -252,18 +256,25 @@ def run_group(
     elementwise: bool,
 ) -> None:
     """Runs ``rule`` over one group with the engine ``implementation`` selects for it."""
-    run = select(implementation, elementwise, group.numel, len(group.variables))
-    if group.key[1] in COMPLEX_DTYPES and run not in (run_per_tensor, run_foreach):
-        run = run_foreach  # inductor does not compile complex arithmetic
-    if group.dtensor and not elementwise:
-        run_whole_tensors(rule, group.variables, grads, group.slots, c)
-        return
-    # FSDP2: an elementwise rule updates each rank's shards, with no communication
-    variables = [_distributed.local(v) for v in group.variables]
-    grads = [_distributed.local(g) for g in grads]
-    slots = {name: [_distributed.local(t) for t in lst] for name, lst in group.slots.items()}
-    dtype = group.key[1]
-    if compute_dtype(dtype) == dtype:
+    chosen = group.cache.get("engine")
+    if chosen is not None and chosen[0] == implementation and chosen[1] == elementwise:
+        run = chosen[2]
+    else:
+        run = select(implementation, elementwise, group.numel, len(group.variables))
+        if group.key[1] in COMPLEX_DTYPES and run not in (run_per_tensor, run_foreach):
+            run = run_foreach  # inductor does not compile complex arithmetic
+        group.cache["engine"] = (implementation, elementwise, run)
+    variables: Sequence[Tensor] = group.variables
+    slots: Slots = group.slots
+    if group.dtensor:
+        if not elementwise:
+            run_whole_tensors(rule, variables, grads, slots, c)
+            return
+        # FSDP2: an elementwise rule updates each rank's shards, with no communication
+        variables = [_distributed.local(v) for v in variables]
+        grads = [_distributed.local(g) for g in grads]
+        slots = {name: [_distributed.local(t) for t in lst] for name, lst in slots.items()}
+    if group.compute == group.key[1]:
         run(rule, variables, grads, slots, c, group.cache)
     else:
         run_in_float32(run, rule, variables, grads, slots, c)

@@ -237,6 +237,8 @@ class HyperStore:
         self.variables: dict[str, torch.Tensor] = {}
         self._versions: dict[str, int] = {}
         self._takes_step: dict[str, bool] = {}
+        # `active`'s answers: name -> (the source it was decided for, its version, the answer)
+        self._active: dict[str, tuple[Any, int, bool]] = {}
 
     def __contains__(self, name: object) -> bool:
         return name in self.sources
@@ -279,6 +281,24 @@ class HyperStore:
             self.sources[name] = value
             self._versions[name] = tensor._version
         return value
+
+    def active(self, name: str) -> bool:
+        """Whether ``name`` is set and not a number <= 0 (a tensor, callable or schedule is
+        active): legacy ``decay``. Decided again only when the source is replaced or a number
+        is assigned into its variable (its version counter moves); a tensor source, which may
+        change in place, is read every time."""
+        source = self.sources.get(name)
+        if source is None:
+            return False
+        known = self._active.get(name)
+        if known is not None and known[0] is source and known[1] == self.tensors[name]._version:
+            return known[2]
+        source = self.source(name)
+        value = number_value(source)
+        answer = value is None or value > 0
+        if not isinstance(source, torch.Tensor):
+            self._active[name] = (source, self.tensors[name]._version, answer)
+        return answer
 
     def numbers(self) -> dict[str, float]:
         """Every hyperparameter whose source is a number, by name, with the numbers assigned
@@ -342,6 +362,7 @@ class HyperStore:
         # copy.deepcopy / pickle copy the public variables and the engines' aliases separately:
         # make the aliases views of the (new) public variables again.
         self.__dict__.update(state)
+        self._active = {}
         for name, public in self.variables.items():
             self.tensors[name] = public.detach()
             self._versions[name] = public._version

@@ -8,7 +8,8 @@ One ``SlotStore`` per optimizer holds
 - the optimizer-level weights (Nadam's ``momentum_cache``);
 - name hints (``named_parameters()`` keys, dict keys) for variables not seen yet;
 - state loaded for variables not seen yet (adopted when they first appear, see ``_state``);
-- the engines' group cache, which every change of the registry invalidates.
+- the engines' group cache and the steady steps' ``Composition``s, which every change of the
+  registry invalidates (``_changed``).
 
 State creation is staged: ``stage`` runs the optimizer's creation (its hooks may raise, and
 loaded state is checked against the new slots), records what it added and takes it back, so
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 from . import _distributed
 from ._features import FEATURE_SLOTS
 from ._hyper import number_value
-from ._types import Mark, Record, Staged
+from ._types import Composition, Mark, Record, Staged
 from .variables import Variable
 
 
@@ -107,6 +108,14 @@ class SlotStore:
         # The engines' groups per composition (kerasopt._engines.groups); any change here
         # invalidates it.
         self.group_cache: dict[tuple[Any, ...], list[Any]] = {}
+        # What a steady step over one list of known variables reuses, keyed on
+        # (weight_decay, *their ids) (kerasopt._gradients.steady); dropped like the group cache.
+        self.compositions: dict[tuple[Any, ...], Composition] = {}
+
+    def _changed(self) -> None:
+        """The registry changed: what was derived from it is recomputed at the next step."""
+        self.group_cache.clear()
+        self.compositions.clear()
 
     # ------------------------------------------------------------------------------------------
     # reading
@@ -172,7 +181,7 @@ class SlotStore:
         if slot_name not in self._slot_names and slot_name not in FEATURE_SLOTS:
             self._slot_names.append(slot_name)
         self._slot_order.append((record, slot_name))
-        self.group_cache.clear()
+        self._changed()
 
     def slot_for(
         self,
@@ -226,7 +235,7 @@ class SlotStore:
     def set_pending(self, pending: dict[str, dict[str, Tensor]], strict: bool) -> None:
         self.pending = pending
         self.pending_strict = strict
-        self.group_cache.clear()
+        self._changed()
 
     def flatten(self, var_list: Any) -> list[Tensor]:
         """The tensors of ``var_list``, noting the names an ``nn.Module`` or a dict gives them."""
@@ -277,7 +286,7 @@ class SlotStore:
         self.built = mark[2]
         del self.opt_weights[mark[3] :]
         self.pending = dict(mark[4])
-        self.group_cache.clear()
+        self._changed()
 
     def create(
         self, new_vars: Sequence[Tensor], populate: Callable[[Sequence[Tensor]], None], owner: str
@@ -325,4 +334,4 @@ class SlotStore:
         self.built = staged.built
         self.opt_weights.extend(staged.opt_weights)
         self.pending = staged.pending
-        self.group_cache.clear()
+        self._changed()

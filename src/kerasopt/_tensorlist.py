@@ -6,11 +6,18 @@ An optimizer's update rule is written once against the ``torch.Tensor`` method A
 group. Operations with no ``_foreach`` overload fall back to a Python loop of the same aten op,
 so the two engines stay bit-identical (``a - s`` is computed as ``a + (-s)``, which is exact in
 IEEE arithmetic).
+
+``TensorList`` is a ``list`` subclass: ``torch._foreach_*`` takes it as it is and returns a list
+that becomes the next ``TensorList`` without a Python-level constructor, so an operation of the
+rule costs one Python frame and one ``_foreach`` call. The ``list`` behaviour that would make a
+rule silently wrong is switched off: ``+``/``*`` are the tensors' arithmetic (never
+concatenation or repetition), ``+=`` and friends compute out of place as before, ``==`` is
+identity, and ``sort`` (a ``Tensor`` method too) and item assignment raise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from typing import Any, Union
 
 import torch
@@ -19,105 +26,123 @@ from torch import Tensor
 Operand = Union["TensorList", Tensor, float, int]
 
 
-def _is_scalar_tensor(x: object) -> bool:
-    return isinstance(x, Tensor) and x.dim() == 0
-
-
-class TensorList:
+class TensorList(list[Tensor]):
     """A group of tensors that behaves like one tensor under the rule's arithmetic."""
 
-    __slots__ = ("tensors",)
+    __slots__ = ()
 
-    def __init__(self, tensors: Sequence[Tensor]) -> None:
-        self.tensors: list[Tensor] = list(tensors)
+    @property
+    def tensors(self) -> list[Tensor]:
+        """The tensors (this list itself)."""
+        return self
 
-    def __len__(self) -> int:
-        return len(self.tensors)
+    # list's own meanings of these operators would make a rule silently wrong
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__  # type: ignore[assignment]
 
-    def __iter__(self) -> Iterator[Tensor]:
-        return iter(self.tensors)
+    def __lt__(self, other: Any) -> Any:
+        return NotImplemented
 
-    def __getitem__(self, i: int) -> Tensor:
-        return self.tensors[i]
+    __le__ = __ge__ = __lt__
+
+    def sort(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("TensorList does not support sort()")
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        # (a rule's `x[mask] = y` is tensor indexing, which a TensorList does not support)
+        raise TypeError("TensorList does not support item assignment")
+
+    def __delitem__(self, index: Any) -> None:
+        raise TypeError("TensorList does not support item deletion")
 
     # -- helpers -----------------------------------------------------------------------------
     def _loop(self, fn: Callable[..., Tensor], *others: Operand) -> TensorList:
-        cols = [o.tensors if isinstance(o, TensorList) else [o] * len(self) for o in others]
-        return TensorList([fn(t, *row) for t, *row in zip(self.tensors, *cols)])
-
-    def _binary(
-        self, other: Operand, foreach: Callable[..., Any], op: Callable[..., Tensor]
-    ) -> Any:
-        if isinstance(other, TensorList):
-            return foreach(self.tensors, other.tensors)
-        if isinstance(other, (int, float)) or _is_scalar_tensor(other):
-            return foreach(self.tensors, other)
-        return self._loop(op, other).tensors
+        cols = [o if isinstance(o, TensorList) else [o] * len(self) for o in others]
+        return TensorList([fn(t, *row) for t, *row in zip(self, *cols)])
 
     # -- arithmetic (out of place) -----------------------------------------------------------
-    def __add__(self, other: Operand) -> TensorList:
-        return TensorList(self._binary(other, torch._foreach_add, torch.add))
+    # A TensorList, a Python number or a 0-d tensor is a `_foreach` operand as it is; anything
+    # else (a tensor broadcast against each of the group's) loops over the aten op.
+    def __add__(self, other: Operand) -> TensorList:  # type: ignore[override]
+        if isinstance(other, (TensorList, int, float)) or (
+            isinstance(other, Tensor) and other.dim() == 0
+        ):
+            return TensorList(torch._foreach_add(self, other))
+        return self._loop(torch.add, other)
 
     __radd__ = __add__
+    __iadd__ = __add__  # type: ignore[assignment]  # out of place, as before (no list extend)
 
     def __sub__(self, other: Operand) -> TensorList:
         if isinstance(other, TensorList):
-            return TensorList(torch._foreach_sub(self.tensors, other.tensors))
+            return TensorList(torch._foreach_sub(self, other))
         if isinstance(other, Tensor):
-            return TensorList(torch._foreach_add(self.tensors, other.neg()))
-        return TensorList(torch._foreach_sub(self.tensors, other))
+            return TensorList(torch._foreach_add(self, other.neg()))
+        return TensorList(torch._foreach_sub(self, other))
+
+    __isub__ = __sub__
 
     def __rsub__(self, other: Operand) -> TensorList:
         # s - x == (-x) + s exactly.
-        return TensorList(torch._foreach_neg(self.tensors)) + other
+        return TensorList(torch._foreach_neg(self)) + other
 
-    def __mul__(self, other: Operand) -> TensorList:
-        return TensorList(self._binary(other, torch._foreach_mul, torch.mul))
+    def __mul__(self, other: Operand) -> TensorList:  # type: ignore[override]
+        if isinstance(other, (TensorList, int, float)) or (
+            isinstance(other, Tensor) and other.dim() == 0
+        ):
+            return TensorList(torch._foreach_mul(self, other))
+        return self._loop(torch.mul, other)
 
-    __rmul__ = __mul__
+    __rmul__ = __mul__  # type: ignore[assignment]
+    __imul__ = __mul__  # type: ignore[assignment]
 
     def __truediv__(self, other: Operand) -> TensorList:
-        return TensorList(self._binary(other, torch._foreach_div, torch.div))
+        if isinstance(other, (TensorList, int, float)) or (
+            isinstance(other, Tensor) and other.dim() == 0
+        ):
+            return TensorList(torch._foreach_div(self, other))
+        return self._loop(torch.div, other)
+
+    __itruediv__ = __truediv__
 
     def __rtruediv__(self, other: Operand) -> TensorList:
         return self._loop(lambda t, o: torch.div(o, t), other)
 
     def __neg__(self) -> TensorList:
-        return TensorList(torch._foreach_neg(self.tensors))
+        return TensorList(torch._foreach_neg(self))
 
     def __pow__(self, other: Operand) -> TensorList:
-        if isinstance(other, TensorList):
-            return TensorList(torch._foreach_pow(self.tensors, other.tensors))
-        if isinstance(other, (int, float)):
-            return TensorList(torch._foreach_pow(self.tensors, other))
+        if isinstance(other, (TensorList, int, float)):
+            return TensorList(torch._foreach_pow(self, other))
         return self._loop(torch.pow, other)
 
-    def __gt__(self, other: Operand) -> TensorList:
+    def __gt__(self, other: Operand) -> TensorList:  # type: ignore[override]
         return self._loop(torch.gt, other)
 
     def sqrt(self) -> TensorList:
-        return TensorList(torch._foreach_sqrt(self.tensors))
+        return TensorList(torch._foreach_sqrt(self))
 
     def rsqrt(self) -> TensorList:
-        return TensorList(torch._foreach_rsqrt(self.tensors))
+        return TensorList(torch._foreach_rsqrt(self))
 
     def abs(self) -> TensorList:
-        return TensorList(torch._foreach_abs(self.tensors))
+        return TensorList(torch._foreach_abs(self))
 
     def sign(self) -> TensorList:
-        return TensorList(torch._foreach_sign(self.tensors))
+        return TensorList(torch._foreach_sign(self))
 
     def square(self) -> TensorList:
-        return TensorList(torch._foreach_mul(self.tensors, self.tensors))
+        return TensorList(torch._foreach_mul(self, self))
 
     def maximum(self, other: Operand) -> TensorList:
         if isinstance(other, TensorList):
-            return TensorList(torch._foreach_maximum(self.tensors, other.tensors))
+            return TensorList(torch._foreach_maximum(self, other))
         return self._loop(torch.maximum, other)
 
     def minimum(self, other: Operand) -> TensorList:
         if isinstance(other, TensorList):
-            return TensorList(torch._foreach_minimum(self.tensors, other.tensors))
+            return TensorList(torch._foreach_minimum(self, other))
         return self._loop(torch.minimum, other)
 
     def clamp(self, min: Operand | None = None, max: Operand | None = None) -> TensorList:
@@ -130,47 +155,36 @@ class TensorList:
         return self.__pow__(other)
 
     def zeros_like(self) -> TensorList:
-        return TensorList([torch.zeros_like(t) for t in self.tensors])
+        return TensorList([torch.zeros_like(t) for t in self])
 
     # -- in place ----------------------------------------------------------------------------
     def add_(self, other: Operand) -> TensorList:
-        if isinstance(other, TensorList):
-            torch._foreach_add_(self.tensors, other.tensors)
-        else:
-            torch._foreach_add_(self.tensors, other)
+        torch._foreach_add_(self, other)
         return self
 
     def sub_(self, other: Operand) -> TensorList:
-        if isinstance(other, TensorList):
-            torch._foreach_sub_(self.tensors, other.tensors)
-        elif isinstance(other, Tensor):
-            torch._foreach_add_(self.tensors, other.neg())
+        if isinstance(other, Tensor):
+            torch._foreach_add_(self, other.neg())
         else:
-            torch._foreach_sub_(self.tensors, other)
+            torch._foreach_sub_(self, other)
         return self
 
     def mul_(self, other: Operand) -> TensorList:
-        if isinstance(other, TensorList):
-            torch._foreach_mul_(self.tensors, other.tensors)
-        else:
-            torch._foreach_mul_(self.tensors, other)
+        torch._foreach_mul_(self, other)
         return self
 
     def div_(self, other: Operand) -> TensorList:
-        if isinstance(other, TensorList):
-            torch._foreach_div_(self.tensors, other.tensors)
-        else:
-            torch._foreach_div_(self.tensors, other)
+        torch._foreach_div_(self, other)
         return self
 
     def copy_(self, other: Operand) -> TensorList:
         if isinstance(other, TensorList):
-            torch._foreach_copy_(self.tensors, other.tensors)
+            torch._foreach_copy_(self, other)
         else:
-            for t in self.tensors:
+            for t in self:
                 t.copy_(other)  # type: ignore[arg-type]
         return self
 
     def zero_(self) -> TensorList:
-        torch._foreach_zero_(self.tensors)
+        torch._foreach_zero_(self)
         return self

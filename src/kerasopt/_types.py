@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .sparse import IndexedSlices
 
-__all__ = ["Coefficients", "Mark", "Plan", "Record", "Staged", "StateError"]
+__all__ = ["Coefficients", "Composition", "Mark", "Plan", "Record", "Staged", "StateError"]
 
 
 class Coefficients:
@@ -124,6 +124,33 @@ class Plan:
     ]  # after loss-scale division, before clipping
     staged: Staged | None = None  # state of the new variables, built and checked in plan
     foreign: bool = False  # a gradient or variable is a tensor subclass with its own overrides
+    # a steady step (every variable known, dense, plain): what it reuses, and the variables
+    # with a `constraint` now (None: not a steady step, read them from `raw_grads`)
+    composition: Composition | None = None
+    constrained: list[Tensor] | None = None
+
+
+@dataclass(eq=False)
+class Composition:
+    """What a steady step over one list of known variables reuses from the last one.
+
+    Built the first time a list of known, plain (no tensor subclass, no DTensor), non-empty
+    variables is stepped with every gradient dense; kept in the optimizer's ``SlotStore``
+    (keyed on the variables' identities and ``weight_decay``) and dropped whenever the registry
+    changes (a new variable, a slot, loaded state, an undone creation). What a variable can
+    change behind our back (``param.data = ...``: its dtype, device, shape, storage) is in
+    ``signature`` and compared on every step (``_gradients.steady``), which otherwise falls
+    back to the full checks.
+    """
+
+    variables: list[Tensor]
+    records: list[Record]
+    #: per variable: (dtype, device, shape) when its slots were made
+    signature: list[tuple[Any, Any, tuple[int, ...]]]
+    #: one variable per (device, dtype), in order of appearance: what ``_prepare`` needs
+    keyed: list[Tensor]
+    #: the engines' groups of the step's dense pairs (``_engines.groups``), made on first use
+    groups: list[Any] | None = None
 
 
 @dataclass(eq=False)

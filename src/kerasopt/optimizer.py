@@ -468,17 +468,14 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
     def _decayed_lr(self, var_dtype: torch.dtype) -> Tensor:
         """The step's learning rate in ``var_dtype``: schedule value, then legacy ``decay``."""
         lr_t = self._hyper.tensors["learning_rate"].to(var_dtype)
-        if self._decay_active():
+        if self._hyper.active("decay"):
             local_step = self._raw_iterations.to(var_dtype)
             decay_t = self._hyper.tensors["decay"].to(var_dtype)
             lr_t = lr_t / (1.0 + decay_t * local_step)
         return lr_t
 
     def _decay_active(self) -> bool:
-        if "decay" not in self._hyper.sources:
-            return False
-        value = number_value(self._hyper_source("decay"))
-        return value is None or value > 0
+        return self._hyper.active("decay")
 
     # ------------------------------------------------------------------------------------------
     # engines

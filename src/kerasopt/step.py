@@ -49,7 +49,7 @@ from ._gradients import Grad
 from ._hyper import HyperStore
 from ._slots import SlotStore
 from ._sync import StepLock, hold, lock_of
-from ._types import Coefficients, Mark, Plan
+from ._types import Coefficients, Composition, Mark, Plan
 
 __all__ = [
     "Plan",
@@ -98,6 +98,7 @@ class StepOwner(Protocol):
     gradient_accumulation_steps: int | None
     clipnorm: float | None
     clipvalue: float | None
+    weight_decay: float | None
     global_clipnorm: float | None
     use_ema: bool
     ema_momentum: float
@@ -185,14 +186,34 @@ def plan(
     ``gradient_transformers``, routing (dense / sparse), resolving the hyperparameters, and
     staging the state of variables seen for the first time.
     """
-    opt._sync_step()
+    if opt._raw_iterations._version != opt._step_version:
+        opt._sync_step()
     store = opt._store
-    checks = _gradients.PairChecks(store, type(opt).__name__, opt._path.accepts_complex(opt))
-    checked = _gradients.unaliased(checks.pairs(grads_and_vars), store, opt._name)
-    if aggregate and (opt.gradient_aggregator is not None or opt._custom_aggregation):
-        checked = checks.pairs(opt._aggregate_gradients(checked), transformed=True)
+    aggregates = aggregate and (opt.gradient_aggregator is not None or opt._custom_aggregation)
+    found = None
+    if (
+        type(grads_and_vars) is list
+        and not aggregates
+        and not opt.gradient_accumulation_steps
+        and not opt.gradient_transformers
+        and not isinstance(opt._path, _legacy.HookPath)
+    ):
+        # the same known variables as a step before: one pass of checks, nothing rebuilt
+        found = _gradients.steady(grads_and_vars, store, opt.weight_decay)
+    dense: list[tuple[Tensor, Tensor]] | None = None
+    composition: Composition | None = None
+    constrained: list[Tensor] | None = None
+    checks: _gradients.PairChecks | None = None
+    if found is not None:
+        composition, checked, dense, constrained = found
+    else:
+        checks = _gradients.PairChecks(store, type(opt).__name__, opt._path.accepts_complex(opt))
+        checked = _gradients.unaliased(checks.pairs(grads_and_vars), store, opt._name)
+        if aggregates:
+            checked = checks.pairs(opt._aggregate_gradients(checked), transformed=True)
     if opt.loss_scale_factor is not None:
         checked = _gradients.divide(checked, opt.loss_scale_factor)
+        dense = None
     raw = checked
     update = True
     k = opt.gradient_accumulation_steps
@@ -205,15 +226,25 @@ def plan(
                 (_gradients.accumulated(g, v, k, index.get(id(v), 0), store), v) for g, v in checked
             ]
     if update:
-        checked = _gradients.clip(checked, opt.clipvalue, opt.clipnorm, opt.global_clipnorm)
+        if opt.clipvalue is not None or opt.clipnorm is not None or opt.global_clipnorm is not None:
+            checked = _gradients.clip(checked, opt.clipvalue, opt.clipnorm, opt.global_clipnorm)
+            dense = None
         for transform in opt.gradient_transformers:
+            assert checks is not None  # (a steady step has no transformers)
             checked = checks.pairs(list(transform(checked)), transformed=True)
-    dense, sparse = opt._path.route(opt, checked)
+    if composition is not None:
+        # known, non-empty variables with dense gradients: nothing to route or create
+        if dense is None:  # (the gradients were divided or clipped: dense still)
+            dense = [(v, g) for g, v in checked]  # type: ignore[misc]
+        hyper_values = opt._hyper.resolve(opt._raw_iterations)
+        return Plan(dense, [], [], hyper_values, update, raw, None, False, composition, constrained)
+    assert checks is not None
+    routed, sparse = opt._path.route(opt, checked)
     new_vars = [v for _, v in raw if store.record_of(v) is None]
     hyper_values = opt._hyper.resolve(opt._raw_iterations)
     # last: slot creation and loaded-state checks can raise
     staged = store.stage(new_vars, opt._create_state)
-    return Plan(dense, sparse, new_vars, hyper_values, update, raw, staged, checks.foreign)
+    return Plan(routed, sparse, new_vars, hyper_values, update, raw, staged, checks.foreign)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,6 +253,8 @@ def may_raise(opt: StepOwner, plan: Plan) -> bool:
     """Whether committing ``plan`` runs code other than kerasopt's and torch's — a variable
     ``constraint``, a TF 2.x subclass's hooks, a tensor subclass's overrides: then a commit can
     fail half-way, and is guarded by an ``Undo``."""
+    if plan.constrained is not None:  # a steady step (checked and collected in plan)
+        return bool(plan.constrained)
     return (
         plan.foreign
         or isinstance(opt._path, _legacy.HookPath)
@@ -238,25 +271,36 @@ def commit(opt: StepOwner, plan: Plan, guarded: bool = True) -> None:
     constraints and ``iterations += 1``. With ``guarded`` (the default) a commit that
     ``may_raise`` is undone if it raises; a ``Transaction`` guards its commits itself.
     """
-    undo = Undo(opt, plan, copy=guarded and may_raise(opt, plan))
+    if not (guarded and may_raise(opt, plan)):
+        # nothing to undo: a commit that runs only kerasopt's and torch's code does not fail
+        if plan.staged is not None:
+            opt._store.install(plan.staged)
+        _write(opt, plan)
+        return
+    undo = Undo(opt, plan)
     if plan.staged is not None:
         opt._store.install(plan.staged)
     try:
         _write(opt, plan)
     except BaseException:
-        if undo.copies:
-            undo.restore()
+        undo.restore()
         raise
 
 
 def _write(opt: StepOwner, plan: Plan) -> None:
     for name, value in plan.hyper_values.items():
         opt._hyper.tensors[name].copy_(value)
-    variables = [v for _, v in plan.raw_grads]
+    composition = plan.composition
+    if composition is not None:
+        variables = composition.variables  # (read only)
+        applied = composition.keyed  # one per (device, dtype): each has a dense gradient
+    else:
+        variables = [v for _, v in plan.raw_grads]
+        applied = [v for v, _ in plan.dense] + [v for v, _ in plan.sparse]
     opt._in_step = True
     try:
         if plan.update:
-            apply_state = opt._prepare([v for v, _ in plan.dense] + [v for v, _ in plan.sparse])
+            apply_state = opt._prepare(applied)
             opt._path.apply(opt, plan, apply_state)
             if opt.gradient_accumulation_steps:
                 _features.zero_accumulators(opt._store, variables)
@@ -264,7 +308,9 @@ def _write(opt: StepOwner, plan: Plan) -> None:
             _features.accumulate(opt._store, plan.raw_grads)
         if opt.use_ema:
             _features.update_ema(opt, variables)
-        _features.apply_constraints(variables, opt._label)
+        constrained = variables if plan.constrained is None else plan.constrained
+        if constrained:
+            _features.apply_constraints(constrained, opt._label)
     finally:
         opt._in_step = False
     opt._raw_iterations.add_(1)
@@ -367,7 +413,8 @@ class Transaction:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        self.close()
+        if self._locked:  # (`commit` has released them already)
+            self.close()
 
     def close(self) -> None:
         """Releases the step locks this transaction holds."""
@@ -411,9 +458,11 @@ class Transaction:
         step locks either way."""
         try:
             # (loaded state still pending is adopted by these steps: guarded too)
-            guarded = any(
-                may_raise(opt, planned) or opt._store.pending for opt, planned in self._plans
-            )
+            guarded = False
+            for opt, planned in self._plans:
+                if opt._store.pending or may_raise(opt, planned):
+                    guarded = True
+                    break
             # Copies only when a commit can raise: on a plain step they would copy every
             # variable and slot (several times the model's memory) for nothing.
             undos = [Undo(opt, planned) for opt, planned in self._plans] if guarded else []

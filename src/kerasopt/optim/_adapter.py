@@ -222,7 +222,11 @@ class KerasOptimizer(_TorchState):
 
     def _resnapshot(self, state: _GroupState) -> None:
         state.synced = self._snapshot(state.group)
-        state.synced_values = tuple(map(state.group.get, self._spec.defaults))
+        values = tuple(map(state.group.get, self._spec.defaults))
+        state.synced_values = values
+        # the values' types, when none is a tensor: a step whose values have the same types holds
+        # no tensor either, and compares them in C (`_sync`)
+        state.synced_types = None if any(map(_is_tensor, values)) else tuple(map(type, values))
 
     def _group_state(self, group: dict[str, Any], index: int) -> _GroupState:
         state = self._groups.get(id(group))
@@ -252,7 +256,7 @@ class KerasOptimizer(_TorchState):
         # Fast path, every step: the values are the snapshot's (compared in C) and none is a
         # tensor (which may have changed in place) or an alias written since.
         current = tuple(map(group.get, spec.defaults))
-        if not any(map(_is_tensor, current)) and "learning_rate" not in group:
+        if "learning_rate" not in group and tuple(map(type, current)) == state.synced_types:
             try:
                 if current == state.synced_values:
                     return
@@ -388,7 +392,11 @@ class KerasOptimizer(_TorchState):
                     pairs = [(p.grad, p) for p in state.group["params"] if p.grad is not None]
                     if not pairs:
                         continue
-                    new = [p for _, p in pairs if id(p) not in state.built]
+                    new = (
+                        []
+                        if state.built.keys() >= set(map(id, state.group["params"]))
+                        else [p for _, p in pairs if id(p) not in state.built]
+                    )
                     if new:
                         var_list = self._var_list(state.group, new)
                         step.build(state.inner, var_list)

@@ -137,6 +137,7 @@ class _GroupState:
     inner: KerasOptimizerBase
     synced: dict[str, Any]  # the group values the inner optimizer was last given
     synced_values: tuple[Any, ...] = ()  # the same, as the group's values in key order
+    synced_types: tuple[type, ...] | None = None  # their types; None when one is a tensor
     lr_alias: Any = _MISSING  # last `learning_rate` seen in the group (an alias of `lr`)
     built: dict[int, Tensor] = field(default_factory=dict)  # id -> param, in build order
     batches: list[Any] = field(default_factory=list)  # the `build` calls, to replay on rebuild

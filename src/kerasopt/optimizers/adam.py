@@ -101,10 +101,11 @@ class Adam(Optimizer):
         beta_2_t = self._hyper_t("beta_2", dtype, device)
         beta_1_power = torch.pow(beta_1_t, local_step)
         beta_2_power = torch.pow(beta_2_t, local_step)
+        root, correction = torch.sqrt(1 - beta_2_power), 1 - beta_1_power  # (each once)
         # The dense kernel's step size, in its order: lr * sqrt(1 - b2p) / (1 - b1p) ...
-        c.alpha = c.lr_t * torch.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        c.alpha = c.lr_t * root / correction
         # ... and the sparse path's: lr * (sqrt(1 - b2p) / (1 - b1p)).
-        c.lr = c.lr_t * (torch.sqrt(1 - beta_2_power) / (1 - beta_1_power))
+        c.lr = c.lr_t * (root / correction)
         c.epsilon = self._const(self.epsilon, dtype, device)
         c.beta_1_t = beta_1_t
         c.beta_2_t = beta_2_t
