@@ -133,3 +133,14 @@ def test_the_private_use_check_can_fail(tmp_path: pathlib.Path) -> None:
     source = tmp_path / "driver.py"
     source.write_text("def f(inner):\n    return inner._plan, self._store\n")
     assert private_uses(source, {"_plan", "_store"}) == ["driver.py:2: ._plan"]
+
+
+def test_no_source_file_is_over_600_lines_and_the_optimizer_class_is_small() -> None:
+    sizes = {
+        p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines()) for p in ROOT.rglob("*.py")
+    }
+    assert {name: n for name, n in sizes.items() if n > 600} == {}
+    source = (ROOT / "optimizer.py").read_text()
+    tree = ast.parse(source)
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Optimizer"]
+    assert cls.end_lineno is not None and cls.end_lineno - cls.lineno + 1 <= 600

@@ -519,7 +519,7 @@ def test_a_known_variable_whose_data_becomes_an_expanded_view_is_refused() -> No
     w = ko.Variable(torch.zeros(4), name="w")
     u = ko.Variable(torch.zeros(2), name="u")
     opt = ko.optimizers.Adam(0.1)
-    for _ in range(2):  # the second step is a steady one (kerasopt._gradients.steady)
+    for _ in range(2):  # the second step is a steady one (kerasopt._steady.steady)
         opt.apply_gradients([(torch.ones(4), w), (torch.ones(2), u)])
     before = {k: v.clone() for k, v in opt.state_dict().items()}
     u_before = u.detach().clone()

@@ -109,7 +109,7 @@ class SlotStore:
         # invalidates it.
         self.group_cache: dict[tuple[Any, ...], list[Any]] = {}
         # What a steady step over one list of known variables reuses, keyed on
-        # (weight_decay, *their ids) (kerasopt._gradients.steady); dropped like the group cache.
+        # (weight_decay, *their ids) (kerasopt._steady.steady); dropped like the group cache.
         self.compositions: dict[tuple[Any, ...], Composition] = {}
 
     def _changed(self) -> None:

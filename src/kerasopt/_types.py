@@ -139,7 +139,7 @@ class Composition:
     (keyed on the variables' identities and ``weight_decay``) and dropped whenever the registry
     changes (a new variable, a slot, loaded state, an undone creation). What a variable can
     change behind our back (``param.data = ...``: its dtype, device, shape, storage) is in
-    ``signature`` and compared on every step (``_gradients.steady``), which otherwise falls
+    ``signature`` and compared on every step (``_steady.steady``), which otherwise falls
     back to the full checks.
     """
 

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from . import _features, _gradients, _legacy
+from . import _features, _gradients, _legacy, _steady
 from ._gradients import Grad
 from ._hyper import HyperStore
 from ._slots import SlotStore
@@ -199,7 +199,7 @@ def plan(
         and not isinstance(opt._path, _legacy.HookPath)
     ):
         # the same known variables as a step before: one pass of checks, nothing rebuilt
-        found = _gradients.steady(grads_and_vars, store, opt.weight_decay)
+        found = _steady.steady(grads_and_vars, store, opt.weight_decay)
     dense: list[tuple[Tensor, Tensor]] | None = None
     composition: Composition | None = None
     constrained: list[Tensor] | None = None
