@@ -7,6 +7,7 @@ with a single-process run of the same functions (``world=1``, no process group).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -263,6 +264,13 @@ def main() -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+    # The rank's result is written and every rank passed the barrier: leave without the
+    # interpreter's teardown, where a C++ thread still joinable (gloo's, or a compile worker's)
+    # can abort the process ("terminate called without an active exception", seen once under
+    # load in CI's fresh clone) after the work succeeded. A failure above still raises.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
