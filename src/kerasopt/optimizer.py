@@ -93,8 +93,6 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
 
     #: how a plan is applied: the rule and engines, or a TF 2.x subclass's hooks (chosen per class)
     _path: ClassVar[RulePath | _legacy.HookPath] = _RULES
-    #: the class overrides TF's `_aggregate_gradients` (then every step calls it)
-    _custom_aggregation: ClassVar[bool] = False
     #: set by LossScaleOptimizer on the optimizer it wraps (TF's flag; one wrapper per optimizer)
     _is_wrapped_by_loss_scale_optimizer: bool = False
 
@@ -116,7 +114,6 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._path = _HOOKS if _HOOKS.serves(cls) else _RULES
-        cls._custom_aggregation = cls._aggregate_gradients is not Optimizer._aggregate_gradients
 
     def __init__(
         self,

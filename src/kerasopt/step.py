@@ -106,8 +106,6 @@ class StepOwner(Protocol):
 
     @property
     def _path(self) -> Path: ...
-    @property
-    def _custom_aggregation(self) -> bool: ...  # the class overrides `_aggregate_gradients`
     def _sync_step(self) -> None: ...
     def _aggregate_gradients(self, grads_and_vars: list[tuple[Grad, Tensor]]) -> Any: ...
     def _create_state(self, new_vars: Sequence[Tensor]) -> None: ...
@@ -189,7 +187,11 @@ def plan(
     if opt._raw_iterations._version != opt._step_version:
         opt._sync_step()
     store = opt._store
-    aggregates = aggregate and (opt.gradient_aggregator is not None or opt._custom_aggregation)
+    # a TF 2.x subclass may override `_aggregate_gradients` (read per step: it may be patched)
+    aggregates = aggregate and (
+        opt.gradient_aggregator is not None
+        or type(opt)._aggregate_gradients is not _legacy.Hooks._aggregate_gradients
+    )
     found = None
     if (
         type(grads_and_vars) is list
