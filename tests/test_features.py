@@ -333,3 +333,13 @@ def test_each_feature_config_policy():
 def test_feature_checks_name_the_argument(kwargs, error, match):
     with pytest.raises(error, match=match):
         ko.optimizers.Adam(**kwargs)
+
+
+def test_the_typed_keywords_are_the_table():
+    from typing import get_type_hints
+
+    from kerasopt import _features
+
+    keys = set(get_type_hints(_features.BaseKeywords))
+    assert keys == {f.name for f in _features.FEATURES} | {"decay", "lr"}
+    assert keys - set(get_type_hints(_features.OtherKeywords)) == {"weight_decay"}

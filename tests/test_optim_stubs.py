@@ -20,6 +20,8 @@ from types import ModuleType
 import pytest
 import torch
 
+import kerasopt
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -72,9 +74,12 @@ def test_stub_signatures_are_the_runtime_ones(module: str) -> None:
 
 
 # Valid calls, then calls the runtime refuses (marked `# refused`): mypy must flag exactly the
-# refused lines, and the runtime must raise TypeError on exactly those.
+# refused lines, and the runtime must refuse exactly those (TypeError; the Keras 3 classes raise
+# Keras 3's ValueError). The Keras API classes type their `**kwargs` with
+# `Unpack[kerasopt._features.BaseKeywords]`, so a misspelt keyword is a type error there too.
 PRELUDE = """\
 import torch
+import kerasopt
 import kerasopt.keras3.optim as optim3
 import kerasopt.optim as optim
 
@@ -95,6 +100,13 @@ optim.Adafactor(params, relative_step=False, clip_threshold=2.0)
 optim3.Adam(params, lr=0.1, betas=(0.9, 0.99), weight_decay=0.01)
 optim3.SGD(params, momentum=0.9, loss_scale_factor=None)
 optim3.ScheduleFreeAdamW(params, warmup_steps=10)
+kerasopt.optimizers.Adam(0.1, beta_1=0.8, clipnorm=1.0, decay=0.01, jit_compile=True)
+kerasopt.optimizers.AdamW(weight_decay=0.1, use_ema=True, gradient_accumulation_steps=2)
+kerasopt.optimizers.Nadam(schedule_decay=0.005, slot_dtype="float32")
+kerasopt.keras3.RMSprop(learning_rate=0.1, rho=0.8, global_clipnorm=1.0)
+kerasopt.optimizers.Adam(0.1, beta_11=0.9)  # refused
+kerasopt.optimizers.SGD(momentum=0.9, clip_norm=1.0)  # refused
+kerasopt.keras3.Adam(beta_11=0.9)  # refused
 optim.Adam(params, beta_11=0.9)  # refused
 optim3.Adam(params, beta_11=0.9)  # refused
 optim.Adam(params, eps=1e-8)  # refused
@@ -131,7 +143,8 @@ def test_mypy_accepts_exactly_the_valid_calls(tmp_path: Path) -> None:
     exec(PRELUDE, namespace)
     for line in lines:
         if line.endswith("# refused"):
-            with pytest.raises(TypeError):
+            with pytest.raises(TypeError if "keras3." not in line else ValueError):
                 exec(line, namespace)
         else:
-            assert isinstance(eval(line, namespace), torch.optim.Optimizer), line
+            made = eval(line, namespace)
+            assert isinstance(made, (torch.optim.Optimizer, kerasopt.optimizers.Optimizer)), line

@@ -20,7 +20,7 @@ import numbers
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 import torch
 from torch import Tensor
@@ -128,6 +128,35 @@ FEATURES: tuple[Feature, ...] = (
 )  # fmt: skip
 
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
+
+
+class OtherKeywords(TypedDict, total=False):
+    """``BaseKeywords`` less ``weight_decay``, for the optimizers that take it as an argument of
+    their own (AdamW, Muon)."""
+
+    clipnorm: float | None
+    global_clipnorm: float | None
+    clipvalue: float | None
+    use_ema: bool
+    ema_momentum: float
+    ema_overwrite_frequency: int | None
+    loss_scale_factor: float | None
+    gradient_accumulation_steps: int | None
+    jit_compile: bool
+    slot_dtype: str | torch.dtype | None
+    implementation: str
+    decay: Any
+    lr: Any
+
+
+class BaseKeywords(OtherKeywords, total=False):
+    """The keywords every optimizer takes besides its own, for type checkers: an optimizer's
+    ``**kwargs: Unpack[BaseKeywords]`` lets mypy reject a misspelt keyword
+    (``Adam(beta_11=0.9)``). The features of ``FEATURES`` (a test holds the two equal) and the
+    legacy ``decay`` / ``lr``."""
+
+    weight_decay: float | None
+
 
 #: slots owned by features, listed after the rule's slots in ``weights``
 FEATURE_SLOTS: tuple[str, ...] = tuple(s for f in FEATURES for s in f.slots)

@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._hyper import Param
 from ..optimizers import adam as _legacy
 from ..optimizers.adamw import AdamW as _LegacyAdamW
 from ._base import Keras3Base
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords, OtherKeywords
 
 
 class Adam(Keras3Base, _legacy.Adam):
@@ -67,7 +72,7 @@ class Adam(Keras3Base, _legacy.Adam):
         epsilon: float = 1e-7,
         amsgrad: bool = False,
         name: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(
             learning_rate=learning_rate,
@@ -126,7 +131,7 @@ class AdamW(Adam):
         epsilon: float = 1e-7,
         amsgrad: bool = False,
         name: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[OtherKeywords],
     ) -> None:
         super().__init__(
             learning_rate=learning_rate,

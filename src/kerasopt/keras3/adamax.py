@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from .._hyper import Param
 from ..optimizers import adamax as _legacy
 from ._base import Keras3Base
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords
 
 
 class Adamax(Keras3Base, _legacy.Adamax):
@@ -54,7 +59,7 @@ class Adamax(Keras3Base, _legacy.Adamax):
         beta_2: float = 0.999,
         epsilon: float = 1e-7,
         name: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(
             learning_rate=learning_rate,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .._hyper import Param, tf_cast_value
 from ..optimizers import ftrl as _legacy
 from ._base import Keras3Base
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords
 
 
 class Ftrl(Keras3Base, _legacy.Ftrl):
@@ -68,7 +73,7 @@ class Ftrl(Keras3Base, _legacy.Ftrl):
         l2_shrinkage_regularization_strength: float = 0.0,
         beta: float = 0.0,
         name: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(
             learning_rate=learning_rate,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -12,6 +12,11 @@ from .._engines import compute_dtype
 from .._hyper import Hyper, Param, non_negative
 from ..optimizer import Coefficients
 from ._base import Keras3Base
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords
 
 
 class NadamCoefficients(Coefficients):
@@ -79,7 +84,7 @@ class Nadam(Keras3Base):
         beta_2: float = 0.999,
         epsilon: float = 1e-7,
         name: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.beta_1 = beta_1

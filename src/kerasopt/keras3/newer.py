@@ -5,7 +5,7 @@ names, arguments, sparse semantics) from ``Keras3Base``."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 
@@ -16,6 +16,11 @@ from ..optimizers import lion as _lion
 from ..optimizers import muon as _muon
 from ..optimizers import schedule_free_adamw as _sf
 from ._base import Keras3Base
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords, OtherKeywords
 
 
 class Lion(Keras3Base, _lion.Lion):
@@ -47,7 +52,7 @@ class Lion(Keras3Base, _lion.Lion):
         beta_1: float = 0.9,
         beta_2: float = 0.99,
         name: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(
             learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, name=name, **kwargs
@@ -86,7 +91,7 @@ class Lamb(Keras3Base, _lamb.Lamb):
         beta_2: float = 0.999,
         epsilon: float = 1e-7,
         name: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(
             learning_rate=learning_rate,
@@ -135,7 +140,7 @@ class Adafactor(Keras3Base, _adafactor.Adafactor):
         clip_threshold: float = 1.0,
         relative_step: bool = True,
         name: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(
             learning_rate=learning_rate,
@@ -198,7 +203,7 @@ class Muon(Keras3Base, _muon.Muon):
         nesterov: bool = True,
         rms_rate: float | None = 0.2,
         name: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[OtherKeywords],
     ) -> None:
         super().__init__(
             learning_rate=learning_rate,
@@ -259,7 +264,7 @@ class ScheduleFreeAdamW(Keras3Base, _sf.ScheduleFreeAdamW):
         epsilon: float = 1e-8,
         warmup_steps: int = 0,
         name: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(
             learning_rate=learning_rate,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -10,6 +10,11 @@ from torch import Tensor
 from .._hyper import Hyper, Param, non_negative
 from ..optimizer import Coefficients
 from ._base import Keras3Base
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords
 
 
 class RMSpropCoefficients(Coefficients):
@@ -74,7 +79,7 @@ class RMSprop(Keras3Base):
         epsilon: float = 1e-7,
         centered: bool = False,
         name: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.rho = rho

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .._hyper import Param
 from ..optimizers import sgd as _legacy
 from ._base import Keras3Base
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords
 
 
 def _float_momentum(name: str, value: Any) -> None:
@@ -57,7 +62,7 @@ class SGD(Keras3Base, _legacy.SGD):
         momentum: float = 0.0,
         nesterov: bool = False,
         name: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(
             learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, name=name, **kwargs

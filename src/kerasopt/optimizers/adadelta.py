@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from .._hyper import Hyper, Param, epsilon_or_default, non_negative
 from ..optimizer import Coefficients, Optimizer
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords
 
 
 class AdadeltaCoefficients(Coefficients):
@@ -68,7 +73,7 @@ class Adadelta(Optimizer):
         rho: Any = 0.95,
         epsilon: float | None = 1e-7,
         name: str = "Adadelta",
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(name=name, learning_rate=learning_rate, **kwargs)
         self.rho = rho

@@ -13,6 +13,9 @@ from ..optimizer import Coefficients
 from ._keras3 import Keras3Optimizer
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords
     from ..optimizer import Record
 
 
@@ -110,7 +113,7 @@ class Adafactor(Keras3Optimizer):
         clip_threshold: float = 1.0,
         relative_step: bool = True,
         name: str = "Adafactor",
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(name=name, learning_rate=learning_rate, **kwargs)
         self.beta_2_decay = beta_2_decay

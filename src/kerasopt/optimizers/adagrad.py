@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from .._hyper import Hyper, Param, epsilon_or_default, non_negative, number_value
 from ..optimizer import Coefficients, Optimizer
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords
 
 
 def _non_negative_accumulator(name: str, value: Any) -> None:
@@ -74,7 +79,7 @@ class Adagrad(Optimizer):
         initial_accumulator_value: float = 0.1,
         epsilon: float | None = 1e-7,
         name: str = "Adagrad",
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(name=name, learning_rate=learning_rate, **kwargs)
         self.initial_accumulator_value = initial_accumulator_value

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from .._hyper import Hyper, Param, epsilon_or_default, non_negative
 from ..optimizer import Coefficients, Optimizer
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords
 
 
 class AdamCoefficients(Coefficients):
@@ -84,7 +89,7 @@ class Adam(Optimizer):
         epsilon: float | None = 1e-7,
         amsgrad: bool = False,
         name: str = "Adam",
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(name=name, learning_rate=learning_rate, **kwargs)
         self.beta_1 = beta_1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -12,6 +12,11 @@ from .._hyper import Param
 from ..optimizer import Coefficients
 from ._keras3 import Keras3Optimizer
 from .adam import Adam, AdamCoefficients
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import OtherKeywords
 
 
 class AdamW(Keras3Optimizer, Adam):
@@ -85,7 +90,7 @@ class AdamW(Keras3Optimizer, Adam):
         epsilon: float = 1e-7,
         amsgrad: bool = False,
         name: str = "AdamW",
-        **kwargs: Any,
+        **kwargs: Unpack[OtherKeywords],
     ) -> None:
         super().__init__(
             learning_rate=learning_rate,

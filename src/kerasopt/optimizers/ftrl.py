@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from .._hyper import Hyper, Param, non_negative, number_value, tf_cast_value
 from ..optimizer import Coefficients, Optimizer
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords
 
 
 def _positive_or_zero(name: str, value: Any) -> None:
@@ -103,7 +108,7 @@ class Ftrl(Optimizer):
         name: str = "Ftrl",
         l2_shrinkage_regularization_strength: float = 0.0,
         beta: Any = 0.0,
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(name=name, learning_rate=learning_rate, **kwargs)
         self.initial_accumulator_value = initial_accumulator_value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -10,6 +10,11 @@ from torch import Tensor
 from .._hyper import Hyper, Param, non_negative
 from ..optimizer import Coefficients
 from ._keras3 import Keras3Optimizer
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords
 
 
 class LambCoefficients(Coefficients):
@@ -75,7 +80,7 @@ class Lamb(Keras3Optimizer):
         beta_2: float = 0.999,
         epsilon: float = 1e-7,
         name: str = "Lamb",
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(name=name, learning_rate=learning_rate, **kwargs)
         self.beta_1 = beta_1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -10,6 +10,11 @@ from torch import Tensor
 from .._hyper import Hyper, Param, non_negative, number_value, tf_cast_value
 from ..optimizer import Coefficients
 from ._keras3 import Keras3Optimizer
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords
 
 
 def _beta_1_in_range(name: str, value: Any) -> None:
@@ -82,7 +87,7 @@ class Lion(Keras3Optimizer):
         beta_1: float = 0.9,
         beta_2: float = 0.99,
         name: str = "Lion",
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(name=name, learning_rate=learning_rate, **kwargs)
         self.beta_1 = beta_1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -13,6 +13,11 @@ from torch import Tensor
 from .._hyper import Hyper, Param, non_negative, number_value
 from ..optimizer import Coefficients, Record
 from ._keras3 import Keras3Optimizer
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import OtherKeywords
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -159,7 +164,7 @@ class Muon(Keras3Optimizer):
         nesterov: bool = True,
         rms_rate: float | None = 0.2,
         name: str = "Muon",
-        **kwargs: Any,
+        **kwargs: Unpack[OtherKeywords],
     ) -> None:
         super().__init__(
             name=name, learning_rate=learning_rate, weight_decay=weight_decay, **kwargs

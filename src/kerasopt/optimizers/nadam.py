@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -12,6 +12,15 @@ from .._engines import compute_dtype
 from .._hyper import Hyper, Param, epsilon_or_default, non_negative
 from ..optimizer import Coefficients, Optimizer
 from .schedules import LearningRateSchedule
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords
+
+    class NadamKeywords(BaseKeywords, total=False):
+        schedule_decay: float  # TF's momentum-schedule decay (stored as `decay`)
+
 
 # Dozat's momentum-schedule base 0.96, as TF has it at step time: rounded to float32 first.
 _U_FLOAT32 = float(torch.tensor(0.96, dtype=torch.float32))
@@ -101,7 +110,7 @@ class Nadam(Optimizer):
         beta_2: Any = 0.999,
         epsilon: float | None = 1e-7,
         name: str = "Nadam",
-        **kwargs: Any,
+        **kwargs: Unpack[NadamKeywords],
     ) -> None:
         # TF: `kwargs["decay"] = kwargs.pop("schedule_decay", 0.004)` — a `decay` keyword is
         # overwritten (it is not a learning-rate decay here).

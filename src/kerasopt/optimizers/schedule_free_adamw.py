@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -13,6 +13,11 @@ from torch import Tensor
 from .._hyper import Hyper, Param, non_negative, number_value, tf_cast_value
 from ..optimizer import Coefficients
 from ._keras3 import Keras3Optimizer
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords
 
 
 def _number(name: str, value: Any) -> None:
@@ -129,7 +134,7 @@ class ScheduleFreeAdamW(Keras3Optimizer):
         epsilon: float = 1e-8,
         warmup_steps: int = 0,
         name: str = "ScheduleFreeAdamW",
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(name=name, learning_rate=learning_rate, **kwargs)
         self.beta_1 = beta_1

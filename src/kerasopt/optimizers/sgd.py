@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from .._hyper import Hyper, Param, non_negative, unit_interval
 from ..optimizer import Coefficients, Optimizer
+
+if TYPE_CHECKING:
+    from typing import Unpack
+
+    from .._features import BaseKeywords
 
 
 class SGDCoefficients(Coefficients):
@@ -62,7 +67,7 @@ class SGD(Optimizer):
         momentum: Any = 0.0,
         nesterov: bool = False,
         name: str = "SGD",
-        **kwargs: Any,
+        **kwargs: Unpack[BaseKeywords],
     ) -> None:
         super().__init__(name=name, learning_rate=learning_rate, **kwargs)
         self.momentum = momentum
