@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--optimizers", nargs="*", default=["SGD", "Adam", "AdamW", "Adagrad"])
     parser.add_argument("--workloads", nargs="*", default=["transformer", "many_small", "tiny"])
-    parser.add_argument("--impls", nargs="*", default=["auto"])
+    parser.add_argument("--impls", nargs="*", default=["auto", "flat"])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--scale", type=float, default=0.1)

@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--optimizers", nargs="*", default=sorted(BYTES_PER_PARAM))
     parser.add_argument("--workloads", nargs="*", default=["transformer", "many_small", "large"])
-    parser.add_argument("--impls", nargs="*", default=["per_tensor", "foreach", "compiled"])
+    parser.add_argument("--impls", nargs="*", default=["per_tensor", "foreach", "compiled", "flat"])
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0)

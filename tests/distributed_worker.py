@@ -56,6 +56,7 @@ def keras(name: str) -> Any:
     configs: dict[str, Callable[[], Any]] = {
         "Adam": lambda: ko.optimizers.Adam(0.05),
         "Adam-compiled": lambda: ko.optimizers.Adam(0.05, implementation="compiled"),
+        "Adam-flat": lambda: ko.optimizers.Adam(0.05, implementation="flat"),
         "SGD-clip": lambda: ko.optimizers.SGD(0.1, momentum=0.9, global_clipnorm=0.5),
         "Lamb": lambda: ko.optimizers.Lamb(0.05),
         "Adafactor": lambda: ko.optimizers.Adafactor(0.05),
@@ -73,8 +74,10 @@ def full(t: torch.Tensor) -> torch.Tensor:
 
 def train(api: str, opt_name: str, net: Any, rank: int, world: int, steps: int = STEPS) -> Any:
     """``steps`` updates of ``net`` through one of the four ways to drive an optimizer."""
-    if api == "optim":
-        opt: Any = ko.optim.Adam(net.parameters(), lr=0.05)
+    if api.startswith("optim"):
+        # "optim-flat": flat storage, `.grad` kept as views of its buffer (zeroed in place)
+        engine = {"implementation": "flat"} if api == "optim-flat" else {}
+        opt: Any = ko.optim.Adam(net.parameters(), lr=0.05, **engine)
     else:
         opt = keras(opt_name)
         opt.build(net)  # state keys by `named_parameters()` whichever API then feeds it
@@ -93,10 +96,10 @@ def train(api: str, opt_name: str, net: Any, rank: int, world: int, steps: int =
                 loss = loss_of(net, x, y)
             grads = tape.gradient(loss, params)
             opt.apply_gradients(zip(grads, params))
-        elif api == "optim":
+        elif api.startswith("optim"):
             loss_of(net, x, y).backward()
             opt.step()
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=api != "optim-flat")
     return opt
 
 
@@ -111,7 +114,7 @@ def ddp(rank: int, world: int) -> dict[str, Any]:
     from torch.nn.parallel import DistributedDataParallel
 
     out: dict[str, Any] = {}
-    for api in ("backward", "minimize", "tape", "optim"):
+    for api in ("backward", "minimize", "tape", "optim", "optim-flat"):
         net = model()
         if world > 1:
             wrapped = DistributedDataParallel(net)
@@ -157,6 +160,7 @@ def fsdp(rank: int, world: int) -> dict[str, Any]:
         ("backward", name)
         for name in (
             "Adam-compiled",
+            "Adam-flat",
             "SGD-clip",
             "Lamb",
             "Adafactor",

@@ -19,7 +19,7 @@ import torch
 import kerasopt as ko
 from tests.specs import BY_NAME, LEGACY_HYPERS, OPTIMIZERS
 
-ENGINES = ["auto", "foreach", "per_tensor", "compiled"]
+ENGINES = ["auto", "foreach", "per_tensor", "compiled", "flat"]
 FRONT_ENDS = ["keras", "optim"]
 
 

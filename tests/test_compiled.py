@@ -130,9 +130,9 @@ def test_engine_selection_rule():
     big, many = _engines.AUTO_COMPILE_NUMEL, _engines.FLAT_MIN_TENSORS
     assert _engines.select("auto", True, 10, 3) is _engines.run_foreach
     assert _engines.select("auto", True, big, 3) is _engines.run_compiled
-    assert _engines.select("auto", True, many * 1000, many) is _engines.run_flat
+    assert _engines.select("auto", True, many * 1000, many) is _engines.run_packed
     assert _engines.select("compiled", True, 10, 3) is _engines.run_compiled
-    assert _engines.select("compiled", True, many * 1000, many) is _engines.run_flat
+    assert _engines.select("compiled", True, many * 1000, many) is _engines.run_packed
     assert _engines.select("auto", False, big, many) is _engines.run_per_tensor
     assert _engines.select("foreach", True, big, many) is _engines.run_foreach
 

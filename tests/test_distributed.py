@@ -93,7 +93,7 @@ def _moved(result: list[torch.Tensor]) -> None:
 def test_ddp_every_api_equals_one_process_and_reduces_once(tmp_path):
     ranks = run_ranks("ddp", 2, tmp_path / "ddp")
     single = worker.ddp(0, 1)
-    for api in ("backward", "minimize", "tape", "optim"):
+    for api in ("backward", "minimize", "tape", "optim", "optim-flat"):
         _moved(single[api])
         for r, result in enumerate(ranks):
             _close(result[api], single[api], f"DDP {api} rank {r}")

@@ -58,7 +58,7 @@ def test_classes_declare_what_the_table_states():
 class EngineSpy:
     """Records which engine ran which variables (``select`` looks the engines up by name)."""
 
-    NAMES = ("run_per_tensor", "run_foreach", "run_compiled", "run_flat")
+    NAMES = ("run_per_tensor", "run_foreach", "run_compiled", "run_packed", "run_flat")
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, list[int]]] = []
@@ -248,9 +248,9 @@ def test_auto_keeps_foreach_for_many_small_tensors_of_a_rule_without_slots():
     """The flat engine packs variables and gradients every step: worth it for a rule with
     state, not for plain SGD (bench_optim: SGD 3.3x -> 1.8x torch foreach on 148 tensors)."""
     many, small = _engines.FLAT_MIN_TENSORS, _engines.FLAT_MIN_TENSORS * 100
-    assert _engines.select("auto", True, small, many, slots=2) is _engines.run_flat
+    assert _engines.select("auto", True, small, many, slots=2) is _engines.run_packed
     assert _engines.select("auto", True, small, many, slots=0) is _engines.run_foreach
-    assert _engines.select("compiled", True, small, many, slots=0) is _engines.run_flat
+    assert _engines.select("compiled", True, small, many, slots=0) is _engines.run_packed
     w = [torch.nn.Parameter(torch.ones(8)) for _ in range(many)]
     opt = ko.optimizers.SGD(0.5)
     opt.apply_gradients([(torch.ones(8), v) for v in w])

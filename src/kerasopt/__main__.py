@@ -130,14 +130,20 @@ def bench(tensors: int = 148, numel: int = 20_000, rounds: int = 30) -> dict[str
     ]
     for name, keras, torch_cls, kwargs in cases:
         runs: dict[str, Any] = {}
-        params = {k: make() for k in ("keras", "kerasopt.optim", "foreach", "fused")}
+        keys = ("keras", "keras flat", "kerasopt.optim", "optim flat", "foreach", "fused")
+        params = {k: make() for k in keys}
         for p in (q for ps in params.values() for q in ps):
             p.grad = torch.full_like(p, 1e-3)
-        runs["keras"] = lambda ps=params["keras"], opt=keras: opt.apply_gradients(
-            [(p.grad, p) for p in ps]
-        )
+        keras_flat = type(keras).from_config({**keras.get_config(), "implementation": "flat"})
+        for key, opt in (("keras", keras), ("keras flat", keras_flat)):
+            runs[key] = lambda ps=params[key], opt=opt: opt.apply_gradients(
+                [(p.grad, p) for p in ps]
+            )
         optim = getattr(ko.optim, name)(params["kerasopt.optim"], **kwargs)
         runs["kerasopt.optim"] = optim.step
+        # (flat: `.grad` stays a view of the gradient buffer, as under zero_grad(set_to_none=False))
+        flat = getattr(ko.optim, name)(params["optim flat"], implementation="flat", **kwargs)
+        runs["optim flat"] = flat.step
         runs["foreach"] = torch_cls(params["foreach"], foreach=True, **kwargs).step
         runs["fused"] = torch_cls(params["fused"], fused=True, **kwargs).step
         times: dict[str, list[float]] = {k: [] for k in runs}

@@ -8,8 +8,12 @@ passed by name (``Slots``: slot name -> one tensor per variable of the group):
   one ``torch._foreach_*`` call over the group;
 - ``compiled``: the rule under ``torch.compile`` over 1-D aliases in fixed-length chunks
   (see ``_compiled.py``); Keras's ``jit_compile=True`` selects it;
-- ``flat``: for groups of many small tensors, the compiled rule on the group packed into one flat
-  tensor per operand (then copied back).
+- ``packed`` (what ``auto`` and ``compiled`` run for many small tensors): the compiled rule on the
+  group packed into one flat tensor per operand, the variables copied back;
+- ``flat`` (``implementation="flat"``): flat *storage*. The group's variables and slots become
+  views into one buffer per (operand, device, dtype), so a step is one compiled call over the
+  group whatever the number of tensors, and nothing is copied but the gradients (none where they
+  are already views of the group's gradient buffer, as ``kerasopt.optim`` keeps ``.grad``).
 
 Per-tensor and foreach perform the same IEEE operations in the same order, so their results are
 bit-identical (the tests hold them to it); compiled results are within a few ulp (the compiler
@@ -24,6 +28,8 @@ compute for float16/bfloat16 variables (``compute_dtype``).
 
 from __future__ import annotations
 
+import contextvars
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -89,7 +95,7 @@ FLAT_MIN_TENSORS = 64
 FLAT_MAX_MEAN_NUMEL = 1 << 16
 
 
-def run_flat(
+def run_packed(
     rule: Rule,
     variables: Sequence[Tensor],
     grads: Sequence[Tensor],
@@ -146,6 +152,162 @@ def run_flat(
     torch._foreach_copy_(cache["views"], cache["var_parts"])
 
 
+# The flat engine's buffers, by storage address: a variable that views one of them belongs to
+# kerasopt's layout, not to a user's view, and may move into another group's buffer.
+_FLAT_BUFFERS: weakref.WeakValueDictionary[int, Tensor] = weakref.WeakValueDictionary()
+
+#: True (``GRAD_VIEWS.set(True)``) around a step: the flat engine makes each variable's
+#: ``.grad`` (when it is the gradient being applied) a view of the group's gradient buffer, so
+#: that the next backward accumulates into the buffer and the step after copies nothing
+#: (kerasopt.optim sets it).
+GRAD_VIEWS: contextvars.ContextVar[bool] = contextvars.ContextVar("grad_views", default=False)
+
+
+def _use_count(storage: torch.UntypedStorage) -> int | None:
+    count = getattr(torch._C, "_storage_Use_Count", None)
+    return None if count is None else int(count(storage._cdata))
+
+
+def rehomeable(var: Tensor) -> bool:
+    """Whether moving ``var`` into a flat buffer changes nothing anyone can see but its address:
+    it is contiguous and alone on its storage (no view of it, no NumPy array over it, no tensor
+    sharing its memory: such a tensor would silently stop following it), or its storage is
+    already one of the flat engine's buffers."""
+    if not var.is_contiguous():
+        return False
+    storage = var.untyped_storage()
+    if _FLAT_BUFFERS.get(storage.data_ptr()) is not None:
+        return True
+    if var.storage_offset() != 0 or storage.nbytes() != var.numel() * var.element_size():
+        return False
+    count = _use_count(storage)
+    return count is not None and count <= 2  # the variable and `storage` here
+
+
+@dataclass(eq=False)
+class FlatLayout:
+    """One group's flat storage: its variables and slots are views into ``variables`` and
+    ``slots``; ``grads`` is the gradient buffer, ``grad_views`` its per-variable views."""
+
+    variables: Tensor
+    sizes: list[int]
+    offsets: list[int]
+    pointers: list[int]  # each variable's data_ptr while it is where the layout put it
+    slots: dict[str, list[Tensor]]
+    grads: Tensor
+    grad_views: list[Tensor]
+    grad_pointers: list[int]
+    assign_views: bool = True  # give `.grad` the views (off once a step finds them dropped)
+    assigned: bool = False
+
+
+def _flat(tensors: Sequence[Tensor], sizes: list[int]) -> Tensor:
+    """One buffer holding ``tensors``' values, each tensor re-homed to its window of it: the
+    same object, and (``.data =``, not ``Tensor.set_``, which would give a leaf a new gradient
+    accumulator and orphan the hooks DDP and others registered on it) the same autograd node."""
+    buf = torch.cat([t.detach().reshape(-1) for t in tensors])
+    _FLAT_BUFFERS[buf.untyped_storage().data_ptr()] = buf
+    for t, window in zip(tensors, buf.split(sizes)):
+        t.data = window.view(t.shape)
+    return buf
+
+
+def _layout(variables: Sequence[Tensor], slots: Slots) -> FlatLayout | None:
+    if not all(map(rehomeable, variables)) or not all(
+        t.is_contiguous() for lst in slots.values() for t in lst
+    ):
+        return None
+    sizes = [v.numel() for v in variables]
+    offsets = [0]
+    for n in sizes[:-1]:
+        offsets.append(offsets[-1] + n)
+    var_buf = _flat(variables, sizes)
+    flat_slots = {name: [_flat(lst, sizes)] for name, lst in slots.items()}
+    grads = torch.zeros_like(var_buf)
+    views = [g.view(v.shape) for g, v in zip(grads.split(sizes), variables)]
+    return FlatLayout(
+        var_buf,
+        sizes,
+        offsets,
+        [v.data_ptr() for v in variables],
+        flat_slots,
+        grads,
+        views,
+        [g.data_ptr() for g in views],
+    )
+
+
+def _repack(layout: FlatLayout, variables: Sequence[Tensor], pointers: list[int]) -> None:
+    """Variables given new storage since the last step (``param.data = t``): their new values
+    are copied into their windows and they are re-homed there."""
+    with torch.no_grad():
+        for i, (var, ptr) in enumerate(zip(variables, pointers)):
+            if ptr == layout.pointers[i]:
+                continue
+            window = layout.variables.narrow(0, layout.offsets[i], layout.sizes[i])
+            window.copy_(var.detach().reshape(-1))
+            var.data = window.view(var.shape)
+    layout.pointers = [v.data_ptr() for v in variables]
+
+
+def run_flat(
+    rule: Rule,
+    variables: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    slots: Slots,
+    c: Any,
+    cache: dict[str, Any],
+) -> None:
+    """Runs the rule once (compiled) over the group's flat storage (``FlatLayout``).
+
+    The first step re-homes the variables and slots into one buffer each; while a variable
+    cannot move without breaking what shares its memory (``rehomeable``), the group runs
+    ``run_compiled`` (the same numbers) and tries again at the next step. Gradients that are the
+    layout's own views (``.grad`` under ``GRAD_VIEWS``) are used in place; others are packed
+    into the gradient buffer by one foreach copy.
+    """
+    layout: FlatLayout | None = cache.get("flat_storage")
+    if layout is None:
+        layout = _layout(variables, slots)
+        if layout is None:
+            # (the chunked engine: it keeps no view of the variables that would stop them
+            # from moving later, and its numbers are the flat engine's)
+            run_compiled(rule, variables, grads, slots, c)
+            return
+        cache["flat_storage"] = layout
+    pointers = [v.data_ptr() for v in variables]
+    if pointers != layout.pointers:
+        if not all(v.is_contiguous() for v in variables):
+            cache.pop("flat_storage")
+            run_compiled(rule, variables, grads, slots, c)
+            return
+        _repack(layout, variables, pointers)
+    grad_pointers = [g.data_ptr() for g in grads]
+    packed = grad_pointers != layout.grad_pointers or not all(map(Tensor.is_contiguous, grads))
+    if packed:
+        # (a foreach copy into the views: twice as fast as `torch.cat` of reshaped gradients)
+        torch._foreach_copy_(layout.grad_views, list(grads))
+    run_compiled(rule, [layout.variables], [layout.grads], layout.slots, c)
+    if packed and layout.assign_views and GRAD_VIEWS.get():
+        _assign_grad_views(layout, variables, grads, grad_pointers)
+
+
+def _assign_grad_views(
+    layout: FlatLayout, variables: Sequence[Tensor], grads: Sequence[Tensor], pointers: list[int]
+) -> None:
+    """Makes each variable's ``.grad`` that was the gradient applied a view of the gradient
+    buffer (same values). If a later step finds the views gone (``zero_grad()`` sets ``.grad``
+    to None by default; ``zero_grad(set_to_none=False)`` keeps them), the group stops."""
+    if layout.assigned:
+        layout.assign_views = False
+        return
+    for var, view, ptr in zip(variables, layout.grad_views, pointers):
+        grad = var.grad
+        if grad is not None and grad.data_ptr() == ptr and grad.shape == view.shape:
+            var.grad = view
+    layout.assigned = True
+
+
 def select(
     implementation: str, elementwise: bool, numel: int = 0, count: int = 1, slots: int = 1
 ) -> Callable[..., None]:
@@ -155,12 +317,14 @@ def select(
         return run_per_tensor
     if implementation == "foreach":
         return run_foreach
+    if implementation == "flat":
+        return run_flat if count > 1 else run_compiled
     # The flat engine packs the variables and gradients every step: it pays for a rule with
     # state (Adam: 2x faster than foreach on 200 small tensors), not for a rule without
     # (SGD without momentum: 1.8x slower), where `auto` keeps foreach.
     if count >= FLAT_MIN_TENSORS and numel < FLAT_MAX_MEAN_NUMEL * count:
         if slots or implementation == "compiled":
-            return run_flat
+            return run_packed
         return run_foreach
     if implementation == "compiled" or numel >= AUTO_COMPILE_NUMEL:
         return run_compiled
@@ -275,6 +439,8 @@ def run_group(
     variables: Sequence[Tensor] = group.variables
     slots: Slots = group.slots
     if group.dtensor:
+        if run is run_flat:
+            run = run_compiled  # FSDP2 owns its shards' storage: they are not re-homed
         if not elementwise:
             run_whole_tensors(rule, variables, grads, slots, c)
             return
@@ -297,8 +463,8 @@ def run_in_float32(
     c: Any,
 ) -> None:
     """One rule over half-precision tensors, computed in float32 and rounded once on store."""
-    if run is run_flat:
-        run = run_compiled  # the flat engine's caches hold on to their operands
+    if run is run_packed or run is run_flat:
+        run = run_compiled  # the flat engines' caches hold on to their operands
     wide = [v.float() for v in variables]
     wide_slots = {name: [t.float() for t in lst] for name, lst in slots.items()}
     run(rule, wide, [g.float() for g in grads], wide_slots, c, {})

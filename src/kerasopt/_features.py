@@ -39,7 +39,7 @@ class SlotStore(Protocol):
 __all__ = ["ENGINES", "FEATURES", "FEATURE_SLOTS", "Feature", "config", "init"]
 
 #: the values of ``implementation`` (kerasopt._engines runs them)
-ENGINES = ("auto", "per_tensor", "foreach", "compiled")
+ENGINES = ("auto", "per_tensor", "foreach", "compiled", "flat")
 
 
 def _clip_number(name: str, value: Any) -> None:
@@ -124,7 +124,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("slot_dtype", None, _slot_dtype, policy="kerasopt",
             doc="'float32': float32 slots for float16/bfloat16 variables"),
     Feature("implementation", "auto", _implementation, policy="kerasopt",
-            doc="the engine: 'auto', 'per_tensor', 'foreach' or 'compiled'"),
+            doc="the engine: 'auto', 'per_tensor', 'foreach', 'compiled' or 'flat'"),
 )  # fmt: skip
 
 BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}

@@ -6,6 +6,7 @@ returns None, and the full checks in ``kerasopt._gradients`` run and name the pr
 
 from __future__ import annotations
 
+import itertools
 import operator
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +21,24 @@ if TYPE_CHECKING:
 
 __all__ = ["compose", "steady"]
 
+_FIRST = operator.itemgetter(0)
 _SECOND = operator.itemgetter(1)
-_PAIR_TYPES = (tuple, list)
+_PAIR_SET = frozenset({tuple, list})
+_TUPLE = {tuple}
+_CONSTRAINT = itertools.repeat("constraint")
+_NONE = itertools.repeat(None)
+_LAYOUT = operator.attrgetter("layout")
+_STRIDED = {torch.strided}
+_DTYPE = operator.attrgetter("dtype")
+_SHAPE = operator.attrgetter("shape")
+_DEVICE = operator.attrgetter("device")
+_REQUIRES_GRAD = operator.attrgetter("requires_grad")
+
+
+_STORAGE_OF = Tensor.untyped_storage
+_ADDRESS = torch.UntypedStorage.data_ptr
+
+
 _MAX_COMPOSITIONS = 16
 
 
@@ -52,44 +69,76 @@ def steady(
         if len(store.compositions) >= _MAX_COMPOSITIONS:
             store.compositions.clear()
         store.compositions[key] = composition
-    checked: list[tuple[Tensor, Tensor]] = []
-    dense: list[tuple[Tensor, Tensor]] = []
-    constrained: list[Tensor] = []
-    storages: set[int] = set()
-    for item, var, (dtype, device, shape) in zip(
-        pairs, composition.variables, composition.signature
+    n = len(variables)
+    if len(pairs) != n or not set(map(type, pairs)) <= _PAIR_SET or set(map(len, pairs)) != {2}:
+        return None
+    grads: list[Tensor] = list(map(_FIRST, pairs))
+    # One C-level pass per property (the same checks as a per-pair loop, at ~0.1 us a tensor,
+    # allocating no lists of tuples, whose garbage collections would cost more than the checks):
+    # the gradient is a plain dense tensor of the variable's dtype, shape and device, and the
+    # variable still has the dtype, device and shape its slots were made for.
+    shapes = composition.shapes
+    if (
+        not set(map(type, grads)) <= _PLAIN
+        or set(map(_LAYOUT, grads)) != _STRIDED
+        or list(map(_DTYPE, grads)) != composition.dtypes
+        or list(map(_DTYPE, variables)) != composition.dtypes
+        or not all(map(operator.eq, map(_SHAPE, grads), shapes))
+        or not all(map(operator.eq, map(_SHAPE, variables), shapes))
+        or list(map(_DEVICE, grads)) != composition.devices
+        or list(map(_DEVICE, variables)) != composition.devices
+        or any(map(Tensor.is_inference, variables))
     ):
-        if type(item) not in _PAIR_TYPES or len(item) != 2:
-            return None
-        grad = item[0]
-        if (
-            type(grad) not in _PLAIN
-            or grad.layout is not torch.strided
-            or grad.dtype is not dtype
-            or var.dtype is not dtype
-            or grad.shape != shape
-            or var.shape != shape
-            or grad.device != device
-            or var.device != device
-            or var.is_inference()
-            or 0 in var.stride()  # an expanded view (`param.data = t.expand(...)`)
-            or (grad.requires_grad and grad.is_leaf and not var.requires_grad)
-        ):
-            return None
-        storages.add(var.untyped_storage().data_ptr())
-        if getattr(var, "constraint", None) is not None:
-            constrained.append(var)
-        grad = grad.detach()
-        checked.append((grad, var))
-        dense.append((var, grad))
-    if len(storages) < len(checked):
-        return None  # views of one storage: `unaliased` tells them apart
-    for i, (grad, var) in enumerate(checked):
-        if grad.untyped_storage().data_ptr() in storages:
-            grad = grad.clone()
-            checked[i] = (grad, var)
-            dense[i] = (var, grad)
-    return composition, list(checked), dense, constrained
+        return None
+    pointers = list(map(Tensor.data_ptr, variables))
+    verified = composition.verified
+    if (
+        verified is not None
+        and verified[0] == pointers
+        and all(map(operator.eq, map(Tensor.stride, variables), verified[1]))
+    ):
+        storages = verified[2]
+    else:
+        strides = list(map(Tensor.stride, variables))
+        if any(0 in stride for stride in strides):
+            return None  # an expanded view (`param.data = t.expand(...)`)
+        storages = frozenset(map(_ADDRESS, map(_STORAGE_OF, variables)))
+        if len(storages) < n and not _disjoint_windows(variables):
+            return None  # overlapping views of one storage: `unaliased` names them
+        composition.verified = (pointers, strides, storages)
+    same = True
+    if any(map(_REQUIRES_GRAD, grads)):
+        for grad, var in zip(grads, variables):
+            if grad.requires_grad and grad.is_leaf and not var.requires_grad:
+                return None
+        grads = list(map(Tensor.detach, grads))
+        same = False
+    constrained = list(itertools.compress(variables, map(getattr, variables, _CONSTRAINT, _NONE)))
+    # a gradient sharing a variable's storage is copied (the rule writes the variable first)
+    for i, storage in enumerate(map(_ADDRESS, map(_STORAGE_OF, grads))):
+        if storage in storages:
+            grads[i] = grads[i].clone()
+            same = False
+    # the caller's (gradient, variable) tuples where nothing was replaced
+    checked = (
+        list(pairs) if same and set(map(type, pairs)) == _TUPLE else list(zip(grads, variables))
+    )
+    dense = list(zip(variables, grads))
+    return composition, checked, dense, constrained
+
+
+def _disjoint_windows(variables: list[Tensor]) -> bool:
+    """Whether variables that share storages are contiguous windows of them that do not overlap
+    (the flat engine's layout, or parameters packed by hand): what ``unaliased`` accepts of
+    them. Anything else goes to ``unaliased``, which names the overlap."""
+    spans = []
+    for var in variables:
+        if not var.is_contiguous():
+            return False
+        start = var.data_ptr()
+        spans.append((start, start + var.numel() * var.element_size()))
+    spans.sort()
+    return all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
 
 
 def compose(store: SlotStore, variables: list[Tensor]) -> Composition | None:
@@ -119,4 +168,12 @@ def compose(store: SlotStore, variables: list[Tensor]) -> Composition | None:
         records.append(record)
         signature.append((var.dtype, var.device, var.shape))
         keyed.setdefault((var.device, var.dtype), var)
-    return Composition(variables, records, signature, list(keyed.values()))
+    return Composition(
+        variables,
+        records,
+        signature,
+        list(keyed.values()),
+        dtypes=[d for d, _, _ in signature],
+        devices=[d for _, d, _ in signature],
+        shapes=[torch.Size(s) for _, _, s in signature],
+    )

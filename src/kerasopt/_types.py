@@ -151,6 +151,13 @@ class Composition:
     keyed: list[Tensor]
     #: the engines' groups of the step's dense pairs (``_engines.groups``), made on first use
     groups: list[Any] | None = None
+    #: ``signature`` by column, compared a column at a time
+    dtypes: list[Any] = field(default_factory=list)
+    devices: list[Any] = field(default_factory=list)
+    shapes: list[Any] = field(default_factory=list)
+    #: (data pointers, strides, storages) of the variables when they were last found free of
+    #: overlaps: unchanged, they still are (``_steady.steady``)
+    verified: tuple[list[int], list[Any], frozenset[int]] | None = None
 
 
 @dataclass(eq=False)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from .._engines import GRAD_VIEWS
 from .._sync import StepLock, locked
 from ..optimizer import Optimizer as KerasOptimizerBase
 from ..wrappers._base import Transaction
@@ -386,29 +387,38 @@ class KerasOptimizer(_TorchState):
         # overrides `apply_gradients` gets its own method called, after the others committed.
         built: list[tuple[_GroupState, list[Tensor], Any]] = []
         custom: list[tuple[KerasOptimizerBase, list[tuple[Tensor, Tensor]]]] = []
-        with torch.no_grad(), Transaction() as step:
-            try:
-                for state in states:
-                    pairs = [(p.grad, p) for p in state.group["params"] if p.grad is not None]
-                    if not pairs:
-                        continue
-                    new = (
-                        []
-                        if state.built.keys() >= set(map(id, state.group["params"]))
-                        else [p for _, p in pairs if id(p) not in state.built]
-                    )
-                    if new:
-                        var_list = self._var_list(state.group, new)
-                        step.build(state.inner, var_list)
-                        built.append((state, new, var_list))
-                    if type(state.inner).apply_gradients is not KerasOptimizerBase.apply_gradients:
-                        custom.append((state.inner, pairs))
-                    else:
-                        step.plan(state.inner, pairs)
-                step.commit()
-            except BaseException:
-                step.unbuild()
-                raise
+        # GRAD_VIEWS: under implementation="flat", `.grad` becomes a view of the group's
+        # gradient buffer, which the next backward accumulates into (docs/performance.md).
+        token = GRAD_VIEWS.set(True)
+        try:
+            with torch.no_grad(), Transaction() as step:
+                try:
+                    for state in states:
+                        pairs = [(p.grad, p) for p in state.group["params"] if p.grad is not None]
+                        if not pairs:
+                            continue
+                        new = (
+                            []
+                            if state.built.keys() >= set(map(id, state.group["params"]))
+                            else [p for _, p in pairs if id(p) not in state.built]
+                        )
+                        if new:
+                            var_list = self._var_list(state.group, new)
+                            step.build(state.inner, var_list)
+                            built.append((state, new, var_list))
+                        if (
+                            type(state.inner).apply_gradients
+                            is not KerasOptimizerBase.apply_gradients
+                        ):
+                            custom.append((state.inner, pairs))
+                        else:
+                            step.plan(state.inner, pairs)
+                    step.commit()
+                except BaseException:
+                    step.unbuild()
+                    raise
+        finally:
+            GRAD_VIEWS.reset(token)
         for inner, pairs in custom:
             inner.apply_gradients(pairs)
         for state, new, var_list in built:

@@ -1,0 +1,229 @@
+"""The flat engine (``implementation="flat"``): variables and slots re-homed into one buffer per
+group, one compiled call per step, the same numbers as the compiled engine; what re-homing must
+never change (identity, views a user holds, ``param.data = ...``, saved state), and
+``kerasopt.optim``'s ``.grad`` views of the gradient buffer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import kerasopt as ko
+from kerasopt import _engines
+from tests.helpers import make_grads, make_optimizer, make_vars
+from tests.specs import OPTIMIZERS
+from tests.test_compiled import _assert_within_steps_ulps
+
+ELEMENTWISE = [s for s in OPTIMIZERS if s.elementwise]
+# 70 tensors (2 to 14 elements, some 2-D): more than one compiled chunk, one flat buffer
+SHAPES = [(2 + i % 7,) if i % 3 else (2, 1 + i % 7) for i in range(70)]
+
+
+def _storages(tensors) -> set[int]:
+    return {t.untyped_storage().data_ptr() for t in tensors}
+
+
+def _run(spec, config, implementation, steps=3, seed=21):
+    variables = make_vars(SHAPES, torch.float32, seed=seed)
+    opt = make_optimizer(spec, config, implementation=implementation)
+    for grads in make_grads(SHAPES, steps, torch.float32, seed=seed + 1):
+        opt.apply_gradients(zip(grads, variables))
+    return opt, variables
+
+
+@pytest.mark.parametrize("spec", ELEMENTWISE, ids=[s.name for s in ELEMENTWISE])
+def test_flat_is_the_compiled_engine_bit_for_bit(spec):
+    """Every elementwise optimizer: flat storage runs the compiled rule over the same elements
+    as the compiled engine's chunks, so variables and every slot are bit-identical to it (and
+    within the compiled engine's ulp bound of the per-tensor reference)."""
+    config = spec.configs[-1]
+    flat_opt, flat_vars = _run(spec, config, "flat")
+    comp_opt, comp_vars = _run(spec, config, "compiled")
+    _, ref_vars = _run(spec, config, "per_tensor")
+    assert len(_storages(flat_vars)) == 1  # one buffer holds them all
+    for i, (f, c, r) in enumerate(zip(flat_vars, comp_vars, ref_vars)):
+        assert torch.equal(f, c), f"variable {i}"
+        _assert_within_steps_ulps(f, r, 3, f"variable {i}")
+        for name in comp_opt._store.by_id[id(c)].slots:
+            got, want = flat_opt.get_slot(f, name), comp_opt.get_slot(c, name)
+            assert torch.equal(got, want), f"slot {name!r} of variable {i}"
+    names = comp_opt._store.by_id[id(comp_vars[0])].slots
+    for name in names:
+        assert len(_storages(flat_opt.get_slot(v, name) for v in flat_vars)) == 1, name
+
+
+def test_rehoming_keeps_identity_autograd_and_module_state():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(8)])
+    params = list(model.parameters())
+    ids = [id(p) for p in params]
+    opt = ko.optimizers.Adam(0.01, implementation="flat")
+    x = torch.randn(5, 4)
+    for _ in range(2):
+        with ko.GradientTape() as tape:
+            loss = model(x).square().sum()
+        opt.apply_gradients(zip(tape.gradient(loss, params), params))
+    assert [id(p) for p in model.parameters()] == ids
+    assert all(isinstance(p, torch.nn.Parameter) and p.is_leaf for p in params)
+    assert len(_storages(params)) == 1
+    # autograd still reaches every parameter, and a state_dict round trip restores the values
+    model(x).sum().backward()
+    assert all(p.grad is not None and p.grad.shape == p.shape for p in params)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in params:
+            p.zero_()
+    model.load_state_dict(saved)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    assert len(_storages(params)) == 1  # load_state_dict copies in place
+
+
+def test_a_variable_given_new_data_is_repacked_not_ignored():
+    variables = make_vars(SHAPES, torch.float32, seed=30)
+    twins = [torch.nn.Parameter(v.detach().clone()) for v in variables]
+    flat = ko.optimizers.SGD(0.5, momentum=0.5, implementation="flat")
+    ref = ko.optimizers.SGD(0.5, momentum=0.5, implementation="compiled")
+    grads = make_grads(SHAPES, 1, torch.float32, seed=31)[0]
+    flat.apply_gradients(zip(grads, variables))
+    ref.apply_gradients(zip(grads, twins))
+    with torch.no_grad():
+        variables[3].data = torch.full(SHAPES[3], 7.0)  # new storage behind the same Parameter
+        twins[3].data = torch.full(SHAPES[3], 7.0)
+    flat.apply_gradients(zip(grads, variables))
+    ref.apply_gradients(zip(grads, twins))
+    for i, (a, b) in enumerate(zip(variables, twins)):
+        assert torch.equal(a, b), f"variable {i}"
+    assert len(_storages(variables)) == 1  # variable 3 is back in the buffer
+
+
+def test_a_variable_a_user_views_is_not_moved_and_the_view_keeps_following_it():
+    """Re-homing a variable that another tensor views would silently cut that view off: such
+    a group runs the packed engine (the same numbers) until the view is gone."""
+    variables = make_vars(SHAPES, torch.float32, seed=40)
+    twins = [torch.nn.Parameter(v.detach().clone()) for v in variables]
+    alias = variables[5].detach().view(-1)  # e.g. a NumPy array or a view kept by a user
+    flat = ko.optimizers.Adam(0.1, implementation="flat")
+    ref = ko.optimizers.Adam(0.1, implementation="compiled")
+    for grads in make_grads(SHAPES, 2, torch.float32, seed=41):
+        flat.apply_gradients(zip(grads, variables))
+        ref.apply_gradients(zip(grads, twins))
+    assert alias.data_ptr() == variables[5].data_ptr()
+    assert torch.equal(alias, variables[5].detach().view(-1))
+    assert len(_storages(variables)) == len(variables)  # nothing was moved
+    del alias
+    for grads in make_grads(SHAPES, 2, torch.float32, seed=42):
+        flat.apply_gradients(zip(grads, variables))
+        ref.apply_gradients(zip(grads, twins))
+    assert len(_storages(variables)) == 1  # the view is gone: the group went flat
+    for i, (a, b) in enumerate(zip(variables, twins)):
+        assert torch.equal(a, b), f"variable {i}"
+
+
+def test_rehomeable_refuses_views_and_shared_memory():
+    owner = torch.randn(6)
+    assert _engines.rehomeable(owner)
+    view = owner[1:4]
+    assert not _engines.rehomeable(view)  # a window of a larger storage
+    assert not _engines.rehomeable(owner)  # now something else views it
+    del view
+    assert _engines.rehomeable(owner)
+    assert not _engines.rehomeable(torch.randn(3, 4).t())  # not contiguous
+
+
+def _model_and_data(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        *[m for _ in range(10) for m in (torch.nn.Linear(6, 6), torch.nn.Tanh())]
+    )
+    return model, torch.randn(8, 6)
+
+
+@pytest.mark.parametrize("set_to_none", [False, True])
+def test_optim_grads_become_views_that_backward_accumulates_into(set_to_none, monkeypatch):
+    """kerasopt.optim under flat: after the first step each ``.grad`` is a view of the group's
+    gradient buffer; with ``zero_grad(set_to_none=False)`` the next backward accumulates into it
+    and the step copies no gradient. With the default ``zero_grad()`` the gradients are new
+    tensors each step and are copied in. Either way the numbers are the compiled engine's."""
+    runs = {}
+    for impl in ("flat", "compiled"):
+        model, x = _model_and_data()
+        opt = ko.optim.Adam(model.parameters(), lr=0.01, implementation=impl)
+        for _ in range(4):
+            opt.zero_grad(set_to_none=set_to_none)
+            model(x).square().mean().backward()
+            opt.step()
+        runs[impl] = (model, opt)
+    flat_model, flat_opt = runs["flat"]
+    for a, b in zip(flat_model.parameters(), runs["compiled"][0].parameters()):
+        assert torch.equal(a, b)
+    params = list(flat_model.parameters())
+    grad_storages = _storages(p.grad for p in params)
+    assert len(grad_storages) == (1 if not set_to_none else len(params))
+    if set_to_none:
+        return
+    copies = []
+    real_copy = torch._foreach_copy_
+    monkeypatch.setattr(
+        torch, "_foreach_copy_", lambda *a, **k: copies.append(1) or real_copy(*a, **k)
+    )
+    flat_opt.zero_grad(set_to_none=False)
+    flat_model(x).square().mean().backward()
+    flat_opt.step()
+    assert copies == []  # the gradients were already in the buffer
+    assert _storages(p.grad for p in params) == grad_storages
+
+
+def test_flat_state_saves_and_restores_bit_exactly(tmp_path):
+    """kerasopt.save of a flat model and optimizer (views of shared buffers) restores into a
+    fresh pair bit-exactly, and the next step is the one the saved pair would have taken."""
+    model = torch.nn.ParameterList(make_vars(SHAPES, torch.float32, seed=50))
+    opt = ko.optimizers.Adam(0.05, implementation="flat")
+    grads = make_grads(SHAPES, 3, torch.float32, seed=51)
+    for g in grads[:2]:
+        opt.apply_gradients(zip(g, model))
+    path = tmp_path / "ckpt.pt"
+    ko.save(path, opt, model)
+    fresh = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(s)) for s in SHAPES])
+    restored = ko.optimizers.Adam(0.05, implementation="flat")
+    ko.load(path, restored, fresh)
+    for a, b in zip(fresh, model):
+        assert torch.equal(a, b)
+    opt.apply_gradients(zip(grads[2], model))
+    restored.apply_gradients(zip(grads[2], fresh))
+    for i, (a, b) in enumerate(zip(fresh, model)):
+        assert torch.equal(a, b), f"variable {i}"
+    for a, b in zip(restored.variables(), opt.variables()):
+        assert torch.equal(a, b)
+
+
+def test_half_precision_and_single_tensors_run_compiled():
+    assert _engines.select("flat", True, 10, 1) is _engines.run_compiled
+    assert _engines.select("flat", True, 10, 5) is _engines.run_flat
+    assert _engines.select("flat", False, 10, 5) is _engines.run_per_tensor
+    variables = [torch.nn.Parameter(torch.randn(4, dtype=torch.bfloat16)) for _ in range(5)]
+    twins = [torch.nn.Parameter(v.detach().clone()) for v in variables]
+    grads = [torch.randn(4, dtype=torch.bfloat16) for _ in variables]
+    ko.optimizers.Adam(0.1, implementation="flat").apply_gradients(zip(grads, variables))
+    ko.optimizers.Adam(0.1, implementation="compiled").apply_gradients(zip(grads, twins))
+    assert all(torch.equal(a, b) for a, b in zip(variables, twins))
+
+
+def test_rehoming_keeps_gradient_hooks():
+    """Hooks on a parameter's gradient accumulator (DDP's all-reduce hooks are such) and
+    post-accumulate-grad hooks still fire after the parameter moved into the buffer
+    (``Tensor.set_`` would have given it a new accumulator and silently orphaned them)."""
+    params = [torch.nn.Parameter(torch.randn(3)) for _ in range(4)]
+    fired: list[str] = []
+    accumulators = []  # (kept alive, as DDP keeps them: a parameter holds its node weakly)
+    for p in params:
+        accumulators.append(p.view_as(p).grad_fn.next_functions[0][0])
+        accumulators[-1].register_hook(lambda *_: fired.append("node"))
+        p.register_post_accumulate_grad_hook(lambda _: fired.append("post"))
+    opt = ko.optim.SGD(params, lr=0.1, implementation="flat")
+    for _ in range(2):
+        fired.clear()
+        sum(p.square().sum() for p in params).backward()
+        assert fired.count("node") == fired.count("post") == 4
+        opt.step()
+        opt.zero_grad()
+    assert len(_storages(params)) == 1
