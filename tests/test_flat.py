@@ -227,3 +227,34 @@ def test_rehoming_keeps_gradient_hooks():
         opt.step()
         opt.zero_grad()
     assert len(_storages(params)) == 1
+
+
+@pytest.mark.parametrize("front", ["keras", "optim"])
+def test_large_tensors_with_the_callers_gradients_skip_the_copy(front, monkeypatch):
+    """For large tensors, copying gradients that are not the buffer's views would cost more
+    than it saves: the compiled engine runs on the re-homed tensors (same numbers), and
+    kerasopt.optim's `.grad` still become views (with the gradients' values) for later steps."""
+    monkeypatch.setattr(_engines, "FLAT_MAX_MEAN_NUMEL", 1)  # every tensor counts as large
+    runs = {}
+    for impl in ("flat", "compiled"):
+        model, x = _model_and_data(seed=3)
+        params = list(model.parameters())
+        opt = (
+            ko.optim.Adam(params, lr=0.01, implementation=impl)
+            if front == "optim"
+            else ko.optimizers.Adam(0.01, implementation=impl)
+        )
+        for _ in range(3):
+            loss = model(x).square().mean()
+            if front == "optim":
+                opt.zero_grad(set_to_none=False)
+                loss.backward()
+                opt.step()
+            else:
+                opt.apply_gradients(zip(torch.autograd.grad(loss, params), params))
+        runs[impl] = params
+    for a, b in zip(runs["flat"], runs["compiled"]):
+        assert torch.equal(a, b)
+    assert len(_storages(runs["flat"])) == 1
+    if front == "optim":
+        assert len(_storages(p.grad for p in runs["flat"])) == 1

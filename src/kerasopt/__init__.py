@@ -13,6 +13,7 @@ from . import keras3, optimizers
 from . import optim as optim
 from ._state import StateError
 from .checkpoint import load, save
+from .in_backward import InBackward, apply_in_backward
 from .optimizer import Optimizer
 from .sparse import IndexedSlices
 from .tape import GradientTape, UnconnectedGradients
@@ -20,11 +21,13 @@ from .variables import Variable
 
 __all__ = [
     "GradientTape",
+    "InBackward",
     "IndexedSlices",
     "Optimizer",
     "StateError",
     "UnconnectedGradients",
     "Variable",
+    "apply_in_backward",
     "keras3",
     "load",
     "optimizers",

@@ -284,6 +284,14 @@ def run_flat(
         _repack(layout, variables, pointers)
     grad_pointers = [g.data_ptr() for g in grads]
     packed = grad_pointers != layout.grad_pointers or not all(map(Tensor.is_contiguous, grads))
+    if packed and layout.variables.numel() >= FLAT_MAX_MEAN_NUMEL * len(variables):
+        # Large tensors and gradients of the caller's: copying the gradients in would cost more
+        # memory traffic than the per-tensor calls it saves, so the chunked compiled engine runs
+        # on the (re-homed) tensors themselves: the same kernel, the same numbers.
+        run_compiled(rule, variables, grads, slots, c)
+        if layout.assign_views and GRAD_VIEWS.get():
+            _assign_grad_views(layout, variables, grads, grad_pointers, copy=True)
+        return
     if packed:
         # (a foreach copy into the views: twice as fast as `torch.cat` of reshaped gradients)
         torch._foreach_copy_(layout.grad_views, list(grads))
@@ -293,14 +301,21 @@ def run_flat(
 
 
 def _assign_grad_views(
-    layout: FlatLayout, variables: Sequence[Tensor], grads: Sequence[Tensor], pointers: list[int]
+    layout: FlatLayout,
+    variables: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    pointers: list[int],
+    copy: bool = False,
 ) -> None:
     """Makes each variable's ``.grad`` that was the gradient applied a view of the gradient
-    buffer (same values). If a later step finds the views gone (``zero_grad()`` sets ``.grad``
-    to None by default; ``zero_grad(set_to_none=False)`` keeps them), the group stops."""
+    buffer with the same values (``copy``: copied in first). If a later step finds the views
+    gone (``zero_grad()`` sets ``.grad`` to None by default; ``zero_grad(set_to_none=False)``
+    keeps them), the group stops."""
     if layout.assigned:
         layout.assign_views = False
         return
+    if copy:
+        torch._foreach_copy_(layout.grad_views, list(grads))
     for var, view, ptr in zip(variables, layout.grad_views, pointers):
         grad = var.grad
         if grad is not None and grad.data_ptr() == ptr and grad.shape == view.shape:
