@@ -140,7 +140,7 @@ def run_packed(
     if not cache["flat"]:
         run_compiled(rule, variables, grads, slots, c)
         return
-    ptrs = [v.data_ptr() for v in variables]
+    ptrs = list(map(Tensor.data_ptr, variables))
     if ptrs != cache.setdefault("ptrs", ptrs):
         # A variable got new storage (e.g. `param.data = ...`): the cached views are stale.
         cache["views"] = [v.detach().view(-1) for v in variables]
@@ -275,14 +275,14 @@ def run_flat(
             run_compiled(rule, variables, grads, slots, c)
             return
         cache["flat_storage"] = layout
-    pointers = [v.data_ptr() for v in variables]
+    pointers = list(map(Tensor.data_ptr, variables))
     if pointers != layout.pointers:
         if not all(v.is_contiguous() for v in variables):
             cache.pop("flat_storage")
             run_compiled(rule, variables, grads, slots, c)
             return
         _repack(layout, variables, pointers)
-    grad_pointers = [g.data_ptr() for g in grads]
+    grad_pointers = list(map(Tensor.data_ptr, grads))
     packed = grad_pointers != layout.grad_pointers or not all(map(Tensor.is_contiguous, grads))
     if packed and layout.variables.numel() >= FLAT_MAX_MEAN_NUMEL * len(variables):
         # Large tensors and gradients of the caller's: copying the gradients in would cost more
@@ -295,7 +295,7 @@ def run_flat(
     if packed:
         # (a foreach copy into the views: twice as fast as `torch.cat` of reshaped gradients)
         torch._foreach_copy_(layout.grad_views, list(grads))
-    run_compiled(rule, [layout.variables], [layout.grads], layout.slots, c)
+    run_compiled(rule, [layout.variables], [layout.grads], layout.slots, c, chunk=1)
     if packed and layout.assign_views and GRAD_VIEWS.get():
         _assign_grad_views(layout, variables, grads, grad_pointers)
 
