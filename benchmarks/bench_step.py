@@ -121,16 +121,27 @@ def roofline_gbs(n: int = 50_000_000, repeats: int = 8) -> float:
 def bench_kerasopt(
     name: str, impl: str, w: Workload, steps: int, warmup: int
 ) -> tuple[list[float], float]:
+    """``impl`` an engine (the Keras API's ``apply_gradients``) or ``optim:<engine>`` (the
+    ``kerasopt.optim`` step, ``.grad`` set once and kept, as under
+    ``zero_grad(set_to_none=False)``: under flat storage it stays the gradient buffer's view)."""
     params, grads = make_params(w)
+    front, _, engine = impl.rpartition(":")
     kwargs: dict[str, Any] = (
-        {"implementation": impl} if impl != "compiled" else {"jit_compile": True}
+        {"implementation": engine} if engine != "compiled" else {"jit_compile": True}
     )
-    opt = getattr(ko.optimizers, name)(**kwargs)
-    pairs = list(zip(grads, params))
+    step: Callable[[], Any]
+    if front == "optim":
+        for p, g in zip(params, grads):
+            p.grad = g
+        step = getattr(ko.optim, name)(params, **kwargs).step
+    else:
+        opt = getattr(ko.optimizers, name)(**kwargs)
+        pairs = list(zip(grads, params))
+        step = lambda: opt.apply_gradients(pairs)  # noqa: E731
     t0 = time.perf_counter()
-    opt.apply_gradients(pairs)
+    step()
     first = time.perf_counter() - t0
-    times = time_steps(lambda: opt.apply_gradients(pairs), steps, warmup)
+    times = time_steps(step, steps, warmup)
     return times, first
 
 
@@ -169,12 +180,18 @@ def peak_memory_child(name: str, impl: str, workload: str, scale: float) -> None
         opt = getattr(torch.optim, cls_name)(params, **kw, **extra)
         step: Callable[[], Any] = opt.step
     else:
+        front, _, engine = impl.rpartition(":")
         kwargs: dict[str, Any] = (
-            {"implementation": impl} if impl != "compiled" else {"jit_compile": True}
+            {"implementation": engine} if engine != "compiled" else {"jit_compile": True}
         )
-        ko_opt = getattr(ko.optimizers, name)(**kwargs)
-        pairs = list(zip(grads, params))
-        step = lambda: ko_opt.apply_gradients(pairs)  # noqa: E731
+        if front == "optim":
+            for p, g in zip(params, grads):
+                p.grad = g
+            step = getattr(ko.optim, name)(params, **kwargs).step
+        else:
+            ko_opt = getattr(ko.optimizers, name)(**kwargs)
+            pairs = list(zip(grads, params))
+            step = lambda: ko_opt.apply_gradients(pairs)  # noqa: E731
     for _ in range(3):
         step()
     print(max(0, _status_bytes("VmHWM") - base))
@@ -212,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory", action="store_true", help="also measure peak memory (subprocesses)"
     )
+    parser.add_argument("--markdown", help="also write the table as Markdown to this file")
+    parser.add_argument("--png", help="also draw the ratios to torch fused as a PNG chart")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     roof = roofline_gbs()
@@ -219,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}, {args.threads} threads, in-place streaming roofline {roof:.1f} GB/s"
     )
     wl = workloads(args.scale)
+    table: list[list[str]] = []
     for key in args.workloads:
         w = wl[key]
         print(f"\n## {w.name}: {w.params / 1e6:.1f}M params")
@@ -259,8 +279,66 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{name:<10} {label:<14} {fmt_ms(times):<24} {ratios[0]:>8} {ratios[1]:>10} {ratios[2]:>9} {gbs:6.1f} {100 * gbs / roof:5.0f}% {first_s:>10}{mem}"
                 )
+                table.append(
+                    [w.name, name, label, f"{med * 1e3:.2f}", *ratios, f"{100 * gbs / roof:.0f}%"]
+                    + ([mem.strip()] if args.memory else [])
+                )
             sys.stdout.flush()
+    header = ["workload", "optimizer", "engine", "median ms", "vs torch loop"]
+    header += ["vs torch foreach", "vs torch fused", "% of roofline"]
+    header += ["peak extra"] if args.memory else []
+    if args.markdown:
+        write_markdown(args.markdown, header, table, roof, args)
+    if args.png:
+        draw(args.png, table)
     return 0
+
+
+def write_markdown(
+    path: str, header: list[str], rows: list[list[str]], roof: float, args: Any
+) -> None:
+    lines = [
+        f"torch {torch.__version__}, {args.threads} threads, median of {args.steps} steps; "
+        f"in-place streaming roofline {roof:.1f} GB/s. Engines: the Keras API's "
+        "`apply_gradients`; `optim:` the `kerasopt.optim` step.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"\nMarkdown table written to {path}")
+
+
+def draw(path: str, rows: list[list[str]]) -> None:
+    """One bar per (optimizer, engine) and workload: step time relative to torch fused (or
+    foreach, where torch has no fused kernel); below the line is faster."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(dict.fromkeys(r[0] for r in rows))
+    fig, axes = plt.subplots(len(workloads), 1, figsize=(10, 3.2 * len(workloads)), squeeze=False)
+    for ax, workload in zip(axes[:, 0], workloads):
+        labels, values = [], []
+        for r in rows:
+            if r[0] != workload or r[2].startswith("torch"):
+                continue
+            ratio = r[6] if r[6] != "-" else r[5]
+            labels.append(f"{r[1]}\n{r[2]}" + ("" if r[6] != "-" else "\n(vs foreach)"))
+            values.append(float(ratio.rstrip("x")))
+        ax.bar(
+            range(len(values)), values, color=["#2a7ab0" if v <= 1 else "#c0504d" for v in values]
+        )
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(values)), labels, fontsize=7)
+        ax.set_ylabel("step time / torch's")
+        ax.set_title(workload, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"chart written to {path}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,38 @@ def test_bench_prints_ratios_to_torch_optim(capsys):
     ratios = bench(tensors=4, numel=64, rounds=3)
     for name in ("Adam", "SGD"):
         assert ratios[f"{name}/foreach"] == 1.0
-        for key in ("keras", "kerasopt.optim", "fused"):
+        for key in ("keras", "keras flat", "kerasopt.optim", "optim flat", "fused"):
             assert ratios[f"{name}/{key}"] > 0
     assert "x torch.optim foreach" in capsys.readouterr().out
     assert main(["bench", "--tensors", "2", "--numel", "8", "--rounds", "2"]) == 0
+
+
+def test_bench_step_writes_the_table_as_markdown_and_a_chart(tmp_path, monkeypatch):
+    """benchmarks/bench_step.py, tiny: every front end and engine asked for gets a row, written
+    as Markdown and drawn as a PNG."""
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_step
+
+    monkeypatch.setattr(bench_step, "roofline_gbs", lambda: 10.0)
+    md, png = tmp_path / "table.md", tmp_path / "chart.png"
+    args = ["--optimizers", "SGD", "RMSprop", "--workloads", "many_small", "--scale", "0.001"]
+    args += ["--impls", "foreach", "optim:foreach", "--steps", "2", "--warmup", "0"]
+    assert bench_step.main([*args, "--markdown", str(md), "--png", str(png)]) == 0
+    rows = [line for line in md.read_text().splitlines() if line.startswith("| many small")]
+    engines = [(r.split(" | ")[1], r.split(" | ")[2]) for r in rows]
+    assert engines == [
+        ("SGD", "torch loop"),
+        ("SGD", "torch foreach"),
+        ("SGD", "torch fused"),
+        ("SGD", "foreach"),
+        ("SGD", "optim:foreach"),
+        ("RMSprop", "torch loop"),
+        ("RMSprop", "torch foreach"),
+        ("RMSprop", "foreach"),
+        ("RMSprop", "optim:foreach"),
+    ]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    del sys.modules["bench_step"]
