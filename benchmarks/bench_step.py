@@ -312,30 +312,35 @@ def write_markdown(
 
 
 def draw(path: str, rows: list[list[str]]) -> None:
-    """One bar per (optimizer, engine) and workload: step time relative to torch fused (or
-    foreach, where torch has no fused kernel); below the line is faster."""
+    """Grouped bars, one group per optimizer and one bar per kerasopt engine, a panel per
+    workload: step time relative to torch fused (to torch foreach where torch has no fused
+    kernel, marked *); below the line is faster."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     workloads = list(dict.fromkeys(r[0] for r in rows))
-    fig, axes = plt.subplots(len(workloads), 1, figsize=(10, 3.2 * len(workloads)), squeeze=False)
+    engines = list(dict.fromkeys(r[2] for r in rows if not r[2].startswith("torch")))
+    fig, axes = plt.subplots(len(workloads), 1, figsize=(10, 3.4 * len(workloads)), squeeze=False)
+    width = 0.8 / max(1, len(engines))
     for ax, workload in zip(axes[:, 0], workloads):
-        labels, values = [], []
-        for r in rows:
-            if r[0] != workload or r[2].startswith("torch"):
-                continue
-            ratio = r[6] if r[6] != "-" else r[5]
-            labels.append(f"{r[1]}\n{r[2]}" + ("" if r[6] != "-" else "\n(vs foreach)"))
-            values.append(float(ratio.rstrip("x")))
-        ax.bar(
-            range(len(values)), values, color=["#2a7ab0" if v <= 1 else "#c0504d" for v in values]
-        )
+        names = list(dict.fromkeys(r[1] for r in rows if r[0] == workload))
+        for k, engine in enumerate(engines):
+            xs, values = [], []
+            for i, name in enumerate(names):
+                for r in rows:
+                    if r[0] == workload and r[1] == name and r[2] == engine:
+                        ratio = r[6] if r[6] != "-" else r[5]
+                        xs.append(i + (k - (len(engines) - 1) / 2) * width)
+                        values.append(float(ratio.rstrip("x")))
+            ax.bar(xs, values, width, label=engine)
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_xticks(range(len(values)), labels, fontsize=7)
+        fused = {r[1] for r in rows if r[2] == "torch fused"}
+        ax.set_xticks(range(len(names)), [n if n in fused else n + "*" for n in names])
         ax.set_ylabel("step time / torch's")
-        ax.set_title(workload, fontsize=10)
+        ax.set_title(f"{workload}: vs torch fused (* vs torch foreach)", fontsize=10)
+        ax.legend(fontsize=8, ncol=len(engines))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     print(f"chart written to {path}")
