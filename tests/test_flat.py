@@ -258,3 +258,49 @@ def test_large_tensors_with_the_callers_gradients_skip_the_copy(front, monkeypat
     assert len(_storages(runs["flat"])) == 1
     if front == "optim":
         assert len(_storages(p.grad for p in runs["flat"])) == 1
+
+
+def test_loaded_state_reaches_a_flat_group_that_already_stepped():
+    """``load_state_dict`` into flat optimizers that already laid out their buffers (both front
+    ends): the loaded slots and weights are what the next steps use."""
+    import copy
+
+    def step(model, opt, x):
+        opt.zero_grad(set_to_none=False)
+        model(x).square().mean().backward()
+        opt.step()
+
+    reference, _ = _model_and_data(seed=7)
+    x = torch.randn(8, 6)
+    ref_opt = ko.optim.Adam(reference.parameters(), lr=0.01, implementation="flat")
+    for _ in range(2):
+        step(reference, ref_opt, x)
+    saved_model = copy.deepcopy(reference.state_dict())
+    saved_opt = copy.deepcopy(ref_opt.state_dict())
+    for _ in range(2):
+        step(reference, ref_opt, x)
+    model, _ = _model_and_data(seed=8)
+    opt = ko.optim.Adam(model.parameters(), lr=0.01, implementation="flat")
+    step(model, opt, x)  # its own layout and state, then replaced
+    model.load_state_dict(saved_model)
+    opt.load_state_dict(saved_opt)
+    for _ in range(2):
+        step(model, opt, x)
+    for a, b in zip(reference.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+
+    grads = make_grads(SHAPES, 3, torch.float32, seed=61)
+    keras_vars = make_vars(SHAPES, torch.float32, seed=60)
+    keras = ko.optimizers.Adam(0.1, implementation="flat")
+    keras.apply_gradients(zip(grads[0], keras_vars))
+    other_vars = [torch.nn.Parameter(v.detach().clone()) for v in keras_vars]
+    other = ko.optimizers.Adam(0.1, implementation="flat")
+    other.apply_gradients(zip(grads[1], other_vars))  # its own layout
+    with torch.no_grad():
+        for a, b in zip(other_vars, keras_vars):
+            a.copy_(b)
+    other.load_state_dict(keras.state_dict())
+    keras.apply_gradients(zip(grads[2], keras_vars))
+    other.apply_gradients(zip(grads[2], other_vars))
+    for a, b in zip(keras_vars, other_vars):
+        assert torch.equal(a, b)
