@@ -415,6 +415,47 @@ def test_a_compiled_optim_step_runs_and_matches_eager(name: str) -> None:
     assert int(compiled.state[compiled_params[0]]["step"]) == 3
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ko.optimizers.Adam(0.1),
+        lambda: ko.optimizers.Adam(0.1, implementation="flat"),
+        lambda: ko.optimizers.LossScaleOptimizer(
+            ko.optimizers.SGD(0.1), dynamic=False, initial_scale=1.0
+        ),
+        lambda: ko.keras3.Adam(0.1),
+    ],
+    ids=["Adam", "Adam-flat", "LossScale", "keras3-Adam"],
+)
+def test_a_compiled_function_calling_apply_gradients_breaks_once_and_matches_eager(make) -> None:
+    """A torch.compile'd function that calls ``apply_gradients`` runs kerasopt's step as it
+    runs eagerly (one graph break, the same numbers) instead of tracing its bookkeeping in
+    fragments."""
+    import torch._dynamo.utils as dynamo_utils
+
+    torch._dynamo.reset()
+    dynamo_utils.counters.clear()
+    shapes = [(4, 3), (3,), (5,)]
+    grads = [
+        [torch.randn(s, generator=torch.Generator().manual_seed(i)) for s in shapes]
+        for i in range(3)
+    ]
+    runs = []
+    for compiled in (False, True):
+        params = [torch.nn.Parameter(torch.ones(s)) for s in shapes]
+        opt = make()
+        step = lambda g, opt=opt, params=params: opt.apply_gradients(zip(g, params))  # noqa: E731
+        if compiled:
+            step = torch.compile(step)
+        for g in grads:
+            step(g)
+        runs.append(params)
+    for p, q in zip(*runs):
+        assert torch.equal(p, q)
+    breaks = dynamo_utils.counters["graph_break"]
+    assert sum(breaks.values()) == 1 and "apply_gradients" in next(iter(breaks))
+
+
 # ---------------------------------------------------------------------------------------------
 # smaller ones
 def test_adafactor_leaves_no_nan_in_a_zero_size_variable_slots() -> None:

@@ -364,6 +364,10 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
 
     # ------------------------------------------------------------------------------------------
     # apply_gradients: plan, then commit
+    # kerasopt's step is bookkeeping (checks, the transaction, locks) around engines that compile
+    # themselves: inside a torch.compile'd function it runs as it does eagerly (one graph break)
+    # instead of being traced in fragments.
+    @torch.compiler.disable
     def apply_gradients(
         self,
         grads_and_vars: Iterable[tuple[Any, Tensor]],

@@ -380,6 +380,10 @@ class LossScaleOptimizer(Wrapper):
         """
         return self._apply(self.compute_gradients(loss, var_list, tape=tape, grad_loss=grad_loss))
 
+    # kerasopt's step is bookkeeping (checks, the transaction, locks) around engines that compile
+    # themselves: inside a torch.compile'd function it runs as it does eagerly (one graph break)
+    # instead of being traced in fragments.
+    @torch.compiler.disable
     def apply_gradients(
         self,
         grads_and_vars: Iterable[tuple[Any, Tensor]],

@@ -408,6 +408,10 @@ class MultiOptimizer(Wrapper):
             self._iterations.add_(1)
         return self.iterations
 
+    # kerasopt's step is bookkeeping (checks, the transaction, locks) around engines that compile
+    # themselves: inside a torch.compile'd function it runs as it does eagerly (one graph break)
+    # instead of being traced in fragments.
+    @torch.compiler.disable
     def apply_gradients(
         self,
         grads_and_vars: Iterable[tuple[Any, Tensor]],
