@@ -207,3 +207,26 @@ def test_compiled_matches_eager_in_half_precision(name, dtype):
         x, y = a.detach().double(), b.detach().double()
         ulp = eps * torch.maximum(x.abs(), y.abs()).clamp_min(torch.finfo(dtype).tiny)
         assert ((x - y).abs() <= 4 * ulp).all(), f"{name} {dtype}: {x} vs {y}"
+
+
+@pytest.mark.parametrize("name", ["Lamb", "Adafactor"])
+def test_whole_tensor_rules_compile_per_tensor_within_a_few_ulp(name):
+    """Lamb and Adafactor under ``compiled``: one graph per shape class, shared by instances,
+    no recompile when a hyperparameter changes; within the compiled engine's ulp bound of the
+    per-tensor rule (their norms may sum in another order). Adafactor factors the (130, 129)
+    variable's second moment."""
+    shapes = [(), (1,), (5,), (3, 4), (130, 129), (1, 6)]
+    make = getattr(ko.optimizers, name)
+    _compare_with_eager(lambda impl: make(0.01, implementation=impl), shapes, 3, seed=17)
+    variables = make_vars(shapes, torch.float32, seed=18)
+    grads = make_grads(shapes, 1, torch.float32, seed=19)[0]
+    opt = make(0.01, implementation="compiled")
+    opt.apply_gradients(zip(grads, variables))
+    before = _graphs()
+    opt.learning_rate = 0.02
+    opt.apply_gradients(zip(grads, variables))
+    other = make(0.05, implementation="compiled")
+    other.apply_gradients(zip(grads, [torch.nn.Parameter(v.detach().clone()) for v in variables]))
+    assert _graphs() == before
+    whole = [k for k in _compiled._CACHE if k[-1] == "whole" and k[1] is make]
+    assert whole and not [k for k in whole if k in _compiled._BROKEN]  # it did compile

@@ -58,7 +58,14 @@ def test_classes_declare_what_the_table_states():
 class EngineSpy:
     """Records which engine ran which variables (``select`` looks the engines up by name)."""
 
-    NAMES = ("run_per_tensor", "run_foreach", "run_compiled", "run_packed", "run_flat")
+    NAMES = (
+        "run_per_tensor",
+        "run_foreach",
+        "run_compiled",
+        "run_packed",
+        "run_flat",
+        "run_whole_compiled",
+    )
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, list[int]]] = []
@@ -119,14 +126,16 @@ def test_foreach_bit_identical_to_per_tensor_mixed_dtypes(spec, config, monkeypa
             assert torch.equal(ref_opt.get_slot(a, name), opt.get_slot(b, name)), name
 
 
-@pytest.mark.parametrize("implementation", ["per_tensor", "foreach", "compiled", "auto"])
+@pytest.mark.parametrize("implementation", ["per_tensor", "foreach", "compiled", "flat", "auto"])
 @pytest.mark.parametrize(("spec", "config"), WHOLE_TENSOR, ids=WHOLE_TENSOR_IDS)
 def test_whole_tensor_rules_run_per_tensor_and_match_reference(
     spec, config, implementation, monkeypatch
 ):
-    """Lamb, Adafactor and Muon (``elementwise = False``) have no multi-tensor engine: every
-    ``implementation`` runs them per tensor, and a float32 + float64 group (one apply_gradients
-    call, a densified sparse gradient in it) follows the float64 reference."""
+    """Lamb, Adafactor and Muon (``elementwise = False``) have no multi-tensor engine: they run
+    one tensor per call, compiled under ``compiled`` / ``flat`` (and ``auto`` for large groups)
+    where the class allows it (Lamb, Adafactor; Muon's matrix products gain nothing), eagerly
+    otherwise; a float32 + float64 group (one apply_gradients call, a densified sparse gradient
+    in it) follows the float64 reference either way."""
     dtypes = [torch.float32, torch.float64]
     variables = [v for dt in dtypes for v in make_vars(MIXED, dt, seed=5)]
     emb = [
@@ -154,11 +163,20 @@ def test_whole_tensor_rules_run_per_tensor_and_match_reference(
     for j, dt in enumerate(dtypes):
         own = [*variables[j * len(MIXED) : (j + 1) * len(MIXED)], emb[j]]
         assert_matches(opt, own, runs[dt], spec, dt, f"{implementation}, {dt}")
-        assert all(spy.engines_of(v) == {"run_per_tensor"} for v in own), spy.calls
+        compiles = spec.name in ("Lamb", "Adafactor") and implementation in ("compiled", "flat")
+        engine = "run_whole_compiled" if compiles else "run_per_tensor"
+        assert all(spy.engines_of(v) == {engine} for v in own), spy.calls
+    assert type(opt).compiles_whole_tensors == (spec.name in ("Lamb", "Adafactor"))
+    big = _engines.AUTO_COMPILE_NUMEL
     for impl in _engines.ENGINES:
-        assert _engines.select(impl, False, _engines.AUTO_COMPILE_NUMEL, 100) is (
-            _engines.run_per_tensor
+        assert _engines.select(impl, False, big, 100) is _engines.run_per_tensor
+        compiled = impl in ("compiled", "flat", "auto")
+        assert _engines.select(impl, False, big, 100, compile_whole=True) is (
+            _engines.run_whole_compiled if compiled else _engines.run_per_tensor
         )
+    assert _engines.select("auto", False, big - 1, 100, compile_whole=True) is (
+        _engines.run_per_tensor
+    )
 
 
 def _sparse_run(spec, config, implementation):

@@ -36,8 +36,12 @@ class Rule:
     #: slot as a keyword argument named for the slot; Adafactor's slot ``c`` would clash with the
     #: coefficients ``c``, Schedule-Free's ``momentum`` is the paper's ``z``)
     slot_arguments: ClassVar[dict[str, str]] = {}
-    #: False when the rule needs whole tensors (norms, factored moments): always run per tensor
+    #: False when the rule needs whole tensors (norms, factored moments): it runs per tensor
     elementwise: ClassVar[bool] = True
+    #: for a whole-tensor rule: whether the compiled engines may compile it one tensor per call
+    #: (Lamb, Adafactor: several times faster on large tensors; Muon's matrix products gain
+    #: nothing). A rule that cannot be traced falls back to eager with a warning.
+    compiles_whole_tensors: ClassVar[bool] = False
     #: "lazy": sparse gradients reach ``update_sparse`` (the default one touches only the indexed
     #: rows; Adam's, Nadam's and RMSprop's own decay every row, as TF's); "dense": densify them
     sparse_mode: ClassVar[str] = "lazy"
@@ -115,6 +119,7 @@ class RuleOwner(Protocol):
     weight_decay: float | None
     implementation: str
     elementwise: ClassVar[bool]
+    compiles_whole_tensors: ClassVar[bool]
     slot_arguments: ClassVar[dict[str, str]]
     supports_complex: ClassVar[bool]
     sparse_mode: ClassVar[str]
@@ -191,7 +196,15 @@ def apply_dense(
                 weight_decay=opt._const(tf_cast_value(group.weight_decay), compute, device)
             )
             rule = opt._update_with_weight_decay
-        _engines.run_group(rule, group, grads, c, opt.implementation, opt.elementwise)
+        _engines.run_group(
+            rule,
+            group,
+            grads,
+            c,
+            opt.implementation,
+            opt.elementwise,
+            compile_whole=opt.compiles_whole_tensors,
+        )
 
 
 def apply_sparse(

@@ -72,7 +72,11 @@ def _chunk_step(rule: Callable[..., None], variables: Any, grads: Any, slots: An
         rule(variables[i], grads[i], c=c, **{name: s[i] for name, s in slots.items()})
 
 
-def _compiled(key: tuple[Any, ...]) -> Callable[..., None]:
+def _one_step(rule: Callable[..., None], var: Any, grad: Any, slots: Any, c: Any) -> None:
+    rule(var, grad, c=c, **slots)
+
+
+def _compiled(key: tuple[Any, ...], step: Callable[..., None] = _chunk_step) -> Callable[..., None]:
     fn = _CACHE.get(key)
     if fn is None:
         with _LOCK:
@@ -80,8 +84,8 @@ def _compiled(key: tuple[Any, ...]) -> Callable[..., None]:
             if fn is None:
                 # A distinct code object per key gives each its own dynamo cache (and recompile
                 # budget).
-                code = _chunk_step.__code__.replace(co_name=f"kerasopt_compiled_step_{len(_CACHE)}")
-                raw = types.FunctionType(code, _chunk_step.__globals__, code.co_name)
+                code = step.__code__.replace(co_name=f"kerasopt_compiled_step_{len(_CACHE)}")
+                raw = types.FunctionType(code, step.__globals__, code.co_name)
                 # dynamic_threads: every loop gets a parallel scope. Without it inductor decides
                 # from the first trace's sizes, and a shared graph would run a later large tensor
                 # on one thread.
@@ -211,3 +215,57 @@ def run_compiled(
             c=c,
             **{name: TensorList([lst[i] for i in eager]) for name, lst in slots.items()},
         )
+
+
+def _alias(t: Tensor) -> Tensor:
+    """A plain tensor on ``t``'s memory with its shape and strides (not a view: see ``_flat``)."""
+    out = torch.empty(0, dtype=t.dtype, device=t.device)
+    return out.set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
+
+
+def run_whole_compiled(
+    rule: Callable[..., None],
+    variables: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    slots: Mapping[str, Sequence[Tensor]],
+    c: Any,
+    cache: dict[str, Any] | None = None,
+) -> None:
+    """A whole-tensor rule (norms, factored moments) compiled one tensor per call: a graph per
+    (rule, dtype) and shape class (rank, and the rule's own branches on sizes), shared by
+    instances; coefficients are 0-d tensors, so hyperparameter changes never recompile. Its
+    reductions may sum in another order than eager: within a few ulp of the per-tensor rule.
+    Tensors with fewer than two elements run eagerly (size 1 would specialise the graph)."""
+    if not variables:
+        return
+    var0 = variables[0]
+    owner = type(getattr(rule, "__self__", None))
+    func = getattr(rule, "__func__", rule)
+    key = (func, owner, tuple(slots), var0.dtype, var0.device.type, "whole")
+    fn = None if key in _BROKEN else _compiled(key, _one_step)
+    for i, var in enumerate(variables):
+        own = {name: lst[i] for name, lst in slots.items()}
+        if fn is None or var.numel() < 2:
+            rule(var, grads[i], c=c, **own)
+            continue
+        first = _READY.get(key) is not fn
+        try:
+            with _NO_DUCK_SHAPE:
+                fn(rule, _alias(var), _alias(grads[i]), {n: _alias(t) for n, t in own.items()}, c)
+        except Exception as e:
+            if not first and not isinstance(e, _COMPILE_ERRORS):
+                raise
+            with _LOCK:
+                _BROKEN.add(key)
+            warnings.warn(
+                f"kerasopt: the compiled engine is unavailable here ({type(e).__name__}: {e}); "
+                "running the rule eagerly.",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+            fn = None
+            rule(var, grads[i], c=c, **own)
+            continue
+        if first:
+            with _LOCK:
+                _READY[key] = fn

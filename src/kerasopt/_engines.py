@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from . import _distributed
-from ._compiled import run_compiled
+from ._compiled import run_compiled, run_whole_compiled
 from ._features import ENGINES as ENGINES  # the implementation keyword's values
 from ._gradients import COMPLEX_DTYPES
 from ._tensorlist import TensorList
@@ -324,11 +324,22 @@ def _assign_grad_views(
 
 
 def select(
-    implementation: str, elementwise: bool, numel: int = 0, count: int = 1, slots: int = 1
+    implementation: str,
+    elementwise: bool,
+    numel: int = 0,
+    count: int = 1,
+    slots: int = 1,
+    compile_whole: bool = False,
 ) -> Callable[..., None]:
     """The engine for a group of ``count`` tensors with ``numel`` elements and ``slots`` slot
-    names (docs/performance.md: Engines)."""
-    if not elementwise or implementation == "per_tensor":
+    names; ``compile_whole``: a whole-tensor rule that may be compiled per tensor
+    (docs/performance.md: Engines)."""
+    if not elementwise:
+        compiled = implementation in ("compiled", "flat") or (
+            implementation == "auto" and numel >= AUTO_COMPILE_NUMEL
+        )
+        return run_whole_compiled if compile_whole and compiled else run_per_tensor
+    if implementation == "per_tensor":
         return run_per_tensor
     if implementation == "foreach":
         return run_foreach
@@ -439,18 +450,25 @@ def run_group(
     c: Any,
     implementation: str,
     elementwise: bool,
+    compile_whole: bool = False,
 ) -> None:
     """Runs ``rule`` over one group with the engine ``implementation`` selects for it."""
     chosen = group.cache.get("engine")
-    if chosen is not None and chosen[0] == implementation and chosen[1] == elementwise:
-        run = chosen[2]
+    if chosen is not None and chosen[0] == (implementation, elementwise, compile_whole):
+        run = chosen[1]
     else:
         run = select(
-            implementation, elementwise, group.numel, len(group.variables), len(group.slots)
+            implementation,
+            elementwise,
+            group.numel,
+            len(group.variables),
+            len(group.slots),
+            compile_whole,
         )
         if group.key[1] in COMPLEX_DTYPES and run not in (run_per_tensor, run_foreach):
-            run = run_foreach  # inductor does not compile complex arithmetic
-        group.cache["engine"] = (implementation, elementwise, run)
+            # inductor does not compile complex arithmetic
+            run = run_foreach if elementwise else run_per_tensor
+        group.cache["engine"] = ((implementation, elementwise, compile_whole), run)
     variables: Sequence[Tensor] = group.variables
     slots: Slots = group.slots
     if group.dtensor:

@@ -103,6 +103,7 @@ class Adafactor(Keras3Optimizer):
     slot_aliases: ClassVar[dict[str, str]] = {"velocity": "v"}
     slot_arguments: ClassVar[dict[str, str]] = {"c": "c_factor"}  # `c` is the coefficients
     elementwise: ClassVar[bool] = False
+    compiles_whole_tensors: ClassVar[bool] = True
 
     def __init__(
         self,

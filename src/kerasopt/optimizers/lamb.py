@@ -72,6 +72,7 @@ class Lamb(Keras3Optimizer):
     slots: ClassVar[tuple[str, ...]] = ("m", "v")
     slot_aliases: ClassVar[dict[str, str]] = {"momentum": "m", "velocity": "v"}
     elementwise: ClassVar[bool] = False
+    compiles_whole_tensors: ClassVar[bool] = True
 
     def __init__(
         self,
