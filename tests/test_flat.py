@@ -119,15 +119,144 @@ def test_a_variable_a_user_views_is_not_moved_and_the_view_keeps_following_it():
         assert torch.equal(a, b), f"variable {i}"
 
 
-def test_rehomeable_refuses_views_and_shared_memory():
+def test_movable_refuses_views_and_shared_memory():
+    import numpy as np
+
     owner = torch.randn(6)
-    assert _engines.rehomeable(owner)
+    assert _engines.movable([owner])
     view = owner[1:4]
-    assert not _engines.rehomeable(view)  # a window of a larger storage
-    assert not _engines.rehomeable(owner)  # now something else views it
+    assert not _engines.movable([view])  # a window of a larger storage
+    assert not _engines.movable([owner])  # now something else views it
     del view
-    assert _engines.rehomeable(owner)
-    assert not _engines.rehomeable(torch.randn(3, 4).t())  # not contiguous
+    assert _engines.movable([owner])
+    assert not _engines.movable([torch.randn(3, 4).t()])  # not contiguous
+    assert not _engines.movable([torch.from_numpy(np.zeros(3, dtype=np.float32))])
+    base = torch.randn(10)
+    assert not _engines.movable([base[:4], base[4:]])  # `base` sees them too
+
+
+def _compare(steps, impl_a="flat", impl_b="compiled", make=None):
+    """Runs ``steps(make(impl))`` for both engines; every variable bit-equal."""
+    results = []
+    for impl in (impl_a, impl_b):
+        results.append(steps(impl))
+    for i, (x, y) in enumerate(zip(*results)):
+        assert x.dtype == y.dtype and torch.equal(x, y), f"variable {i}"
+
+
+def test_steps_over_other_subsets_of_the_variables_keep_every_slot_current():
+    """Steps over 6, then 5, then 6 variables (and a sparse gradient for one of them in
+    between): each subset lays its own group out, and a group that finds its variables or
+    slots moved lays itself out again from the current values."""
+    shapes = [(3,), (2, 2), (4,), (5,), (3,), (2,)]
+
+    def steps(impl):
+        variables = make_vars(shapes, torch.float32, seed=70)
+        opt = ko.optimizers.Adam(0.1, implementation=impl)
+        grads = make_grads(shapes, 5, torch.float32, seed=71)
+        for k, subset in enumerate([6, 5, 6, 5, 6]):
+            pairs = list(zip(grads[k], variables))[:subset]
+            if k == 3:
+                pairs[0] = (ko.IndexedSlices(torch.ones(1), torch.tensor([1]), (3,)), variables[0])
+            opt.apply_gradients(pairs)
+        return variables
+
+    _compare(steps)
+
+    def optim_steps(impl):  # an unused parameter: its `.grad` is None after zero_grad()
+        torch.manual_seed(0)
+        layers = torch.nn.ModuleList([torch.nn.Linear(4, 4) for _ in range(4)])
+        opt = ko.optim.Adam(layers.parameters(), lr=0.01, implementation=impl)
+        x = torch.randn(2, 4)
+        for step in range(4):
+            opt.zero_grad()
+            h = x
+            for layer in layers if step != 1 else layers[:3]:
+                h = layer(h)
+            h.square().sum().backward()
+            opt.step()
+        return list(layers.parameters())
+
+    _compare(optim_steps)
+
+
+def test_a_first_flat_step_under_inference_mode_leaves_normal_parameters():
+    model, x = _model_and_data(seed=9)
+    opt = ko.optimizers.Adam(0.1, implementation="flat")
+    params = list(model.parameters())
+    grads = [torch.ones_like(p) for p in params]
+    with torch.inference_mode():
+        opt.apply_gradients(zip(grads, params))
+    assert not any(p.is_inference() for p in params)
+    model(x).sum().backward()  # autograd still reaches them
+    opt.apply_gradients([(p.grad, p) for p in params])
+    assert len(_storages(params)) == 1
+
+
+@pytest.mark.parametrize("change", ["double", "transpose", "from_numpy"])
+def test_a_variable_changed_behind_the_layout_is_followed(change):
+    """``param.data = ...`` between steps: another dtype (the group keeps it, unconverted), the
+    same address with other strides (a transposed square matrix), memory shared with a NumPy
+    array (which must keep seeing the variable): the numbers are the compiled engine's."""
+    import numpy as np
+
+    arrays = []
+
+    def steps(impl):
+        variables = [
+            torch.nn.Parameter(torch.randn(3, 3, generator=torch.Generator().manual_seed(i)))
+            for i in range(4)
+        ]
+        opt = ko.optimizers.SGD(0.5, momentum=0.5, implementation=impl)
+        opt.apply_gradients([(torch.full((3, 3), 0.1), v) for v in variables])
+        with torch.no_grad():
+            if change == "double":
+                variables[1].data = variables[1].data.double()
+            elif change == "transpose":
+                variables[0].data = variables[0].data.t()
+            else:
+                arrays.append(np.zeros((3, 3), dtype=np.float32))
+                variables[2].data = torch.from_numpy(arrays[-1])
+        grad = torch.zeros(3, 3)
+        grad[0, 1] = 1.0
+        opt.apply_gradients(
+            [(grad.to(v.dtype), v) for v in variables]
+            if change == "double"
+            else [(grad, v) for v in variables]
+        )
+        if change == "from_numpy":
+            assert np.array_equal(arrays[-1], variables[2].detach().numpy())
+        return variables
+
+    _compare(steps)
+
+
+def test_a_gradient_swapped_with_another_parameters_view_is_read_before_it_is_overwritten():
+    def steps(impl):
+        params = [torch.nn.Parameter(torch.zeros(2)) for _ in range(4)]
+        opt = ko.optim.SGD(params, lr=1.0, implementation=impl)
+        for p, value in zip(params, (1.0, 2.0, 3.0, 4.0)):
+            p.grad = torch.full((2,), value)
+        opt.step()
+        opt.zero_grad(set_to_none=False)
+        for p, value in zip(params, (1.0, 2.0, 3.0, 4.0)):
+            p.grad.fill_(value)
+        params[0].grad, params[1].grad = params[1].grad, params[0].grad
+        opt.step()
+        return params
+
+    _compare(steps)
+
+
+def test_a_group_stays_flat_when_a_new_variable_joins():
+    variables = make_vars(SHAPES[:6], torch.float32, seed=80)
+    opt = ko.optimizers.Adam(0.1, implementation="flat")
+    for grads in make_grads(SHAPES[:6], 2, torch.float32, seed=81):
+        opt.apply_gradients(zip(grads, variables))
+    variables.append(torch.nn.Parameter(torch.randn(4)))
+    for grads in make_grads([*SHAPES[:6], (4,)], 2, torch.float32, seed=82):
+        opt.apply_gradients(zip(grads, variables))
+    assert len(_storages(variables)) == 1
 
 
 def _model_and_data(seed=0):

@@ -29,7 +29,6 @@ compute for float16/bfloat16 variables (``compute_dtype``).
 from __future__ import annotations
 
 import contextvars
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -152,10 +151,6 @@ def run_packed(
     torch._foreach_copy_(cache["views"], cache["var_parts"])
 
 
-# The flat engine's buffers, by storage address: a variable that views one of them belongs to
-# kerasopt's layout, not to a user's view, and may move into another group's buffer.
-_FLAT_BUFFERS: weakref.WeakValueDictionary[int, Tensor] = weakref.WeakValueDictionary()
-
 #: True (``GRAD_VIEWS.set(True)``) around a step: the flat engine makes each variable's
 #: ``.grad`` (when it is the gradient being applied) a view of the group's gradient buffer, so
 #: that the next backward accumulates into the buffer and the step after copies nothing
@@ -168,32 +163,43 @@ def _use_count(storage: torch.UntypedStorage) -> int | None:
     return None if count is None else int(count(storage._cdata))
 
 
-def rehomeable(var: Tensor) -> bool:
-    """Whether moving ``var`` into a flat buffer changes nothing anyone can see but its address:
-    it is contiguous and alone on its storage (no view of it, no NumPy array over it, no tensor
-    sharing its memory: such a tensor would silently stop following it), or its storage is
-    already one of the flat engine's buffers."""
-    if not var.is_contiguous():
-        return False
-    storage = var.untyped_storage()
-    if _FLAT_BUFFERS.get(storage.data_ptr()) is not None:
-        return True
-    if var.storage_offset() != 0 or storage.nbytes() != var.numel() * var.element_size():
-        return False
-    count = _use_count(storage)
-    return count is not None and count <= 2  # the variable and `storage` here
+def movable(variables: Sequence[Tensor]) -> bool:
+    """Whether moving ``variables`` into a new buffer changes nothing anyone can see but their
+    addresses: each is contiguous, and every storage they live on is seen by them alone (no
+    view of one of them, no NumPy array over it or under it, no larger tensor they are windows
+    of, no earlier buffer still held): such a tensor would silently stop following its
+    variable."""
+    storages: dict[int, list[Any]] = {}
+    for var in variables:
+        if not var.is_contiguous():
+            return False
+        storage = var.untyped_storage()
+        if not storage.resizable():
+            return False  # memory torch did not allocate (`torch.from_numpy`, DLPack): shared
+        entry = storages.get(storage.data_ptr())
+        if entry is None:
+            storages[storage.data_ptr()] = [storage, 1]
+        else:
+            entry[1] += 1
+    del storage  # (each kept storage object holds one reference: counted below)
+    for kept, count in storages.values():
+        uses = _use_count(kept)
+        if uses is None or uses > count + 1:
+            return False
+    return True
 
 
 @dataclass(eq=False)
 class FlatLayout:
     """One group's flat storage: its variables and slots are views into ``variables`` and
-    ``slots``; ``grads`` is the gradient buffer, ``grad_views`` its per-variable views."""
+    ``slots``; ``grads`` is the gradient buffer, ``grad_views`` its per-variable views. The
+    pointers say where the layout put each tensor: a step that finds one elsewhere (``param.data
+    = t``, another group's layout) lays the group out again from the current values."""
 
     variables: Tensor
-    sizes: list[int]
-    offsets: list[int]
-    pointers: list[int]  # each variable's data_ptr while it is where the layout put it
+    pointers: list[int]
     slots: dict[str, list[Tensor]]
+    slot_pointers: list[list[int]]
     grads: Tensor
     grad_views: list[Tensor]
     grad_pointers: list[int]
@@ -206,48 +212,52 @@ def _flat(tensors: Sequence[Tensor], sizes: list[int]) -> Tensor:
     same object, and (``.data =``, not ``Tensor.set_``, which would give a leaf a new gradient
     accumulator and orphan the hooks DDP and others registered on it) the same autograd node."""
     buf = torch.cat([t.detach().reshape(-1) for t in tensors])
-    _FLAT_BUFFERS[buf.untyped_storage().data_ptr()] = buf
     for t, window in zip(tensors, buf.split(sizes)):
         t.data = window.view(t.shape)
     return buf
 
 
 def _layout(variables: Sequence[Tensor], slots: Slots) -> FlatLayout | None:
-    if not all(map(rehomeable, variables)) or not all(
-        t.is_contiguous() for lst in slots.values() for t in lst
+    """Moves the group into flat storage; None (nothing moved) when it cannot: a variable of
+    another dtype or device than the group's (``param.data = t.double()``), one that is not
+    ``movable``, or a slot that is not contiguous."""
+    var0 = variables[0]
+    if (
+        any(v.dtype != var0.dtype or v.device != var0.device for v in variables)
+        or not all(t.is_contiguous() for lst in slots.values() for t in lst)
+        or not movable(variables)
     ):
         return None
     sizes = [v.numel() for v in variables]
-    offsets = [0]
-    for n in sizes[:-1]:
-        offsets.append(offsets[-1] + n)
-    var_buf = _flat(variables, sizes)
-    flat_slots = {name: [_flat(lst, sizes)] for name, lst in slots.items()}
-    grads = torch.zeros_like(var_buf)
+    # (under the caller's inference mode the buffers would be inference tensors, and so would
+    # the parameters moved into them)
+    with torch.inference_mode(False), torch.no_grad():
+        var_buf = _flat(variables, sizes)
+        flat_slots = {name: [_flat(lst, sizes)] for name, lst in slots.items()}
+        grads = torch.zeros_like(var_buf)
     views = [g.view(v.shape) for g, v in zip(grads.split(sizes), variables)]
     return FlatLayout(
         var_buf,
-        sizes,
-        offsets,
-        [v.data_ptr() for v in variables],
+        list(map(Tensor.data_ptr, variables)),
         flat_slots,
+        [list(map(Tensor.data_ptr, lst)) for lst in slots.values()],
         grads,
         views,
-        [g.data_ptr() for g in views],
+        list(map(Tensor.data_ptr, views)),
     )
 
 
-def _repack(layout: FlatLayout, variables: Sequence[Tensor], pointers: list[int]) -> None:
-    """Variables given new storage since the last step (``param.data = t``): their new values
-    are copied into their windows and they are re-homed there."""
-    with torch.no_grad():
-        for i, (var, ptr) in enumerate(zip(variables, pointers)):
-            if ptr == layout.pointers[i]:
-                continue
-            window = layout.variables.narrow(0, layout.offsets[i], layout.sizes[i])
-            window.copy_(var.detach().reshape(-1))
-            var.data = window.view(var.shape)
-    layout.pointers = [v.data_ptr() for v in variables]
+def _moved(layout: FlatLayout, variables: Sequence[Tensor], slots: Slots) -> bool:
+    """Whether a variable or slot is no longer the window the layout made (new storage, or the
+    same address with other strides, e.g. ``param.data = param.data.t()``)."""
+    return (
+        list(map(Tensor.data_ptr, variables)) != layout.pointers
+        or not all(map(Tensor.is_contiguous, variables))
+        or any(
+            list(map(Tensor.data_ptr, lst)) != ptrs
+            for lst, ptrs in zip(slots.values(), layout.slot_pointers)
+        )
+    )
 
 
 def run_flat(
@@ -260,13 +270,16 @@ def run_flat(
 ) -> None:
     """Runs the rule once (compiled) over the group's flat storage (``FlatLayout``).
 
-    The first step re-homes the variables and slots into one buffer each; while a variable
-    cannot move without breaking what shares its memory (``rehomeable``), the group runs
-    ``run_compiled`` (the same numbers) and tries again at the next step. Gradients that are the
-    layout's own views (``.grad`` under ``GRAD_VIEWS``) are used in place; others are packed
-    into the gradient buffer by one foreach copy.
+    The first step moves the variables and slots into one buffer each. While the group cannot
+    move (``_layout``), it runs ``run_compiled`` (the same numbers) and tries again at the next
+    step; a step that finds a variable or slot moved since lays the group out again. Gradients
+    that are the layout's own views (``.grad`` under ``GRAD_VIEWS``) are used in place; others
+    are copied into the gradient buffer by one foreach copy.
     """
     layout: FlatLayout | None = cache.get("flat_storage")
+    if layout is not None and _moved(layout, variables, slots):
+        del cache["flat_storage"]
+        layout = None  # (its buffers must not count as views of the variables' storage)
     if layout is None:
         layout = _layout(variables, slots)
         if layout is None:
@@ -275,15 +288,15 @@ def run_flat(
             run_compiled(rule, variables, grads, slots, c)
             return
         cache["flat_storage"] = layout
-    pointers = list(map(Tensor.data_ptr, variables))
-    if pointers != layout.pointers:
-        if not all(v.is_contiguous() for v in variables):
-            cache.pop("flat_storage")
-            run_compiled(rule, variables, grads, slots, c)
-            return
-        _repack(layout, variables, pointers)
     grad_pointers = list(map(Tensor.data_ptr, grads))
     packed = grad_pointers != layout.grad_pointers or not all(map(Tensor.is_contiguous, grads))
+    if packed:
+        start = layout.grads.data_ptr()
+        end = start + layout.grads.numel() * layout.grads.element_size()
+        if any(start <= p < end for p in grad_pointers):
+            # a gradient that is a view of the buffer, elsewhere than its own (`.grad`
+            # swapped): the copy would read what it has just overwritten
+            grads = [g.clone() if start <= p < end else g for g, p in zip(grads, grad_pointers)]
     if packed and layout.variables.numel() >= FLAT_MAX_MEAN_NUMEL * len(variables):
         # Large tensors and gradients of the caller's: copying the gradients in would cost more
         # memory traffic than the per-tensor calls it saves, so the chunked compiled engine runs
