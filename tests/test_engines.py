@@ -273,3 +273,26 @@ def test_auto_keeps_foreach_for_many_small_tensors_of_a_rule_without_slots():
     opt = ko.optimizers.SGD(0.5)
     opt.apply_gradients([(torch.ones(8), v) for v in w])
     assert all(torch.equal(v, torch.full((8,), 0.5)) for v in w)
+
+
+@pytest.mark.parametrize("implementation", ["foreach", "compiled", "flat"])
+def test_a_model_converted_to_float64_between_steps_keeps_stepping(implementation):
+    """``model.double()`` keeps each parameter's identity and gives it new storage of another
+    dtype: the groups (cached by identities) are rebuilt for the new dtype, instead of looking
+    up float32 coefficients that the step no longer prepares (a bare KeyError before)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(3)])
+    params = list(model.parameters())
+    opt = ko.optimizers.Adam(0.1, implementation=implementation)
+
+    def step():
+        loss = model(torch.ones(2, 4, dtype=params[0].dtype)).sum()
+        opt.apply_gradients(zip(torch.autograd.grad(loss, params), params))
+
+    step()
+    before = [p.detach().double() for p in params]
+    model.double()
+    step()
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert all(not torch.equal(p.detach(), b) for p, b in zip(params, before))
+    assert int(opt.iterations) == 2

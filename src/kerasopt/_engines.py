@@ -420,7 +420,8 @@ def groups(
     ``weight_decay`` (its attribute) is part of the composition, so ``opt.weight_decay = x``
     regroups. The cache lives in ``store`` and is cleared whenever the registry changes.
     """
-    key = (weight_decay, *(id(v) for v, _ in dense))
+    # (a variable's dtype and device are part of it: `model.double()` keeps the identities)
+    key = (weight_decay, *((id(v), v.dtype, v.device) for v, _ in dense))
     cache = store.group_cache
     found = cache.get(key)
     if found is not None:
