@@ -118,26 +118,33 @@ def roofline_gbs(n: int = 50_000_000, repeats: int = 8) -> float:
     return max(mul, add)
 
 
-def bench_kerasopt(
-    name: str, impl: str, w: Workload, steps: int, warmup: int
-) -> tuple[list[float], float]:
-    """``impl`` an engine (the Keras API's ``apply_gradients``) or ``optim:<engine>`` (the
-    ``kerasopt.optim`` step, ``.grad`` set once and kept, as under
-    ``zero_grad(set_to_none=False)``: under flat storage it stays the gradient buffer's view)."""
-    params, grads = make_params(w)
+def kerasopt_step(
+    name: str, impl: str, params: list[torch.nn.Parameter], grads: list[torch.Tensor]
+) -> Callable[[], Any]:
+    """One step of kerasopt's ``name`` on ``params``: ``impl`` an engine (the Keras API's
+    ``apply_gradients``) or ``optim:<engine>`` (the ``kerasopt.optim`` step, ``.grad`` set once
+    and kept, as under ``zero_grad(set_to_none=False)``: under flat storage it stays the
+    gradient buffer's view)."""
     front, _, engine = impl.rpartition(":")
     kwargs: dict[str, Any] = (
         {"implementation": engine} if engine != "compiled" else {"jit_compile": True}
     )
-    step: Callable[[], Any]
     if front == "optim":
         for p, g in zip(params, grads):
             p.grad = g
-        step = getattr(ko.optim, name)(params, **kwargs).step
-    else:
-        opt = getattr(ko.optimizers, name)(**kwargs)
-        pairs = list(zip(grads, params))
-        step = lambda: opt.apply_gradients(pairs)  # noqa: E731
+        step: Callable[[], Any] = getattr(ko.optim, name)(params, **kwargs).step
+        return step
+    opt = getattr(ko.optimizers, name)(**kwargs)
+    pairs = list(zip(grads, params))
+    return lambda: opt.apply_gradients(pairs)
+
+
+def bench_kerasopt(
+    name: str, impl: str, w: Workload, steps: int, warmup: int
+) -> tuple[list[float], float]:
+    """Times ``kerasopt_step``: its first step (compiles) and ``steps`` after ``warmup``."""
+    params, grads = make_params(w)
+    step = kerasopt_step(name, impl, params, grads)
     t0 = time.perf_counter()
     step()
     first = time.perf_counter() - t0
@@ -180,18 +187,7 @@ def peak_memory_child(name: str, impl: str, workload: str, scale: float) -> None
         opt = getattr(torch.optim, cls_name)(params, **kw, **extra)
         step: Callable[[], Any] = opt.step
     else:
-        front, _, engine = impl.rpartition(":")
-        kwargs: dict[str, Any] = (
-            {"implementation": engine} if engine != "compiled" else {"jit_compile": True}
-        )
-        if front == "optim":
-            for p, g in zip(params, grads):
-                p.grad = g
-            step = getattr(ko.optim, name)(params, **kwargs).step
-        else:
-            ko_opt = getattr(ko.optimizers, name)(**kwargs)
-            pairs = list(zip(grads, params))
-            step = lambda: ko_opt.apply_gradients(pairs)  # noqa: E731
+        step = kerasopt_step(name, impl, params, grads)
     for _ in range(3):
         step()
     print(max(0, _status_bytes("VmHWM") - base))

@@ -146,26 +146,42 @@ def _run_chunks(
             name: [_flat(lst[i]) for i in idx] + scratch[(2 + k) * pad : (3 + k) * pad]
             for k, (name, lst) in enumerate(slots.items())
         }
-        first = _READY.get(key) is not fn
-        try:
-            fn(rule, v, g, s, c)
-        except Exception as e:
-            if not first and not isinstance(e, _COMPILE_ERRORS):
-                raise  # a runtime error of a graph that compiled: the caller's to see
-            # Compilation failed (e.g. no C++ compiler); nothing of this chunk ran: run eagerly.
-            with _LOCK:
-                _BROKEN.add(key)
-            warnings.warn(
-                f"kerasopt: the compiled engine is unavailable here ({type(e).__name__}: {e}); "
-                "falling back to the foreach engine.",
-                RuntimeWarning,
-                stacklevel=5,
-            )
+        if not _call(fn, key, rule, v, g, s, c):
             return start
-        if first:
-            with _LOCK:
-                _READY[key] = fn
     return len(flat)
+
+
+def _call(fn: Callable[..., None], key: tuple[Any, ...], *args: Any) -> bool:
+    """Calls the compiled ``fn``; False when it could not be compiled (``key`` is then marked
+    broken, with a warning, and nothing ran: the caller runs the rule eagerly). An error of a
+    graph that has compiled before is the rule's or the data's, and propagates."""
+    first = _READY.get(key) is not fn
+    try:
+        fn(*args)
+    except Exception as e:
+        if not first and not isinstance(e, _COMPILE_ERRORS):
+            raise  # a runtime error of a graph that compiled: the caller's to see
+        # Compilation failed (e.g. no C++ compiler): run eagerly from now on.
+        with _LOCK:
+            _BROKEN.add(key)
+        warnings.warn(
+            f"kerasopt: the compiled engine is unavailable here ({type(e).__name__}: {e}); "
+            "running the rule eagerly.",
+            RuntimeWarning,
+            stacklevel=6,
+        )
+        return False
+    if first:
+        with _LOCK:
+            _READY[key] = fn
+    return True
+
+
+def _key(rule: Callable[..., None], var: Tensor, slots: Mapping[str, Any], kind: Any) -> Any:
+    """A graph's key: the rule's function and optimizer class (one graph per class, shared by
+    instances), its slots, the dtype, the device type and ``kind`` (chunk length, "whole")."""
+    owner = type(getattr(rule, "__self__", None))
+    return (getattr(rule, "__func__", rule), owner, tuple(slots), var.dtype, var.device.type, kind)
 
 
 def run_compiled(
@@ -189,17 +205,7 @@ def run_compiled(
         )
         (flat if ok else eager).append(i)
     if flat:
-        var0 = variables[flat[0]]
-        # The rule's function and its optimizer class: one graph per class, shared by instances.
-        owner = type(getattr(rule, "__self__", None))
-        key = (
-            getattr(rule, "__func__", rule),
-            owner,
-            tuple(slots),
-            var0.dtype,
-            var0.device.type,
-            chunk,
-        )
+        key = _key(rule, variables[flat[0]], slots, chunk)
         if key in _BROKEN:
             eager.extend(flat)
             flat = []
@@ -238,34 +244,14 @@ def run_whole_compiled(
     Tensors with fewer than two elements run eagerly (size 1 would specialise the graph)."""
     if not variables:
         return
-    var0 = variables[0]
-    owner = type(getattr(rule, "__self__", None))
-    func = getattr(rule, "__func__", rule)
-    key = (func, owner, tuple(slots), var0.dtype, var0.device.type, "whole")
+    key = _key(rule, variables[0], slots, "whole")
     fn = None if key in _BROKEN else _compiled(key, _one_step)
     for i, var in enumerate(variables):
         own = {name: lst[i] for name, lst in slots.items()}
-        if fn is None or var.numel() < 2:
-            rule(var, grads[i], c=c, **own)
-            continue
-        first = _READY.get(key) is not fn
-        try:
+        if fn is not None and var.numel() >= 2:
+            aliases = {n: _alias(t) for n, t in own.items()}
             with _NO_DUCK_SHAPE:
-                fn(rule, _alias(var), _alias(grads[i]), {n: _alias(t) for n, t in own.items()}, c)
-        except Exception as e:
-            if not first and not isinstance(e, _COMPILE_ERRORS):
-                raise
-            with _LOCK:
-                _BROKEN.add(key)
-            warnings.warn(
-                f"kerasopt: the compiled engine is unavailable here ({type(e).__name__}: {e}); "
-                "running the rule eagerly.",
-                RuntimeWarning,
-                stacklevel=5,
-            )
+                if _call(fn, key, rule, _alias(var), _alias(grads[i]), aliases, c):
+                    continue
             fn = None
-            rule(var, grads[i], c=c, **own)
-            continue
-        if first:
-            with _LOCK:
-                _READY[key] = fn
+        rule(var, grads[i], c=c, **own)
