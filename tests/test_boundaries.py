@@ -416,21 +416,24 @@ def test_a_compiled_optim_step_runs_and_matches_eager(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "make",
+    ("make", "breaks"),
     [
-        lambda: ko.optimizers.Adam(0.1),
-        lambda: ko.optimizers.Adam(0.1, implementation="flat"),
-        lambda: ko.optimizers.LossScaleOptimizer(
-            ko.optimizers.SGD(0.1), dynamic=False, initial_scale=1.0
+        (lambda: ko.optimizers.Adam(0.1), 0),
+        (lambda: ko.optimizers.Adam(0.1, implementation="flat"), 0),
+        (
+            lambda: ko.optimizers.LossScaleOptimizer(
+                ko.optimizers.SGD(0.1), dynamic=False, initial_scale=1.0
+            ),
+            1,
         ),
-        lambda: ko.keras3.Adam(0.1),
+        (lambda: ko.keras3.Adam(0.1), 0),
     ],
     ids=["Adam", "Adam-flat", "LossScale", "keras3-Adam"],
 )
-def test_a_compiled_function_calling_apply_gradients_breaks_once_and_matches_eager(make) -> None:
-    """A torch.compile'd function that calls ``apply_gradients`` runs kerasopt's step as it
-    runs eagerly (one graph break, the same numbers) instead of tracing its bookkeeping in
-    fragments."""
+def test_a_compiled_function_calling_apply_gradients_matches_eager(make, breaks) -> None:
+    """A torch.compile'd function that calls ``apply_gradients`` traces an optimizer's step
+    whole (kerasopt._traced; tests/test_traced.py); a wrapper's step runs as it runs eagerly
+    (one graph break, the same numbers) instead of being traced in fragments."""
     import torch._dynamo.utils as dynamo_utils
 
     torch._dynamo.reset()
@@ -451,9 +454,11 @@ def test_a_compiled_function_calling_apply_gradients_breaks_once_and_matches_eag
             step(g)
         runs.append(params)
     for p, q in zip(*runs):
-        assert torch.equal(p, q)
-    breaks = dynamo_utils.counters["graph_break"]
-    assert sum(breaks.values()) == 1 and "apply_gradients" in next(iter(breaks))
+        torch.testing.assert_close(q, p, rtol=4 * torch.finfo(p.dtype).eps, atol=0)
+    found = dynamo_utils.counters["graph_break"]
+    assert sum(found.values()) == breaks
+    if breaks:
+        assert "apply_gradients" in next(iter(found))
 
 
 # ---------------------------------------------------------------------------------------------

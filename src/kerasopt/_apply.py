@@ -42,6 +42,9 @@ class Rule:
     #: (Lamb, Adafactor: several times faster on large tensors; Muon's matrix products gain
     #: nothing). A rule that cannot be traced falls back to eager with a warning.
     compiles_whole_tensors: ClassVar[bool] = False
+    #: whether torch.compile traces this class's step (kerasopt._traced); False for a rule
+    #: dynamo cannot trace, whose step then runs eagerly inside a compiled function
+    traceable: ClassVar[bool] = True
     #: "lazy": sparse gradients reach ``update_sparse`` (the default one touches only the indexed
     #: rows; Adam's, Nadam's and RMSprop's own decay every row, as TF's); "dense": densify them
     sparse_mode: ClassVar[str] = "lazy"
@@ -120,6 +123,7 @@ class RuleOwner(Protocol):
     implementation: str
     elementwise: ClassVar[bool]
     compiles_whole_tensors: ClassVar[bool]
+    traceable: ClassVar[bool]
     slot_arguments: ClassVar[dict[str, str]]
     supports_complex: ClassVar[bool]
     sparse_mode: ClassVar[str]

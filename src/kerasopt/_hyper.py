@@ -203,11 +203,20 @@ def tf_cast_value(value: float) -> float:
     into a float32 tensor, so the number is float32-rounded before it reaches a float64 (or half)
     variable's dtype. Rounding to float32 and then to a narrower type gives what TF gives.
     """
+    if torch.compiler.is_compiling():
+        return _float32_rounded_traced(float(value))
     return _float32_rounded(float(value))
 
 
 @functools.lru_cache(maxsize=256)
 def _float32_rounded(value: float) -> float:
+    return float(torch.tensor(value, dtype=torch.float32))
+
+
+@torch.compiler.assume_constant_result
+def _float32_rounded_traced(value: float) -> float:
+    # (run while dynamo traces, its result a constant of the graph: dynamo would trace through
+    # the cache, with a warning)
     return float(torch.tensor(value, dtype=torch.float32))
 
 
@@ -233,6 +242,10 @@ class HyperStore:
     def __init__(self, home: torch.device) -> None:
         self.home = home
         self.sources: dict[str, Any] = {}
+        # the sources a step evaluates (callables, tensors): what `resolve` reads, so that a
+        # traced step reads no number source (dynamo would guard on the number, and re-trace
+        # when it changes; the rule reads the number's tensor instead)
+        self._dynamic: dict[str, Any] = {}
         self.tensors: dict[str, torch.Tensor] = {}
         self.variables: dict[str, torch.Tensor] = {}
         self._versions: dict[str, int] = {}
@@ -256,6 +269,10 @@ class HyperStore:
             tensor = public.detach()
             self.tensors[name] = tensor
         self.sources[name] = value
+        if callable(value) or isinstance(value, torch.Tensor):
+            self._dynamic[name] = value
+        else:
+            self._dynamic.pop(name, None)
         if callable(value):
             self._takes_step[name] = takes_step
         else:
@@ -334,7 +351,7 @@ class HyperStore:
     def resolve(self, step: torch.Tensor) -> dict[str, torch.Tensor]:
         """The step's values of callable and tensor sources (the plan computes, commit copies)."""
         values = {}
-        for name, source in self.sources.items():
+        for name, source in self._dynamic.items():
             if callable(source):
                 values[name] = self.evaluate(name, step)
             elif isinstance(source, torch.Tensor):
@@ -363,6 +380,9 @@ class HyperStore:
         # make the aliases views of the (new) public variables again.
         self.__dict__.update(state)
         self._active = {}
+        self._dynamic = {
+            n: v for n, v in self.sources.items() if callable(v) or isinstance(v, torch.Tensor)
+        }
         for name, public in self.variables.items():
             self.tensors[name] = public.detach()
             self._versions[name] = public._version

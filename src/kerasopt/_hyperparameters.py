@@ -113,6 +113,39 @@ class Hyperparameters:
         return config
 
     # ------------------------------------------------------------------------------------------
+    # helpers for the optimizers' `prepare`
+    def _hyper_t(self, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
+        return self._hyper.tensors[name].to(dtype).to(device)
+
+    def _const(self, value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """A plain attribute converted exactly to ``dtype`` (cached: no per-step host copies)."""
+        if torch.compiler.is_compiling():
+            # (a constant of the traced graph; caching it would re-trace the next step)
+            return torch.tensor(value, dtype=dtype, device=device)
+        key = (value, dtype, device)
+        tensor = self._constants.get(key)
+        if tensor is None:
+            tensor = torch.tensor(value, dtype=dtype, device=device)
+            self._constants[key] = tensor
+        return tensor
+
+    def _decayed_lr(self, var_dtype: torch.dtype) -> Tensor:
+        """The step's learning rate in ``var_dtype``: schedule value, then legacy ``decay``."""
+        lr_t = self._hyper.tensors["learning_rate"].to(var_dtype)
+        if (
+            "decay" in self._hyper.sources
+            if torch.compiler.is_compiling()
+            else self._hyper.active("decay")
+        ):
+            local_step = self._raw_iterations.to(var_dtype)
+            decay_t = self._hyper.tensors["decay"].to(var_dtype)
+            lr_t = lr_t / (1.0 + decay_t * local_step)
+        return lr_t
+
+    def _decay_active(self) -> bool:
+        return self._hyper.active("decay")
+
+    # ------------------------------------------------------------------------------------------
     # the counter's mirror, and where the optimizer's own tensors live
     def _sync_step(self) -> None:
         """Refreshes the Python mirror of the counter when the tensor changed behind our back

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import _features, _gradients, _legacy, _state, step
+from . import _features, _gradients, _legacy, _state, _traced, step
 from ._apply import Rule, RulePath
 from ._gradients import Grad
 from ._hyper import (
@@ -364,10 +364,6 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
 
     # ------------------------------------------------------------------------------------------
     # apply_gradients: plan, then commit
-    # kerasopt's step is bookkeeping (checks, the transaction, locks) around engines that compile
-    # themselves: inside a torch.compile'd function it runs as it does eagerly (one graph break)
-    # instead of being traced in fragments.
-    @torch.compiler.disable
     def apply_gradients(
         self,
         grads_and_vars: Iterable[tuple[Any, Tensor]],
@@ -404,6 +400,26 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
             >>> v.numpy().tolist()
             [0.8999999761581421, -1.100000023841858]
         """
+        if torch.compiler.is_compiling():
+            # Traced by torch.compile: the common step as tensor operations, no graph break
+            # (kerasopt._traced); anything else runs the eager step below.
+            pairs = list(grads_and_vars)
+            if (
+                _traced.step_traceable(self, pairs, experimental_aggregate_gradients)
+                and _traced.prepare(self, *[v for _, v in pairs])
+                and _traced.traceable(self, pairs)
+            ):
+                return _traced.apply(self, pairs)
+            grads_and_vars = pairs
+        return self._apply_gradients(grads_and_vars, experimental_aggregate_gradients)
+
+    # The eager step is bookkeeping (checks, the transaction, locks) around engines that compile
+    # themselves: where a traced function reaches it, it runs as it does eagerly (one graph
+    # break) instead of being traced in fragments.
+    @torch.compiler.disable
+    def _apply_gradients(
+        self, grads_and_vars: Iterable[tuple[Any, Tensor]], experimental_aggregate_gradients: bool
+    ) -> Tensor:
         require_init(self, "apply_gradients", "calling")
         pairs = step.pairs(grads_and_vars)
         with self._step_lock:
@@ -449,34 +465,10 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
             c.lr_t = self._decayed_lr(var_dtype).to(var_device)
         self.prepare(c, var_device, var_dtype)
 
-    # helpers for `prepare`
-    def _hyper_t(self, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
-        return self._hyper.tensors[name].to(dtype).to(device)
-
-    def _const(self, value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-        """A plain attribute converted exactly to ``dtype`` (cached: no per-step host copies)."""
-        key = (value, dtype, device)
-        tensor = self._constants.get(key)
-        if tensor is None:
-            tensor = torch.tensor(value, dtype=dtype, device=device)
-            self._constants[key] = tensor
-        return tensor
-
+    # helpers for `prepare` (and Hyperparameters': _hyper_t, _const, _decayed_lr)
     def _local_step(self, dtype: torch.dtype, device: torch.device, offset: int = 1) -> Tensor:
         """``iterations + offset`` in ``dtype`` (t = iterations + 1 is the update being applied)."""
         return (self.iterations + offset).to(dtype).to(device)
-
-    def _decayed_lr(self, var_dtype: torch.dtype) -> Tensor:
-        """The step's learning rate in ``var_dtype``: schedule value, then legacy ``decay``."""
-        lr_t = self._hyper.tensors["learning_rate"].to(var_dtype)
-        if self._hyper.active("decay"):
-            local_step = self._raw_iterations.to(var_dtype)
-            decay_t = self._hyper.tensors["decay"].to(var_dtype)
-            lr_t = lr_t / (1.0 + decay_t * local_step)
-        return lr_t
-
-    def _decay_active(self) -> bool:
-        return self._hyper.active("decay")
 
     # ------------------------------------------------------------------------------------------
     # engines
@@ -592,6 +584,7 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
         return build_from_config(cls, config, custom_objects)
 
     def __repr__(self) -> str:
+        self._sync_step()  # (a traced step counts on the tensor alone)
         return f"<kerasopt.optimizers.{type(self).__name__} name={self._name!r} iterations={self._step}>"
 
 

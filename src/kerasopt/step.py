@@ -160,6 +160,7 @@ def skip(opt: StepOwner) -> None:
     step with non-finite gradients): with gradient accumulation, the K raw calls of an update,
     so the accumulation cycle stays aligned and the accumulators are left as they are."""
     k = opt.gradient_accumulation_steps or 1
+    opt._sync_step()  # (a traced step counts on the tensor alone)
     opt._raw_iterations.add_(k)
     opt._step += k
     opt._step_version = opt._raw_iterations._version

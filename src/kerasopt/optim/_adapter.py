@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from .. import _traced
 from .._engines import GRAD_VIEWS
 from .._sync import StepLock, locked
 from ..optimizer import Optimizer as KerasOptimizerBase
@@ -369,8 +370,59 @@ class KerasOptimizer(_TorchState):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if torch.compiler.is_compiling() and self._traced_step():
+            return loss
         self._apply_grads()
         return loss
+
+    # Under torch.compile the bookkeeping (syncing the groups' values, adopting assigned
+    # state, building new parameters' state) runs for real while dynamo traces, once per
+    # trace (`_prepare_traced_step`), and the step itself is traced as tensor operations
+    # (kerasopt._traced): one graph, no break.
+    @locked
+    def _prepare_trace(self) -> bool:
+        """Syncs the groups' values into their Keras optimizers, adopts state assigned into
+        ``state[p]`` and builds the state of parameters seen for the first time, as the eager
+        step does; returns whether the step can be traced (``kerasopt._traced``), with no
+        tensor in a group's values (a tensor may change in place, which no guard sees)."""
+        states = self._sync_all()
+        if self.state._dirty:
+            self._adopt(states)
+        for state in states:
+            inner = state.inner
+            if (
+                state.synced_types is None
+                or type(inner).apply_gradients is not KerasOptimizerBase.apply_gradients
+            ):
+                return False
+            new = [
+                p for p in state.group["params"] if p.grad is not None and id(p) not in state.built
+            ]
+            if new:
+                with torch.no_grad():
+                    self._build(state, state.group, new)
+                self._register(state, new)
+            pairs = [(p.grad, p) for p in state.group["params"] if p.grad is not None]
+            if pairs and not (
+                _traced.step_traceable(inner, pairs) and _traced.traceable(inner, pairs)
+            ):
+                return False
+        return True
+
+    def _traced_step(self) -> bool:
+        """The step while dynamo traces; False (nothing done) when it must run eagerly."""
+        if not _prepare_traced_step(self):
+            return False
+        # (`param_groups` read around dynamo's optimizer support, which assumes plain dicts)
+        for group in self.__dict__["param_groups"]:
+            state = self._groups[id(group)]
+            # read here, so that dynamo guards on them: a new value re-traces (and syncs)
+            if tuple(map(group.get, self._spec.defaults)) != state.synced_values:
+                return False
+            pairs = [(p.grad, p) for p in group["params"] if p.grad is not None]
+            if pairs:
+                _traced.apply(state.inner, pairs)
+        return True
 
     # kerasopt's step is Python bookkeeping (checks, grouping, the transaction) around its own
     # engines, which compile themselves (`implementation="compiled"`); under torch.compile it
@@ -453,3 +505,10 @@ class KerasOptimizer(_TorchState):
         for p, values in plain.items():
             self.state[p] = values
         self._adopt(states)
+
+
+@torch.compiler.assume_constant_result
+def _prepare_traced_step(opt: KerasOptimizer) -> bool:
+    """``opt._prepare_traced_step()``, run while dynamo traces ``opt.step()`` (eagerly, its
+    result a constant of the trace; a method cannot be marked so)."""
+    return opt._prepare_trace()

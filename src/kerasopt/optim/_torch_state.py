@@ -50,6 +50,8 @@ class _ParamState(dict[str, Any]):
         self._param = param
 
     def __setitem__(self, key: str, value: Any) -> None:
+        if key in self and dict.__getitem__(self, key) is value:
+            return  # the same object again (dynamo's `state["step"] = state["step"].to(p.device)`)
         super().__setitem__(key, value)
         self._owner._dirty[id(self._param)] = self._param
 

@@ -1,0 +1,186 @@
+"""The step ``torch.compile`` traces: ``apply_gradients`` (and ``kerasopt.optim``'s ``step``)
+inside a compiled function, with no graph break (docs/performance.md, "Under torch.compile").
+
+Eagerly, a step is Python bookkeeping (checks, caches, the transaction) around engines that
+compile themselves. Dynamo cannot trace most of that bookkeeping (pointer and storage checks,
+locks, version counters), so while dynamo traces, a step of the common case takes this path
+instead:
+
+- ``traceable`` decides, in Python, whether the step is one this path runs: known variables
+  (their state built, e.g. by ``optimizer.build(var_list)`` or an earlier step), each listed
+  once with a plain dense gradient of its dtype, shape and device, and an optimizer with no
+  gradient accumulation, aggregator, transformers or TF 2.x hooks. Every check reads tensor
+  metadata and Python state only, so it runs while dynamo traces, and dynamo's guards on what
+  it read re-trace the step when any of it changes. Anything else runs the eager step (one
+  graph break; the eager step's checks name whatever is wrong).
+- ``apply`` is the eager steady step's stages in the eager order, as tensor operations:
+  loss-scale division and clipping, the hyperparameters' values (schedules and callables
+  evaluated on the step counter, a tensor), the coefficients, the rule per variable (decoupled
+  weight decay first, half precision in float32), the EMA, the constraints and ``iterations
+  += 1``. Hyperparameters are tensors and schedules read the counter tensor, so changing a
+  hyperparameter or stepping a schedule never recompiles.
+
+A traced step is one graph: it either runs whole or, if tracing raises, not at all, which is
+the transaction the eager step keeps by undoing. Its numbers are the compiled engine's: within
+the ulp bound of docs/tolerances.md of the eager rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, cast
+
+import torch
+from torch import Tensor
+
+from . import _distributed, _features, _gradients, _legacy
+from ._apply import RuleOwner
+from ._engines import compute_dtype
+from ._gradients import _PLAIN, FLOAT_DTYPES, Grad
+from ._hyper import tf_cast_value
+from .step import StepOwner
+
+
+class Optimizer(StepOwner, RuleOwner, Protocol):
+    """What the traced step reads and writes of an optimizer (``kerasopt.Optimizer`` is one)."""
+
+    @property
+    def iterations(self) -> Tensor: ...
+
+
+__all__ = ["apply", "prepare", "step_traceable", "traceable"]
+
+
+def step_traceable(opt: Optimizer, pairs: Sequence[Any], aggregate: bool = True) -> bool:
+    """Whether this step of ``opt`` is one the traced path may run, as far as the optimizer's
+    configuration and the pairs themselves say (``traceable`` checks them against the state)."""
+    if not type(opt).traceable or isinstance(opt._path, _legacy.HookPath):
+        return False
+    if (
+        opt.gradient_accumulation_steps
+        or opt.gradient_transformers
+        or (
+            aggregate
+            and (
+                opt.gradient_aggregator is not None
+                or type(opt)._aggregate_gradients is not _legacy.Hooks._aggregate_gradients
+            )
+        )
+    ):
+        return False
+    if not pairs:
+        return False
+    seen: set[int] = set()
+    for pair in pairs:
+        if type(pair) not in (tuple, list) or len(pair) != 2:
+            return False
+        grad, var = pair
+        if type(grad) not in _PLAIN or not isinstance(var, Tensor) or type(var) not in _PLAIN:
+            return False
+        if (
+            id(var) in seen
+            or grad.layout != torch.strided
+            or var.dtype not in FLOAT_DTYPES
+            or grad.dtype != var.dtype
+            or grad.device != var.device
+            or grad.shape != var.shape
+            or var.numel() == 0
+            or not var.is_leaf
+            or var.device.type == "meta"
+            or _distributed.is_dtensor(var)
+        ):
+            return False
+        seen.add(id(var))
+    return True
+
+
+@torch.compiler.assume_constant_result
+def prepare(opt: Optimizer, *variables: Tensor) -> bool:
+    """Run (eagerly) while dynamo traces, before the trace reads the optimizer's state: builds
+    the state of variables seen for the first time, as the eager step would (TF creates slots
+    while tracing a ``tf.function`` too); False when the eager step must run instead (loaded
+    state waiting for its variables: the eager step checks and adopts it). Dynamo takes the
+    result as a constant; the trace's own reads of the state (``traceable``) are what it
+    guards on."""
+    store = opt._store
+    if store.pending:
+        return False
+    new = [v for v in variables if store.by_id.get(id(v)) is None]
+    if new or not store.built:
+        with torch.no_grad():
+            opt.build(new)
+    return True
+
+
+def traceable(opt: Optimizer, pairs: Sequence[Any]) -> bool:
+    """Whether the state holds every variable of ``step_traceable`` pairs, with the shape its
+    slots were made for (``param.data = ...`` may change it: the eager step names that)."""
+    store = opt._store
+    if not store.built or store.pending:
+        return False
+    for _, var in pairs:
+        record = store.by_id.get(id(var))
+        if record is None or tuple(var.shape) != record.shape:
+            return False
+    return True
+
+
+def apply(opt: Optimizer, pairs: Sequence[Any]) -> Tensor:
+    """The step of ``traceable`` pairs, as tensor operations; returns ``opt.iterations``."""
+    with torch.no_grad():
+        checked: list[tuple[Grad, Tensor]] = [(g.detach(), v) for g, v in pairs]
+        if opt.loss_scale_factor is not None:
+            checked = _gradients.divide(checked, opt.loss_scale_factor)
+        if opt.clipvalue is not None or opt.clipnorm is not None or opt.global_clipnorm is not None:
+            checked = _gradients.clip(checked, opt.clipvalue, opt.clipnorm, opt.global_clipnorm)
+        for name, value in opt._hyper.resolve(opt._raw_iterations).items():
+            opt._hyper.tensors[name].copy_(value)
+        variables = [v for _, v in checked]
+        apply_state = opt._prepare(variables)
+        for grad, var in checked:
+            record = opt._store.by_id[id(var)]
+            compute = compute_dtype(var.dtype)
+            c = apply_state[(var.device, compute)]
+            rule = opt.update
+            wd = opt._weight_decay_for(record)
+            if wd is not None:
+                c = c.replace(weight_decay=opt._const(tf_cast_value(wd), compute, var.device))
+                rule = opt._update_with_weight_decay
+            slots = opt._rule_slots(record)
+            grad = cast(Tensor, grad)  # (dense: step_traceable)
+            if compute == var.dtype:
+                rule(var, grad, c=c, **slots)
+                continue
+            # (half precision: computed in float32, rounded once on store, as the engines do)
+            wide = var.float()
+            wide_slots = {name: t.float() for name, t in slots.items()}
+            rule(wide, grad.float(), c=c, **wide_slots)
+            var.copy_(wide)
+            for name, t in slots.items():
+                if t is not wide_slots[name]:
+                    t.copy_(wide_slots[name])
+        if opt.use_ema:
+            _update_ema(opt, variables)
+        constrained = [v for v in variables if getattr(v, "constraint", None) is not None]
+        if constrained:
+            _features.apply_constraints(constrained, opt._label)
+        opt._raw_iterations.add_(1)
+    return opt.iterations
+
+
+def _update_ema(opt: Optimizer, variables: list[Tensor]) -> None:
+    """``_features.update_ema`` with the step count a tensor: the first update's momentum 0 and
+    the overwrite every ``ema_overwrite_frequency`` updates are selected, not branched on."""
+    n = opt._raw_iterations  # (no gradient accumulation here: updates == raw steps)
+    first = n == 0
+    slots_of = opt._store.slots_of
+    for var in variables:
+        avg = slots_of(var)["average"]
+        zero = opt._const(0.0, var.dtype, var.device)
+        m = torch.where(first, zero, opt._const(float(opt.ema_momentum), var.dtype, var.device))
+        avg.copy_(m * avg + (1 - m) * var)
+    f = opt.ema_overwrite_frequency
+    if f:
+        overwrite = (n + 1) % f == 0
+        for var in variables:
+            var.copy_(torch.where(overwrite, slots_of(var)["average"], var))
