@@ -424,7 +424,7 @@ def test_a_compiled_optim_step_runs_and_matches_eager(name: str) -> None:
             lambda: ko.optimizers.LossScaleOptimizer(
                 ko.optimizers.SGD(0.1), dynamic=False, initial_scale=1.0
             ),
-            1,
+            None,  # never scaled nor unscaled: the eager step's warnings (tests/test_traced.py)
         ),
         (lambda: ko.keras3.Adam(0.1), 0),
     ],
@@ -432,8 +432,8 @@ def test_a_compiled_optim_step_runs_and_matches_eager(name: str) -> None:
 )
 def test_a_compiled_function_calling_apply_gradients_matches_eager(make, breaks) -> None:
     """A torch.compile'd function that calls ``apply_gradients`` traces an optimizer's step
-    whole (kerasopt._traced; tests/test_traced.py); a wrapper's step runs as it runs eagerly
-    (one graph break, the same numbers) instead of being traced in fragments."""
+    whole (kerasopt._traced; tests/test_traced.py); a step that must warn runs as it runs
+    eagerly (at a graph break in ``apply_gradients``, the same numbers)."""
     import torch._dynamo.utils as dynamo_utils
 
     torch._dynamo.reset()
@@ -456,9 +456,10 @@ def test_a_compiled_function_calling_apply_gradients_matches_eager(make, breaks)
     for p, q in zip(*runs):
         torch.testing.assert_close(q, p, rtol=4 * torch.finfo(p.dtype).eps, atol=0)
     found = dynamo_utils.counters["graph_break"]
-    assert sum(found.values()) == breaks
-    if breaks:
-        assert "apply_gradients" in next(iter(found))
+    if breaks is None:
+        assert any("apply_gradients" in reason for reason in found)
+    else:
+        assert sum(found.values()) == breaks
 
 
 # ---------------------------------------------------------------------------------------------

@@ -163,8 +163,9 @@ def test_a_number_assigned_into_the_learning_rate_variable_is_read_by_the_graph(
 
 
 def test_an_unsupported_step_runs_eagerly_inside_the_compiled_function():
-    """A sparse gradient or a wrapper is not traced: it runs the eager step (a graph break),
-    with its numbers; ``fullgraph=True`` then refuses, as for any break."""
+    """A sparse gradient (or a LossScaleOptimizer that must warn) is not traced: it runs the
+    eager step (a graph break), with its numbers; ``fullgraph=True`` then refuses, as for any
+    break."""
     var = ko.Variable(torch.ones(4, 2))
     opt = ko.optimizers.Adam(0.1)
     sparse = ko.IndexedSlices(torch.ones(1, 2), torch.tensor([2]), torch.Size([4, 2]))
@@ -173,13 +174,73 @@ def test_an_unsupported_step_runs_eagerly_inside_the_compiled_function():
     ref_var = ko.Variable(torch.ones(4, 2))
     ko.optimizers.Adam(0.1).apply_gradients([(sparse, ref_var)])
     assert torch.equal(var, ref_var) and _breaks() >= 1
-
-    wrapped = ko.optimizers.LossScaleOptimizer(
-        ko.optimizers.SGD(0.1), dynamic=False, initial_scale=1.0
-    )
-    whole = torch.compile(lambda g: wrapped.apply_gradients([(g, var)]), fullgraph=True)
+    whole = torch.compile(lambda: opt.apply_gradients([(sparse, var)]), fullgraph=True)
     with pytest.raises(torch._dynamo.exc.Unsupported):
-        whole(torch.ones(4, 2))
+        whole()
+
+
+def _scaled_steps(make, compiled, legacy):
+    """Six steps of a dynamic LossScaleOptimizer, two with a non-finite gradient (skipped)."""
+    shapes = [(4, 3), (3,)]
+    grads = make_grads(shapes, 6, torch.float32, seed=8)
+    grads[2][1][0] = float("inf")
+    grads[4][0][1, 1] = float("nan")
+    params = [torch.nn.Parameter(torch.ones(s)) for s in shapes]
+    opt = make()
+
+    def step(g):
+        g = [x * 32768.0 for x in g]
+        if legacy:  # TF 2.x's manual loop: scale the loss, unscale the gradients
+            opt.get_scaled_loss(torch.tensor(1.0))
+            g = opt.get_unscaled_gradients(g)
+        return opt.apply_gradients(zip(g, params))
+
+    run = torch.compile(step, fullgraph=True) if compiled else step
+    for g in grads:
+        run(g)
+    scale = opt.loss_scale if legacy else opt.scale_loss(torch.tensor(1.0))
+    slots = [opt.get_slot(p, "m").detach().clone() for p in params]
+    return params, slots, float(scale), int(opt.dynamic_counter), int(opt.iterations)
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["tf2", "keras3"])
+def test_a_loss_scale_optimizer_traces_its_skipped_steps(legacy):
+    """The dynamic scale's branches are selections in the graph: a step with a non-finite
+    gradient changes nothing (TF counts it in ``iterations``, Keras 3 does not), the scale
+    halves, and grows after ``dynamic_growth_steps`` good steps, as eagerly."""
+    if legacy:
+        make = lambda: ko.optimizers.LossScaleOptimizer(  # noqa: E731
+            ko.optimizers.Adam(0.1, use_ema=True), dynamic_growth_steps=2
+        )
+    else:
+        make = lambda: ko.keras3.LossScaleOptimizer(  # noqa: E731
+            ko.keras3.Adam(learning_rate=0.1), dynamic_growth_steps=2
+        )
+    eager = _scaled_steps(make, False, legacy)
+    traced = _scaled_steps(make, True, legacy)
+    assert _breaks() == 0
+    assert eager[2:] == traced[2:] == (16384.0, 1, 6 if legacy else 4)
+    for a, b in zip(eager[0] + eager[1], traced[0] + traced[1]):
+        _assert_within_steps_ulps(b, a, 6, "variable or slot")
+
+
+def test_a_multi_optimizer_traces_each_inner_step_from_the_first_call():
+    runs = []
+    for compiled in (False, True):
+        a, b = ko.Variable(torch.ones(3), name="a"), ko.Variable(torch.ones(2), name="b")
+        routes = ko.optimizers.OptimizerMap(
+            ko.optimizers.SGD(0.1, momentum=0.9), {"b": ko.optimizers.Adam(0.1)}
+        )
+        opt = ko.optimizers.MultiOptimizer(routes)
+        step = lambda g, opt=opt, a=a, b=b: opt.apply_gradients([(g[0], a), (g[1], b)])  # noqa: E731
+        run = torch.compile(step, fullgraph=True) if compiled else step
+        for i in range(3):
+            run([torch.full((3,), 0.1 * (i + 1)), torch.full((2,), -0.3)])
+        runs.append((a.detach().clone(), b.detach().clone(), int(opt.iterations)))
+    (a0, b0, n0), (a1, b1, n1) = runs
+    assert n0 == n1 == 3 and _breaks() == 0
+    torch.testing.assert_close(a1, a0, rtol=1e-6, atol=0)
+    torch.testing.assert_close(b1, b0, rtol=1e-6, atol=0)
 
 
 def test_a_wrong_gradient_under_compile_raises_the_eager_error_and_changes_nothing():

@@ -348,6 +348,10 @@ class HyperStore:
         out = torch.empty((), dtype=torch.float32, device=self.home)
         return out.copy_(v.reshape(())) if isinstance(v, torch.Tensor) else out.fill_(v)
 
+    def dynamic(self) -> list[str]:
+        """The names whose sources a step evaluates (callables, tensors): what it refreshes."""
+        return list(self._dynamic)
+
     def resolve(self, step: torch.Tensor) -> dict[str, torch.Tensor]:
         """The step's values of callable and tensor sources (the plan computes, commit copies)."""
         values = {}

@@ -48,7 +48,7 @@ class Optimizer(StepOwner, RuleOwner, Protocol):
     def iterations(self) -> Tensor: ...
 
 
-__all__ = ["apply", "prepare", "step_traceable", "traceable"]
+__all__ = ["apply", "prepare", "ready", "step_traceable", "traceable"]
 
 
 def step_traceable(opt: Optimizer, pairs: Sequence[Any], aggregate: bool = True) -> bool:
@@ -125,9 +125,27 @@ def traceable(opt: Optimizer, pairs: Sequence[Any]) -> bool:
     return True
 
 
-def apply(opt: Optimizer, pairs: Sequence[Any]) -> Tensor:
-    """The step of ``traceable`` pairs, as tensor operations; returns ``opt.iterations``."""
+def ready(opt: Optimizer, pairs: Sequence[Any], aggregate: bool = True) -> bool:
+    """``step_traceable``, then ``prepare`` (new variables' state, built eagerly), then
+    ``traceable``: whether ``apply`` runs this step while dynamo traces."""
+    return (
+        step_traceable(opt, pairs, aggregate)
+        and prepare(opt, *[v for _, v in pairs])
+        and traceable(opt, pairs)
+    )
+
+
+def apply(
+    opt: Optimizer, pairs: Sequence[Any], finite: Tensor | None = None, count_skip: bool = True
+) -> Tensor:
+    """The step of ``traceable`` pairs, as tensor operations; returns ``opt.iterations``.
+
+    ``finite`` (a bool tensor; a ``LossScaleOptimizer``'s check of the gradients): where it is
+    False the step changes nothing but ``iterations`` (a skipped step counts, as in TF; with
+    ``count_skip=False``, as in Keras 3, not even that), every tensor it writes selected back
+    to its value before the step."""
     with torch.no_grad():
+        saved = [] if finite is None else [(t, t.clone()) for t in _written(opt, pairs)]
         checked: list[tuple[Grad, Tensor]] = [(g.detach(), v) for g, v in pairs]
         if opt.loss_scale_factor is not None:
             checked = _gradients.divide(checked, opt.loss_scale_factor)
@@ -164,8 +182,25 @@ def apply(opt: Optimizer, pairs: Sequence[Any]) -> Tensor:
         constrained = [v for v in variables if getattr(v, "constraint", None) is not None]
         if constrained:
             _features.apply_constraints(constrained, opt._label)
-        opt._raw_iterations.add_(1)
+        for tensor, before in saved:
+            tensor.copy_(torch.where(finite, tensor, before))  # type: ignore[arg-type]
+        if finite is None or count_skip:
+            opt._raw_iterations.add_(1)
+        else:
+            opt._raw_iterations.add_(finite.to(opt._raw_iterations.dtype))
     return opt.iterations
+
+
+def _written(opt: Optimizer, pairs: Sequence[Any]) -> list[Tensor]:
+    """Every tensor a step of ``pairs`` may write but the counter (``step.snapshot``'s list):
+    the variables, their slots, the optimizer-level weights, the refreshed hyperparameters."""
+    store = opt._store
+    tensors = [opt._hyper.tensors[name] for name in opt._hyper.dynamic()]
+    tensors += [t for _, t in store.opt_weights]
+    for _, var in pairs:
+        tensors.append(var)
+        tensors.extend(store.by_id[id(var)].slots.values())
+    return tensors
 
 
 def _update_ema(opt: Optimizer, variables: list[Tensor]) -> None:

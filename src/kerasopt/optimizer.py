@@ -404,11 +404,7 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
             # Traced by torch.compile: the common step as tensor operations, no graph break
             # (kerasopt._traced); anything else runs the eager step below.
             pairs = list(grads_and_vars)
-            if (
-                _traced.step_traceable(self, pairs, experimental_aggregate_gradients)
-                and _traced.prepare(self, *[v for _, v in pairs])
-                and _traced.traceable(self, pairs)
-            ):
+            if _traced.ready(self, pairs, experimental_aggregate_gradients):
                 return _traced.apply(self, pairs)
             grads_and_vars = pairs
         return self._apply_gradients(grads_and_vars, experimental_aggregate_gradients)

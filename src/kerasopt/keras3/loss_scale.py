@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import _state
+from .. import _state, _traced
 from .. import step as _step
 from ..optimizer import Optimizer
 from ..sparse import IndexedSlices
@@ -184,10 +184,6 @@ class LossScaleOptimizer(_legacy.LossScaleOptimizer):
         """Scaled loss → scaled gradients → ``apply_gradients`` (which unscales them)."""
         return self._apply(self.compute_gradients(loss, var_list, tape=tape, grad_loss=grad_loss))
 
-    # kerasopt's step is bookkeeping (checks, the transaction, locks) around engines that compile
-    # themselves: inside a torch.compile'd function it runs as it does eagerly (one graph break)
-    # instead of being traced in fragments.
-    @torch.compiler.disable
     def apply_gradients(
         self,
         grads_and_vars: Iterable[tuple[Any, Tensor]],
@@ -203,7 +199,37 @@ class LossScaleOptimizer(_legacy.LossScaleOptimizer):
         Raises:
             ValueError: no gradient at all, or an invalid pair (nothing changes then).
         """
+        if torch.compiler.is_compiling():
+            # Traced by torch.compile (kerasopt._traced): the unscaled inner step, a no-op where
+            # a gradient is not finite; anything else runs the eager step below.
+            pairs = list(grads_and_vars)
+            if _traced.ready(self._optimizer, pairs, experimental_aggregate_gradients):
+                return self._traced_apply(pairs)
+            grads_and_vars = pairs
+        return self._apply_gradients(grads_and_vars)
+
+    # The eager step is bookkeeping (checks, the transaction, locks) around engines that compile
+    # themselves: where a traced function reaches it, it runs as it does eagerly (one graph
+    # break) instead of being traced in fragments.
+    @torch.compiler.disable
+    def _apply_gradients(self, grads_and_vars: Iterable[tuple[Any, Tensor]]) -> Tensor:
         return self._apply(grads_and_vars)
+
+    def _traced_apply(self, pairs: list[Any]) -> Tensor:
+        """The step while dynamo traces: ``_apply``'s branches as selections by tensors (a
+        skipped step changes nothing, ``iterations`` included, as in Keras 3)."""
+        inner = self._optimizer
+        with torch.no_grad():
+            scale = self._current_scale()
+            unscaled = [(_divide(g, scale), v) for g, v in pairs]
+            finite = torch.stack([torch.isfinite(g).all() for g, _ in unscaled]).all()
+            _traced.apply(inner, unscaled, finite, count_skip=False)
+            counter, growth = self._counter, self._growth_steps
+            assert counter is not None and growth is not None
+            grow = finite & (counter == growth - 1)
+            counter.copy_(torch.where(finite & ~grow, counter + 1, torch.zeros_like(counter)))
+            scale.copy_(torch.where(finite, torch.where(grow, scale * 2.0, scale), scale * 0.5))
+        return inner.iterations
 
     def _apply(self, grads_and_vars: Iterable[tuple[Any, Tensor]]) -> Tensor:
         inner = self._optimizer

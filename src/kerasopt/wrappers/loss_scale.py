@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import _distributed
+from .. import _distributed, _traced
 from .. import step as _step
 from .._serialization import serialize
 from .._state import StateError, expect
@@ -380,10 +380,6 @@ class LossScaleOptimizer(Wrapper):
         """
         return self._apply(self.compute_gradients(loss, var_list, tape=tape, grad_loss=grad_loss))
 
-    # kerasopt's step is bookkeeping (checks, the transaction, locks) around engines that compile
-    # themselves: inside a torch.compile'd function it runs as it does eagerly (one graph break)
-    # instead of being traced in fragments.
-    @torch.compiler.disable
     def apply_gradients(
         self,
         grads_and_vars: Iterable[tuple[Any, Tensor]],
@@ -406,8 +402,47 @@ class LossScaleOptimizer(Wrapper):
         Raises:
             ValueError: no gradient at all, or an invalid pair (nothing changes then).
         """
+        if torch.compiler.is_compiling():
+            # Traced by torch.compile: the inner optimizer's traced step, skipped by selection
+            # where a gradient is not finite (kerasopt._traced); anything else (or a warning
+            # to give) runs the eager step below.
+            pairs = list(grads_and_vars)
+            if (
+                self._loss_has_been_scaled
+                and self._gradients_have_been_unscaled
+                and _traced.ready(self._optimizer, pairs, experimental_aggregate_gradients)
+            ):
+                return self._traced_apply(pairs)
+            grads_and_vars = pairs
+        return self._apply_gradients(grads_and_vars)
+
+    # The eager step is bookkeeping (checks, the transaction, locks) around engines that compile
+    # themselves: where a traced function reaches it, it runs as it does eagerly (one graph
+    # break) instead of being traced in fragments.
+    @torch.compiler.disable
+    def _apply_gradients(self, grads_and_vars: Iterable[tuple[Any, Tensor]]) -> Tensor:
         _maybe_warn_about_scaling(self._loss_has_been_scaled, self._gradients_have_been_unscaled)
         return self._apply(grads_and_vars)
+
+    def _traced_apply(self, pairs: list[Any]) -> Tensor:
+        """The step while dynamo traces: the inner step, a no-op but for ``iterations`` where a
+        gradient is not finite, then the scale's update, all selected by tensors (the eager
+        step's branches)."""
+        inner = self._optimizer
+        if not self._dynamic:
+            return _traced.apply(inner, pairs)
+        with torch.no_grad():
+            finite = torch.stack([torch.isfinite(g).all() for g, _ in pairs]).all()
+            _traced.apply(inner, pairs, finite)
+            scale, counter, growth = self._scale, self._counter, self._growth_steps
+            assert scale is not None and counter is not None and growth is not None
+            grow = finite & (counter + 1 >= growth)
+            doubled = scale * _MULTIPLIER
+            up = torch.where(grow & torch.isfinite(doubled), doubled, scale)
+            down = torch.clamp(scale / _MULTIPLIER, min=1.0)
+            counter.copy_(torch.where(finite & ~grow, counter + 1, torch.zeros_like(counter)))
+            scale.copy_(torch.where(finite, up, down))
+        return inner.iterations
 
     def _apply(self, grads_and_vars: Iterable[tuple[Any, Tensor]]) -> Tensor:
         inner = self._optimizer

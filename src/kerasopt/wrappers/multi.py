@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import torch
 from torch import Tensor
 
-from .. import _gradients, _state
+from .. import _gradients, _state, _traced
 from .. import step as _step
 from .._hyper import non_negative
 from .._serialization import serialize
@@ -408,10 +408,6 @@ class MultiOptimizer(Wrapper):
             self._iterations.add_(1)
         return self.iterations
 
-    # kerasopt's step is bookkeeping (checks, the transaction, locks) around engines that compile
-    # themselves: inside a torch.compile'd function it runs as it does eagerly (one graph break)
-    # instead of being traced in fragments.
-    @torch.compiler.disable
     def apply_gradients(
         self,
         grads_and_vars: Iterable[tuple[Any, Tensor]],
@@ -429,6 +425,47 @@ class MultiOptimizer(Wrapper):
             >>> float(a), float(b)
             (0.0, 0.5)
         """
+        if torch.compiler.is_compiling():
+            # Traced by torch.compile: each inner optimizer's traced step (kerasopt._traced);
+            # anything else runs the eager step below.
+            listed = list(grads_and_vars)
+            groups = self._traced_groups(listed)
+            if groups is not None:
+                with torch.no_grad():
+                    for opt, group in zip(self._inner_optimizers, groups):
+                        if group:
+                            _traced.apply(opt, group)
+                    self._iterations.add_(1)
+                return self.iterations
+            grads_and_vars = listed
+        return self._apply_gradients(grads_and_vars)
+
+    def _traced_groups(self, items: list[Any]) -> list[list[tuple[Any, Tensor]]] | None:
+        """The pairs of a traced step by inner optimizer, each group ready to trace
+        (``kerasopt._traced.ready``); None when the eager step must run: a pair that is not
+        one, a missing gradient, a variable outside the built list."""
+        if not items or not all(type(i) in (tuple, list) and len(i) == 2 for i in items):
+            return None
+        if any(g is None for g, _ in items) or not _build_traced(self, *[v for _, v in items]):
+            return None
+        if len(items) != len(self._var_list):
+            return None
+        groups: list[list[tuple[Any, Tensor]]] = [[] for _ in self._inner_optimizers]
+        for grad, var in items:
+            index = self._var_to_optimizer.get(id(var))
+            if index is None:
+                return None
+            groups[index].append((grad, var))
+        ready = all(
+            _traced.ready(opt, group) for opt, group in zip(self._inner_optimizers, groups) if group
+        )
+        return groups if ready else None
+
+    # The eager step is bookkeeping (checks, the transaction, locks) around engines that compile
+    # themselves: where a traced function reaches it, it runs as it does eagerly (one graph
+    # break) instead of being traced in fragments.
+    @torch.compiler.disable
+    def _apply_gradients(self, grads_and_vars: Iterable[tuple[Any, Tensor]]) -> Tensor:
         items = read_pairs(grads_and_vars)
         for position, item in enumerate(items):
             if not isinstance(item, (tuple, list)) or len(item) != 2:
@@ -535,3 +572,12 @@ class MultiOptimizer(Wrapper):
     def _describe(self) -> str:
         inner = ", ".join(repr(o) for o in self._inner_optimizers)
         return f"name={self._name!r} optimizers=[{inner}]"
+
+
+@torch.compiler.assume_constant_result
+def _build_traced(multi: MultiOptimizer, *variables: Tensor) -> bool:
+    """Builds ``multi`` on ``variables`` if it is not built, eagerly while dynamo traces (its
+    result a constant of the trace), before the trace reads the routing."""
+    if not multi.built:
+        multi.build(list(variables))
+    return True
