@@ -16,6 +16,7 @@ import torch._dynamo.utils as dynamo_utils
 
 import kerasopt as ko
 from tests.helpers import make_grads, make_vars
+from tests.keras3_specs import KERAS3
 from tests.specs import OPTIMIZERS
 from tests.test_compiled import _assert_within_steps_ulps
 
@@ -23,6 +24,7 @@ SHAPES = [(), (5,), (3, 4)]
 STEPS = 3
 # the richest configuration of each optimizer in the table (its last)
 RICHEST = [(spec, spec.configs[-1]) for spec in OPTIMIZERS]
+RICHEST3 = [(spec, spec.configs[-1]) for spec in KERAS3]
 OPTIM_NAMES = sorted(n for n in dir(ko.optim) if n[0].isupper() and n != "KerasOptimizer")
 
 
@@ -72,6 +74,15 @@ def _assert_same_runs(eager, traced, steps=STEPS):
 @pytest.mark.parametrize(("spec", "config"), RICHEST, ids=[s.name for s, _ in RICHEST])
 def test_every_optimizer_traces_as_one_graph_from_the_first_step(spec, config):
     make = lambda: getattr(ko.optimizers, spec.name)(**config)  # noqa: E731
+    eager = _keras_run(make, compiled=False)
+    traced = _keras_run(make, compiled=True)
+    assert (_graphs(), _breaks()) == (1, 0)
+    _assert_same_runs(eager, traced)
+
+
+@pytest.mark.parametrize(("spec", "config"), RICHEST3, ids=[s.name for s, _ in RICHEST3])
+def test_every_keras3_optimizer_traces_as_one_graph(spec, config):
+    make = lambda: getattr(ko.keras3, spec.name)(**config)  # noqa: E731
     eager = _keras_run(make, compiled=False)
     traced = _keras_run(make, compiled=True)
     assert (_graphs(), _breaks()) == (1, 0)
