@@ -1,28 +1,35 @@
-"""The step ``torch.compile`` traces: ``apply_gradients`` (and ``kerasopt.optim``'s ``step``)
-inside a compiled function, with no graph break (docs/performance.md, "Under torch.compile").
+"""The step ``torch.compile`` traces: ``apply_gradients`` (the optimizers', ``MultiOptimizer``'s
+and both ``LossScaleOptimizer``s') and ``kerasopt.optim``'s ``step()`` inside a compiled
+function, as one graph with no break (docs/performance.md, "Under torch.compile").
 
 Eagerly, a step is Python bookkeeping (checks, caches, the transaction) around engines that
 compile themselves. Dynamo cannot trace most of that bookkeeping (pointer and storage checks,
 locks, version counters), so while dynamo traces, a step of the common case takes this path
-instead:
+instead (``ready``, then ``apply``):
 
-- ``traceable`` decides, in Python, whether the step is one this path runs: known variables
-  (their state built, e.g. by ``optimizer.build(var_list)`` or an earlier step), each listed
-  once with a plain dense gradient of its dtype, shape and device, and an optimizer with no
-  gradient accumulation, aggregator, transformers or TF 2.x hooks. Every check reads tensor
-  metadata and Python state only, so it runs while dynamo traces, and dynamo's guards on what
-  it read re-trace the step when any of it changes. Anything else runs the eager step (one
-  graph break; the eager step's checks name whatever is wrong).
-- ``apply`` is the eager steady step's stages in the eager order, as tensor operations:
+- ``step_traceable``: the optimizer's configuration (no gradient accumulation, aggregator,
+  transformers or TF 2.x hooks) and the pairs (each variable listed once, with a plain dense
+  gradient of its dtype, shape and device). It reads tensor metadata and Python state only, so
+  it runs while dynamo traces, and dynamo's guards on what it read re-trace the step when any
+  of it changes. Anything else runs the eager step (a graph break; its checks name whatever is
+  wrong).
+- ``prepare``: run for real while dynamo traces (``torch.compiler.assume_constant_result``),
+  before the trace reads the state: builds the state of variables seen for the first time, as
+  TF creates slots while it traces a ``tf.function``. ``traceable`` then checks the state holds
+  every variable, with the shape its slots were made for.
+- ``apply``: the eager steady step's stages in the eager order, as tensor operations:
   loss-scale division and clipping, the hyperparameters' values (schedules and callables
   evaluated on the step counter, a tensor), the coefficients, the rule per variable (decoupled
   weight decay first, half precision in float32), the EMA, the constraints and ``iterations
   += 1``. Hyperparameters are tensors and schedules read the counter tensor, so changing a
-  hyperparameter or stepping a schedule never recompiles.
+  hyperparameter or stepping a schedule never recompiles. ``finite`` (a loss-scale wrapper's
+  check) selects every written tensor back where a gradient is not finite: the eager step's
+  skip, as a selection.
 
-A traced step is one graph: it either runs whole or, if tracing raises, not at all, which is
-the transaction the eager step keeps by undoing. Its numbers are the compiled engine's: within
-the ulp bound of docs/tolerances.md of the eager rule.
+A traced step is one graph: it either runs whole or, if tracing raises, not at all (state built
+for new variables aside), which is the transaction the eager step keeps by undoing. It takes no
+step lock (a graph cannot). Its numbers are the compiled engine's: within the ulp bound of
+docs/tolerances.md of the eager rule.
 """
 
 from __future__ import annotations
