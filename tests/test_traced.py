@@ -266,6 +266,27 @@ def test_a_wrong_gradient_under_compile_raises_the_eager_error_and_changes_nothi
     assert opt.get_slot(var, "m").shape == (3,)
 
 
+def test_a_failed_first_compiled_step_leaves_the_optimizer_unbuilt():
+    """The state built while dynamo traces is forgotten when the step then fails (a constraint
+    raises while tracing, and again in the eager step dynamo falls back to), as eagerly; a
+    later step builds afresh."""
+
+    def refuse(t):
+        raise RuntimeError("constraint refused")
+
+    var = ko.Variable(torch.ones(3), name="w", constraint=refuse)
+    opt = ko.optimizers.Adam(0.1)
+    step = torch.compile(lambda g: opt.apply_gradients([(g, var)]))
+    with pytest.raises(RuntimeError, match="constraint refused"):
+        step(torch.ones(3))
+    assert not opt._store.built and not opt._store.by_id
+    assert len(opt.variables()) == len(ko.optimizers.Adam(0.1).variables())
+    assert int(opt.iterations) == 0 and torch.equal(var, torch.ones(3))
+    var.constraint = None
+    opt.apply_gradients([(torch.ones(3), var)])
+    assert int(opt.iterations) == 1 and opt.get_slot(var, "m").shape == (3,)
+
+
 # ---------------------------------------------------------------------------------------------
 # kerasopt.optim: torch.optim's protocol under torch.compile
 def _optim_run(name: str, compiled: bool, steps: int = STEPS, change=None, **config: Any):

@@ -26,8 +26,9 @@ instead (``ready``, then ``apply``):
   check) selects every written tensor back where a gradient is not finite: the eager step's
   skip, as a selection.
 
-A traced step is one graph: it either runs whole or, if tracing raises, not at all (state built
-for new variables aside), which is the transaction the eager step keeps by undoing. It takes no
+A traced step is one graph: it either runs whole or, if tracing raises, not at all, which is the
+transaction the eager step keeps by undoing (state ``prepare`` built is forgotten if the eager
+step dynamo falls back to fails too: ``take_build``). It takes no
 step lock (a graph cannot). Its numbers are the compiled engine's: within the ulp bound of
 docs/tolerances.md of the eager rule.
 """
@@ -40,7 +41,7 @@ from typing import Any, Protocol, cast
 import torch
 from torch import Tensor
 
-from . import _distributed, _features, _gradients, _legacy
+from . import _distributed, _features, _gradients, _legacy, step
 from ._apply import RuleOwner
 from ._engines import compute_dtype
 from ._gradients import _PLAIN, FLOAT_DTYPES, Grad
@@ -51,11 +52,13 @@ from .step import StepOwner
 class Optimizer(StepOwner, RuleOwner, Protocol):
     """What the traced step reads and writes of an optimizer (``kerasopt.Optimizer`` is one)."""
 
+    _traced_build: tuple[Any, int, int] | None
+
     @property
     def iterations(self) -> Tensor: ...
 
 
-__all__ = ["apply", "prepare", "ready", "step_traceable", "traceable"]
+__all__ = ["apply", "prepare", "ready", "step_traceable", "take_build", "traceable"]
 
 
 def step_traceable(opt: Optimizer, pairs: Sequence[Any], aggregate: bool = True) -> bool:
@@ -115,8 +118,25 @@ def prepare(opt: Optimizer, *variables: Tensor) -> bool:
     new = [v for v in variables if store.by_id.get(id(v)) is None]
     if new or not store.built:
         with torch.no_grad():
-            opt.build(new)
+            undo = step.build(opt, new)
+        # If the trace then fails (a constraint raises), dynamo runs the step eagerly, and an
+        # eager step that fails forgets this state too (`take_build`): a failed first step
+        # leaves the optimizer as it was, compiled or not.
+        opt._traced_build = (undo, id(opt._raw_iterations), opt._raw_iterations._version)
     return True
+
+
+def take_build(opt: Optimizer) -> step.Undo | None:
+    """The ``Undo`` of the state ``prepare`` built for a trace that no step has used since (the
+    counter has not moved), for the eager step that runs next to forget if it fails; None
+    otherwise. Clears it either way."""
+    entry = opt._traced_build
+    opt._traced_build = None
+    counter = opt._raw_iterations
+    if entry is None or entry[1:] != (id(counter), counter._version):
+        return None
+    undo: step.Undo = entry[0]
+    return undo
 
 
 def traceable(opt: Optimizer, pairs: Sequence[Any]) -> bool:

@@ -95,6 +95,8 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
     _path: ClassVar[RulePath | _legacy.HookPath] = _RULES
     #: set by LossScaleOptimizer on the optimizer it wraps (TF's flag; one wrapper per optimizer)
     _is_wrapped_by_loss_scale_optimizer: bool = False
+    #: state built while dynamo traced a step, and the counter's version then (_traced.prepare)
+    _traced_build: tuple[Any, int, int] | None = None
 
     # The base features, set by __init__ from kerasopt._features.FEATURES (their defaults,
     # checks and config policy are there; test_features holds these annotations to the table).
@@ -416,17 +418,25 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
     def _apply_gradients(
         self, grads_and_vars: Iterable[tuple[Any, Tensor]], experimental_aggregate_gradients: bool
     ) -> Tensor:
-        require_init(self, "apply_gradients", "calling")
-        pairs = step.pairs(grads_and_vars)
-        with self._step_lock:
-            if not pairs:
-                # TF: an empty list creates the optimizer's weights and applies nothing (`no_op`).
-                self._create_state([])
+        # state a failed trace of this step built (kerasopt._traced.prepare): forgotten if the
+        # eager step fails too
+        built = None if self._traced_build is None else _traced.take_build(self)
+        try:
+            require_init(self, "apply_gradients", "calling")
+            pairs = step.pairs(grads_and_vars)
+            with self._step_lock:
+                if not pairs:
+                    # TF: an empty list creates the optimizer's weights and applies nothing.
+                    self._create_state([])
+                    return self.iterations
+                plan = step.plan(self, pairs, experimental_aggregate_gradients)
+                with torch.no_grad():
+                    step.commit(self, plan)
                 return self.iterations
-            plan = step.plan(self, pairs, experimental_aggregate_gradients)
-            with torch.no_grad():
-                step.commit(self, plan)
-            return self.iterations
+        except BaseException:
+            if built is not None:
+                built.restore()
+            raise
 
     def _name_of(self, var: Tensor) -> str:
         return self._store.name_of(var)
