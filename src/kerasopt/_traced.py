@@ -20,8 +20,9 @@ instead (``ready``, then ``apply``):
 - ``apply``: the eager steady step's stages in the eager order, as tensor operations:
   loss-scale division and clipping, the hyperparameters' values (schedules and callables
   evaluated on the step counter, a tensor), the coefficients, the rule per variable (decoupled
-  weight decay first, half precision in float32), the EMA, the constraints and ``iterations
-  += 1``. Hyperparameters are tensors and schedules read the counter tensor, so changing a
+  weight decay first, half precision in float32), the EMA and ``iterations += 1``. (A variable
+  with a ``constraint`` runs the eager step: user code that raises while dynamo traces would
+  have dynamo run the graph traced so far, the update, before raising.) Hyperparameters are tensors and schedules read the counter tensor, so changing a
   hyperparameter or stepping a schedule never recompiles. ``finite`` (a loss-scale wrapper's
   check) selects every written tensor back where a gradient is not finite: the eager step's
   skip, as a selection.
@@ -41,7 +42,7 @@ from typing import Any, Protocol, cast
 import torch
 from torch import Tensor
 
-from . import _distributed, _features, _gradients, _legacy, step
+from . import _distributed, _gradients, _legacy, step
 from ._apply import RuleOwner
 from ._engines import compute_dtype
 from ._gradients import _PLAIN, FLOAT_DTYPES, Grad
@@ -98,6 +99,9 @@ def step_traceable(opt: Optimizer, pairs: Sequence[Any], aggregate: bool = True)
             or not var.is_leaf
             or var.device.type == "meta"
             or _distributed.is_dtensor(var)
+            # A constraint is user code that runs after the update: if it raised while dynamo
+            # traced, dynamo would run the graph traced so far (the update) before raising.
+            or getattr(var, "constraint", None) is not None
         ):
             return False
         seen.add(id(var))
@@ -206,9 +210,6 @@ def apply(
                     t.copy_(wide_slots[name])
         if opt.use_ema:
             _update_ema(opt, variables)
-        constrained = [v for v in variables if getattr(v, "constraint", None) is not None]
-        if constrained:
-            _features.apply_constraints(constrained, opt._label)
         for tensor, before in saved:
             tensor.copy_(torch.where(finite, tensor, before))  # type: ignore[arg-type]
         if finite is None or count_skip:

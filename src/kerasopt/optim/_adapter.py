@@ -145,6 +145,8 @@ class KerasOptimizer(_TorchState):
         self._normalize(defaults, set(given))
         self._groups: dict[int, _GroupState] = {}
         self._step_lock = StepLock()  # kerasopt._sync: steps, state reads and loads
+        # state built while dynamo traced a step: (forget, counter, its version then)
+        self._traced_builds: list[tuple[Callable[[], None], Tensor, int]] = []
         super().__init__(params, defaults)
         self.state: _State = _State()
 
@@ -395,17 +397,20 @@ class KerasOptimizer(_TorchState):
                 or type(inner).apply_gradients is not KerasOptimizerBase.apply_gradients
             ):
                 return False
-            new = [
-                p for p in state.group["params"] if p.grad is not None and id(p) not in state.built
-            ]
-            if new:
-                with torch.no_grad():
-                    self._build(state, state.group, new)
-                self._register(state, new)
             pairs = [(p.grad, p) for p in state.group["params"] if p.grad is not None]
-            if pairs and not (
-                _traced.step_traceable(inner, pairs) and _traced.traceable(inner, pairs)
-            ):
+            if not pairs:
+                continue
+            if not _traced.step_traceable(inner, pairs):
+                return False
+            new = [p for _, p in pairs if id(p) not in state.built]
+            if new:
+                # (forgotten if the trace fails and the eager step dynamo runs then fails too,
+                # before any step used it: `_apply_grads`)
+                counter = inner.iterations
+                self._traced_builds.append(
+                    (self._build_undoable(state, new), counter, counter._version)
+                )
+            if not _traced.traceable(inner, pairs):
                 return False
         return True
 
@@ -430,6 +435,21 @@ class KerasOptimizer(_TorchState):
     @torch.compiler.disable
     @locked
     def _apply_grads(self) -> None:
+        # state built while dynamo traced this step (`_prepare_trace`) and not used since: a
+        # failed step leaves it unbuilt, as an eager first step that fails does
+        unused = self._unused_traced_builds() if self._traced_builds else []
+        try:
+            self._apply_grads_locked()
+        except BaseException:
+            for forget in reversed(unused):
+                forget()
+            raise
+
+    def _unused_traced_builds(self) -> list[Callable[[], None]]:
+        builds, self._traced_builds = self._traced_builds, []
+        return [forget for forget, counter, version in builds if counter._version == version]
+
+    def _apply_grads_locked(self) -> None:
         states = self._sync_all()
         if self.state._dirty:
             self._adopt(states)
@@ -496,6 +516,7 @@ class KerasOptimizer(_TorchState):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._step_lock = StepLock()
+        self._traced_builds = []
         super().__setstate__(state)
         self.defaults.pop("differentiable", None)  # torch's __setstate__ adds it
         plain = self.state

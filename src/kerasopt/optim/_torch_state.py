@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from .. import step as _step
 from .._features import FEATURE_SLOTS
 from .._state import expect
 from .._sync import locked
@@ -129,6 +130,28 @@ class _TorchState(torch.optim.Optimizer):
         var_list = self._var_list(group, params)
         state.inner.build(var_list)
         self._built(state, params, var_list)
+
+    def _build_undoable(self, state: _GroupState, params: list[Tensor]) -> Callable[[], None]:
+        """``_build`` and ``_register`` of ``params``; returns what forgets that state again
+        (the inner optimizer's records and slots, and this optimizer's entries)."""
+        var_list = self._var_list(state.group, params)
+        fresh = state.step is None
+        with torch.no_grad():
+            undo = _step.build(state.inner, var_list)
+        self._built(state, params, var_list)
+        self._register(state, params)
+
+        def forget() -> None:
+            undo.restore()
+            state.batches[:] = [b for b in state.batches if b is not var_list]
+            for p in params:
+                state.built.pop(id(p), None)
+                state.layouts.pop(id(p), None)
+                dict.pop(self.state, p, None)
+            if fresh:
+                state.step, state.weights = None, {}
+
+        return forget
 
     @staticmethod
     def _var_list(group: Mapping[str, Any], params: list[Tensor]) -> Any:

@@ -115,6 +115,8 @@ class MultiOptimizer(Wrapper):
         self._var_list: list[Tensor] = []
         self._var_to_optimizer: dict[int, int] = {}
         self._build_step: tuple[Transaction, int] | None = None
+        # built while dynamo traced a step: the counter's identity and version then
+        self._built_while_tracing: tuple[int, int] | None = None
         self._loss_scale_factor: float | None = None
         self.loss_scale_factor = loss_scale_factor  # pushed to the inner optimizers
 
@@ -466,6 +468,18 @@ class MultiOptimizer(Wrapper):
     # break) instead of being traced in fragments.
     @torch.compiler.disable
     def _apply_gradients(self, grads_and_vars: Iterable[tuple[Any, Tensor]]) -> Tensor:
+        # built by a failed trace of this step (`_build_traced`), no step since: a failure here
+        # leaves the optimizer unbuilt, as a failed first eager call does
+        traced, self._built_while_tracing = self._built_while_tracing, None
+        if traced is not None and traced == (id(self._iterations), self._iterations._version):
+            try:
+                return self._apply_gradients_items(grads_and_vars)
+            except BaseException:
+                self._unbuild()
+                raise
+        return self._apply_gradients_items(grads_and_vars)
+
+    def _apply_gradients_items(self, grads_and_vars: Iterable[tuple[Any, Tensor]]) -> Tensor:
         items = read_pairs(grads_and_vars)
         for position, item in enumerate(items):
             if not isinstance(item, (tuple, list)) or len(item) != 2:
@@ -580,4 +594,5 @@ def _build_traced(multi: MultiOptimizer, *variables: Tensor) -> bool:
     result a constant of the trace), before the trace reads the routing."""
     if not multi.built:
         multi.build(list(variables))
+        multi._built_while_tracing = (id(multi._iterations), multi._iterations._version)
     return True
