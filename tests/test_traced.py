@@ -410,3 +410,22 @@ def test_a_failed_first_compiled_optim_step_changes_nothing():
     step()
     assert int(opt.state[a]["step"]) == 1
     torch.testing.assert_close(b.detach(), torch.full((2,), 0.9))
+
+
+def test_optim_param_groups_trace_as_one_step():
+    def run(compiled):
+        params = make_vars(SHAPES, torch.float32, seed=5)
+        opt = ko.optim.Adam(
+            [{"params": params[:1], "lr": 0.1}, {"params": params[1:], "lr": 0.01}],
+            weight_decay=0.0,
+        )
+        step = torch.compile(opt.step, fullgraph=True) if compiled else opt.step
+        for grads in make_grads(SHAPES, STEPS, torch.float32, seed=6):
+            for p, g in zip(params, grads):
+                p.grad = g
+            step()
+        return params
+
+    for a, b in zip(run(False), run(True)):
+        _assert_within_steps_ulps(b, a, STEPS, "parameter")
+    assert _breaks() == 0

@@ -59,7 +59,15 @@ class Optimizer(StepOwner, RuleOwner, Protocol):
     def iterations(self) -> Tensor: ...
 
 
-__all__ = ["apply", "prepare", "ready", "step_traceable", "take_build", "traceable"]
+__all__ = [
+    "apply",
+    "hyper_values",
+    "prepare",
+    "ready",
+    "step_traceable",
+    "take_build",
+    "traceable",
+]
 
 
 def step_traceable(opt: Optimizer, pairs: Sequence[Any], aggregate: bool = True) -> bool:
@@ -166,15 +174,28 @@ def ready(opt: Optimizer, pairs: Sequence[Any], aggregate: bool = True) -> bool:
     )
 
 
+def hyper_values(opt: Optimizer) -> dict[str, Tensor]:
+    """The step's values of ``opt``'s callable and tensor hyperparameters (schedules evaluated
+    on the counter): user code, which a step of several optimizers runs for every one of them
+    before any writes (``apply``'s ``values``), as the eager ``Transaction`` plans first."""
+    return opt._hyper.resolve(opt._raw_iterations)
+
+
 def apply(
-    opt: Optimizer, pairs: Sequence[Any], finite: Tensor | None = None, count_skip: bool = True
+    opt: Optimizer,
+    pairs: Sequence[Any],
+    finite: Tensor | None = None,
+    count_skip: bool = True,
+    values: dict[str, Tensor] | None = None,
 ) -> Tensor:
     """The step of ``traceable`` pairs, as tensor operations; returns ``opt.iterations``.
 
     ``finite`` (a bool tensor; a ``LossScaleOptimizer``'s check of the gradients): where it is
     False the step changes nothing but ``iterations`` (a skipped step counts, as in TF; with
     ``count_skip=False``, as in Keras 3, not even that), every tensor it writes selected back
-    to its value before the step."""
+    to its value before the step. ``values``: ``hyper_values(opt)``, computed already."""
+    if values is None:
+        values = hyper_values(opt)
     with torch.no_grad():
         saved = [] if finite is None else [(t, t.clone()) for t in _written(opt, pairs)]
         checked: list[tuple[Grad, Tensor]] = [(g.detach(), v) for g, v in pairs]
@@ -182,7 +203,7 @@ def apply(
             checked = _gradients.divide(checked, opt.loss_scale_factor)
         if opt.clipvalue is not None or opt.clipnorm is not None or opt.global_clipnorm is not None:
             checked = _gradients.clip(checked, opt.clipvalue, opt.clipnorm, opt.global_clipnorm)
-        for name, value in opt._hyper.resolve(opt._raw_iterations).items():
+        for name, value in values.items():
             opt._hyper.tensors[name].copy_(value)
         variables = [v for _, v in checked]
         apply_state = opt._prepare(variables)

@@ -418,6 +418,9 @@ class KerasOptimizer(_TorchState):
         """The step while dynamo traces; False (nothing done) when it must run eagerly."""
         if not _prepare_traced_step(self):
             return False
+        # Every check, then every group's hyperparameter values (user code), then the writes:
+        # nothing is written unless the whole step is traced.
+        steps = []
         # (`param_groups` read around dynamo's optimizer support, which assumes plain dicts)
         for group in self.__dict__["param_groups"]:
             state = self._groups[id(group)]
@@ -426,7 +429,10 @@ class KerasOptimizer(_TorchState):
                 return False
             pairs = [(p.grad, p) for p in group["params"] if p.grad is not None]
             if pairs:
-                _traced.apply(state.inner, pairs)
+                steps.append((state.inner, pairs))
+        values = [_traced.hyper_values(inner) for inner, _ in steps]
+        for (inner, pairs), hyper in zip(steps, values):
+            _traced.apply(inner, pairs, values=hyper)
         return True
 
     # kerasopt's step is Python bookkeeping (checks, grouping, the transaction) around its own

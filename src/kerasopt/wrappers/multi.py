@@ -433,10 +433,11 @@ class MultiOptimizer(Wrapper):
             listed = list(grads_and_vars)
             groups = self._traced_groups(listed)
             if groups is not None:
+                steps = [(o, g) for o, g in zip(self._inner_optimizers, groups) if g]
+                values = [_traced.hyper_values(o) for o, _ in steps]  # (user code: first)
                 with torch.no_grad():
-                    for opt, group in zip(self._inner_optimizers, groups):
-                        if group:
-                            _traced.apply(opt, group)
+                    for (opt, group), hyper in zip(steps, values):
+                        _traced.apply(opt, group, values=hyper)
                     self._iterations.add_(1)
                 return self.iterations
             grads_and_vars = listed
