@@ -272,19 +272,30 @@ def zero_accumulators(store: SlotStore, variables: Sequence[Tensor]) -> None:
         store.slots_of(var)["gradient_accumulator"].zero_()
 
 
-def update_ema(opt: Any, variables: Sequence[Tensor]) -> None:
+def update_ema(opt: Any, variables: Sequence[Tensor], traced: bool = False) -> None:
     """``average = m * average + (1 - m) * var`` (``m = 0`` on the first update); every
-    ``ema_overwrite_frequency`` updates the variables are overwritten with their averages."""
+    ``ema_overwrite_frequency`` updates the variables are overwritten with their averages.
+
+    ``traced`` (kerasopt._traced: no accumulation, no DTensor): the update count is the counter
+    tensor, and the first update's momentum and the overwrite are selected, not branched on."""
     k = opt.gradient_accumulation_steps or 1
-    n = opt._step // k
+    n = opt._raw_iterations if traced else opt._step // k
     slots_of = opt._store.slots_of
     for var in variables:
         avg = _distributed.local(slots_of(var)["average"])
-        momentum = float(opt.ema_momentum) if n != 0 else 0.0
-        m = opt._const(momentum, var.dtype, var.device)
+        if traced:
+            first, zero = n == 0, opt._const(0.0, var.dtype, var.device)
+            m = torch.where(first, zero, opt._const(float(opt.ema_momentum), var.dtype, var.device))
+        else:
+            momentum = float(opt.ema_momentum) if n != 0 else 0.0
+            m = opt._const(momentum, var.dtype, var.device)
         avg.copy_(m * avg + (1 - m) * _distributed.local(var))
     f = opt.ema_overwrite_frequency
-    if f and (n + 1) % f == 0:
+    if f and traced:
+        overwrite = (n + 1) % f == 0
+        for var in variables:
+            var.copy_(torch.where(overwrite, slots_of(var)["average"], var))
+    elif f and (n + 1) % f == 0:
         for var in variables:
             var.copy_(slots_of(var)["average"])
 

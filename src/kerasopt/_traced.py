@@ -42,7 +42,7 @@ from typing import Any, Protocol, cast
 import torch
 from torch import Tensor
 
-from . import _distributed, _gradients, _legacy, step
+from . import _distributed, _features, _gradients, _legacy, step
 from ._apply import RuleOwner
 from ._engines import compute_dtype
 from ._gradients import _PLAIN, FLOAT_DTYPES, Grad
@@ -230,7 +230,7 @@ def apply(
                 if t is not wide_slots[name]:
                     t.copy_(wide_slots[name])
         if opt.use_ema:
-            _update_ema(opt, variables)
+            _features.update_ema(opt, variables, traced=True)
         for tensor, before in saved:
             tensor.copy_(torch.where(finite, tensor, before))  # type: ignore[arg-type]
         if finite is None or count_skip:
@@ -250,21 +250,3 @@ def _written(opt: Optimizer, pairs: Sequence[Any]) -> list[Tensor]:
         tensors.append(var)
         tensors.extend(store.by_id[id(var)].slots.values())
     return tensors
-
-
-def _update_ema(opt: Optimizer, variables: list[Tensor]) -> None:
-    """``_features.update_ema`` with the step count a tensor: the first update's momentum 0 and
-    the overwrite every ``ema_overwrite_frequency`` updates are selected, not branched on."""
-    n = opt._raw_iterations  # (no gradient accumulation here: updates == raw steps)
-    first = n == 0
-    slots_of = opt._store.slots_of
-    for var in variables:
-        avg = slots_of(var)["average"]
-        zero = opt._const(0.0, var.dtype, var.device)
-        m = torch.where(first, zero, opt._const(float(opt.ema_momentum), var.dtype, var.device))
-        avg.copy_(m * avg + (1 - m) * var)
-    f = opt.ema_overwrite_frequency
-    if f:
-        overwrite = (n + 1) % f == 0
-        for var in variables:
-            var.copy_(torch.where(overwrite, slots_of(var)["average"], var))
