@@ -9,6 +9,7 @@ import copy
 import os
 import sys
 import threading
+import time
 import typing
 from typing import Any
 
@@ -266,15 +267,21 @@ def test_saves_taken_while_training_are_step_boundaries(tmp_path: Any) -> None:
     expected = _trajectory(steps)
     model, opt = _model_and_optimizer()
     done = threading.Event()
+    paths: list[str] = []
 
     def train() -> None:
         for i in range(steps):
             _train_step(model, opt, i)
+            # (on a loaded machine the 60 steps may take less than one save: wait for a first
+            # and a second save to be taken while training, so at least two are checked)
+            if i in (steps // 3, 2 * steps // 3):
+                deadline = time.monotonic() + 60
+                while len(paths) < (1 if i == steps // 3 else 2) and time.monotonic() < deadline:
+                    time.sleep(0.001)
         done.set()
 
     trainer = threading.Thread(target=train)
     trainer.start()
-    paths = []
     while not done.is_set() and len(paths) < 40:
         path = os.path.join(tmp_path, f"ckpt{len(paths)}.pt")
         ko.save(path, opt, model)
