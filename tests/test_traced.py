@@ -71,18 +71,15 @@ def _assert_same_runs(eager, traced, steps=STEPS):
             _assert_within_steps_ulps(got, ref, steps, f"slot {name!r} of variable {i}")
 
 
-@pytest.mark.parametrize(("spec", "config"), RICHEST, ids=[s.name for s, _ in RICHEST])
-def test_every_optimizer_traces_as_one_graph_from_the_first_step(spec, config):
-    make = lambda: getattr(ko.optimizers, spec.name)(**config)  # noqa: E731
-    eager = _keras_run(make, compiled=False)
-    traced = _keras_run(make, compiled=True)
-    assert (_graphs(), _breaks()) == (1, 0)
-    _assert_same_runs(eager, traced)
-
-
-@pytest.mark.parametrize(("spec", "config"), RICHEST3, ids=[s.name for s, _ in RICHEST3])
-def test_every_keras3_optimizer_traces_as_one_graph(spec, config):
-    make = lambda: getattr(ko.keras3, spec.name)(**config)  # noqa: E731
+@pytest.mark.parametrize(
+    ("module", "name", "config"),
+    [(ko.optimizers, s.name, c) for s, c in RICHEST]
+    + [(ko.keras3, s.name, c) for s, c in RICHEST3],
+    ids=[s.name for s, _ in RICHEST] + [f"keras3-{s.name}" for s, _ in RICHEST3],
+)
+def test_every_optimizer_traces_as_one_graph_from_the_first_step(module, name, config):
+    """Every optimizer of both tables (``kerasopt.optimizers`` and ``kerasopt.keras3``)."""
+    make = lambda: getattr(module, name)(**config)  # noqa: E731
     eager = _keras_run(make, compiled=False)
     traced = _keras_run(make, compiled=True)
     assert (_graphs(), _breaks()) == (1, 0)
