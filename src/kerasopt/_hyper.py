@@ -208,16 +208,20 @@ def tf_cast_value(value: float) -> float:
     return _float32_rounded(float(value))
 
 
-@functools.lru_cache(maxsize=256)
-def _float32_rounded(value: float) -> float:
+def _rounded(value: float) -> float:
     return float(torch.tensor(value, dtype=torch.float32))
 
 
-@torch.compiler.assume_constant_result
-def _float32_rounded_traced(value: float) -> float:
-    # (run while dynamo traces, its result a constant of the graph: dynamo would trace through
-    # the cache, with a warning)
-    return float(torch.tensor(value, dtype=torch.float32))
+_float32_rounded = functools.lru_cache(maxsize=256)(_rounded)
+# (while dynamo traces: run, its result a constant of the graph; dynamo would trace through the
+# cache, with a warning)
+_float32_rounded_traced = torch.compiler.assume_constant_result(_rounded)
+
+
+def _evaluated(source: Any) -> bool:
+    """Whether a step evaluates ``source`` (a callable or a tensor) rather than reading the
+    tensor a number was written into."""
+    return callable(source) or isinstance(source, torch.Tensor)
 
 
 def declared(cls: type) -> list[Hyper | Param]:
@@ -269,7 +273,7 @@ class HyperStore:
             tensor = public.detach()
             self.tensors[name] = tensor
         self.sources[name] = value
-        if callable(value) or isinstance(value, torch.Tensor):
+        if _evaluated(value):
             self._dynamic[name] = value
         else:
             self._dynamic.pop(name, None)
@@ -384,9 +388,7 @@ class HyperStore:
         # make the aliases views of the (new) public variables again.
         self.__dict__.update(state)
         self._active = {}
-        self._dynamic = {
-            n: v for n, v in self.sources.items() if callable(v) or isinstance(v, torch.Tensor)
-        }
+        self._dynamic = {n: v for n, v in self.sources.items() if _evaluated(v)}
         for name, public in self.variables.items():
             self.tensors[name] = public.detach()
             self._versions[name] = public._version
