@@ -259,18 +259,24 @@ class Muon(Keras3Optimizer):
         """
         if x.dim() < 2:
             raise ValueError("Expected gradient or momentum to have at least 2 dimensions")
-        a = self._const(self.muon_a, x.dtype, x.device)
-        b = self._const(self.muon_b, x.dtype, x.device)
+        a, b = float(self.muon_a), float(self.muon_b)  # addmm's beta (rounded to x's dtype)
         c = self._const(self.muon_c, x.dtype, x.device)
         transposed = x.shape[-2] > x.shape[-1]
         if transposed:
             x = x.mT
         norm = torch.linalg.vector_norm(x, dim=(-2, -1), keepdim=True)
         x = x / (norm + self._const(1e-7, x.dtype, x.device))
+        # Keras 3: temp_b = b * temp_a + (c * temp_a) @ temp_a;  x = a * x + temp_b @ x. The
+        # sums are the matrix products' own epilogue here (addmm/baddbmm: beta * input + m1 @ m2),
+        # which saves two passes over each operand per iteration (0.82x the time of separate
+        # operations on the benchmark's transformer); it rounds the sum once where Keras rounds
+        # the scaled term first, a difference well inside the float32 bound the matrix products'
+        # summation order already needs (docs/tolerances.md).
+        mm = torch.addmm if x.dim() == 2 else torch.baddbmm
         for _ in range(steps):
             temp_a = x @ x.mT
-            temp_b = b * temp_a + (c * temp_a) @ temp_a
-            x = a * x + temp_b @ x
+            temp_b = mm(temp_a, c * temp_a, temp_a, beta=b)
+            x = mm(x, temp_b, x, beta=a)
         return x.mT if transposed else x
 
     def get_config(self) -> dict[str, Any]:
