@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import kerasopt as ko
-from kerasopt import _engines
+from kerasopt import _engines, _tensorlist
 from tests.helpers import (
     RefRun,
     assert_matches,
@@ -296,3 +296,114 @@ def test_a_model_converted_to_float64_between_steps_keeps_stepping(implementatio
     assert all(p.dtype == torch.float64 for p in model.parameters())
     assert all(not torch.equal(p.detach(), b) for p, b in zip(params, before))
     assert int(opt.iterations) == 2
+
+
+def _scratch_sizes(scratch):
+    return {key: len(lists) for key, lists in scratch.free.items()}
+
+
+def test_foreach_temporaries_live_in_buffers_kept_between_steps(monkeypatch):
+    """Below ``SCRATCH_MAX_NUMEL`` the foreach engine's temporaries are the group's ``Scratch``
+    buffers: the first step allocates as many lists as the rule holds at once (two for Adam:
+    ``m * alpha`` and ``sqrt(v) + eps``), later steps allocate none, and the numbers stay the
+    per-tensor engine's bit for bit (fresh temporaries of 100 KB and more cost page faults every
+    step: docs/performance.md)."""
+    caches = []
+    real = _engines.run_foreach
+
+    def spy(rule, variables, grads, slots, c, cache=None):
+        caches.append(cache)
+        return real(rule, variables, grads, slots, c, cache)
+
+    monkeypatch.setattr(_engines, "run_foreach", spy)
+    torch.manual_seed(0)
+    shapes = [(64, 32), (32,), (300, 400)]
+    start = [torch.randn(s) for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(4)]
+    runs = {}
+    for implementation in ("per_tensor", "foreach"):
+        variables = [ko.Variable(t.clone()) for t in start]
+        opt = ko.optimizers.Adam(0.1, implementation=implementation)
+        sizes = []
+        for gs in grads:
+            opt.apply_gradients(zip(gs, variables))
+            if implementation == "foreach":
+                sizes.append(_scratch_sizes(caches[-1]["foreach"][3]))
+        runs[implementation] = (opt, variables)
+    assert sizes[0] == sizes[-1] and sum(sizes[0].values()) == 2, sizes
+    (ref_opt, ref_vars), (opt, variables) = runs["per_tensor"], runs["foreach"]
+    _assert_same_state(ref_opt, ref_vars, opt, variables)
+
+
+def test_foreach_groups_above_the_scratch_limit_keep_no_buffers(monkeypatch):
+    monkeypatch.setattr(_engines, "SCRATCH_MAX_NUMEL", 10)
+    caches = []
+    real = _engines.run_foreach
+
+    def spy(rule, variables, grads, slots, c, cache=None):
+        caches.append(cache)
+        return real(rule, variables, grads, slots, c, cache)
+
+    monkeypatch.setattr(_engines, "run_foreach", spy)
+    v = ko.Variable(torch.ones(11))
+    opt = ko.optimizers.Adam(0.1, implementation="foreach")
+    opt.apply_gradients([(torch.ones(11), v)])
+    assert caches[-1]["foreach"][3] is None
+    assert type(caches[-1]["foreach"][1]) is _tensorlist.TensorList
+    # Adam's first step from zero slots: m = 0.1 g, v = 0.001 g^2 -> var -= lr * m_hat / ...
+    assert torch.allclose(v, torch.full((11,), 0.9), atol=1e-6)
+
+
+def test_a_pooled_list_computes_what_a_tensorlist_computes_in_buffers_it_reuses():
+    """Every pooled operation against ``TensorList``'s ``_foreach`` result, bit for bit; a
+    buffer still held is never handed out again, and a dropped one is."""
+    g = torch.Generator().manual_seed(1)
+    shapes = [(5, 3), (7,), ()]
+    scratch = _tensorlist.Scratch()
+
+    def pooled(lo=0.5):
+        return _tensorlist.pooled([torch.rand(s, generator=g) + lo for s in shapes], scratch)
+
+    a, b = pooled(), pooled()
+    plain_a, plain_b = _tensorlist.TensorList(a), _tensorlist.TensorList(b)
+    zero_d = torch.tensor(1.5)  # a 0-d operand of the list's dtype
+    cases = [
+        lambda x, y: x + y,
+        lambda x, y: x + 2.5,
+        lambda x, y: x - y,
+        lambda x, y: x - zero_d,
+        lambda x, y: 3.0 - x,
+        lambda x, y: x * y,
+        lambda x, y: x * zero_d,
+        lambda x, y: x / y,
+        lambda x, y: x / 3.0,
+        lambda x, y: -x,
+        lambda x, y: x**2.0,
+        lambda x, y: x**y,
+        lambda x, y: x.sqrt(),
+        lambda x, y: x.rsqrt(),
+        lambda x, y: (x - 1.0).abs(),
+        lambda x, y: (x - 1.0).sign(),
+        lambda x, y: x.square(),
+        lambda x, y: x.maximum(y),
+        lambda x, y: x.minimum(y),
+    ]
+    for i, op in enumerate(cases):
+        got, want = op(a, b), op(plain_a, plain_b)
+        assert isinstance(got, _tensorlist.PooledList), i
+        assert all(torch.equal(x, y) and x.dtype == y.dtype for x, y in zip(got, want)), i
+    held = a * 2.0
+    other = a + 1.0
+    assert all(x.data_ptr() != y.data_ptr() for x, y in zip(held, other))
+    assert torch.equal(held[0], plain_a[0] * 2.0)
+    ident = id(other)
+    del other
+    assert id(a - 1.0) == ident  # dropped: its buffers are taken again
+    # operands that could promote run as a TensorList does (fresh tensors, their own dtype)
+    wide = _tensorlist.TensorList([t.double() for t in b])
+    mixed = a * wide
+    assert type(mixed) is _tensorlist.TensorList and mixed[0].dtype == torch.float64
+    assert type(a * torch.tensor(1j)) is _tensorlist.TensorList
+    assert type(a * torch.ones(1)) is _tensorlist.TensorList  # broadcast: the aten loop
+    promoted = a * torch.tensor(1.5, dtype=torch.float64)  # promotes the 0-d member
+    assert type(promoted) is _tensorlist.TensorList and promoted[2].dtype == torch.float64

@@ -40,7 +40,7 @@ from . import _distributed
 from ._compiled import run_compiled, run_whole_compiled
 from ._features import ENGINES as ENGINES  # the implementation keyword's values
 from ._gradients import COMPLEX_DTYPES
-from ._tensorlist import TensorList
+from ._tensorlist import PooledList, Scratch, TensorList, pooled
 
 if TYPE_CHECKING:
     from ._slots import Record, SlotStore
@@ -73,12 +73,36 @@ def run_foreach(
 ) -> None:
     # The variables' and slots' lists are the group's for as long as its composition lasts
     # (`cache`); only the gradients are new each step.
+    # A group of up to SCRATCH_MAX_NUMEL elements keeps its temporaries' buffers between steps
+    # (`Scratch`, at most as many lists as the rule holds at once: two for Adam).
     lists = None if cache is None else cache.get("foreach")
     if lists is None or lists[0] is not variables:
-        lists = (variables, TensorList(variables), {n: TensorList(s) for n, s in slots.items()})
+        scratch = None
+        if cache is not None and sum(v.numel() for v in variables) <= SCRATCH_MAX_NUMEL:
+            scratch = Scratch()
+        lists = (
+            variables,
+            _as_list(variables, scratch),
+            {n: _as_list(s, scratch) for n, s in slots.items()},
+            scratch,
+        )
         if cache is not None:
             cache["foreach"] = lists
-    rule(lists[1], TensorList(grads), c=c, **lists[2])
+    if lists[3] is None:
+        rule(lists[1], TensorList(grads), c=c, **lists[2])
+    else:
+        grad_list = PooledList(grads)  # (`pooled` inlined: the hot path counts its calls)
+        grad_list.scratch = lists[3]
+        rule(lists[1], grad_list, c=c, **lists[2])
+
+
+def _as_list(tensors: Sequence[Tensor], scratch: Scratch | None) -> TensorList:
+    return TensorList(tensors) if scratch is None else pooled(tensors, scratch)
+
+
+#: the largest group (in elements) whose foreach temporaries keep their buffers between steps:
+#: up to 16 MB per float32 list, beyond which `auto` compiles the group anyway.
+SCRATCH_MAX_NUMEL = 1 << 22
 
 
 # `auto` compiles a group once it holds this many elements: benchmarks/bench_step.py shows the

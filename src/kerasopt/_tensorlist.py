@@ -17,6 +17,8 @@ identity, and ``sort`` (a ``Tensor`` method too) and item assignment raise.
 
 from __future__ import annotations
 
+import operator
+import sys
 from collections.abc import Callable
 from typing import Any, Union
 
@@ -57,6 +59,10 @@ class TensorList(list[Tensor]):
         raise TypeError("TensorList does not support item deletion")
 
     # -- helpers -----------------------------------------------------------------------------
+    def _new(self, name: str, *args: Any) -> TensorList:
+        """The out-of-place ``torch._foreach_<name>`` of this list (``args``: its other operand)."""
+        return TensorList(_FOREACH[name](self, *args))
+
     def _loop(self, fn: Callable[..., Tensor], *others: Operand) -> TensorList:
         cols = [o if isinstance(o, TensorList) else [o] * len(self) for o in others]
         return TensorList([fn(t, *row) for t, *row in zip(self, *cols)])
@@ -68,7 +74,7 @@ class TensorList(list[Tensor]):
         if isinstance(other, (TensorList, int, float)) or (
             isinstance(other, Tensor) and other.dim() == 0
         ):
-            return TensorList(torch._foreach_add(self, other))
+            return self._new("add", other)
         return self._loop(torch.add, other)
 
     __radd__ = __add__
@@ -76,22 +82,22 @@ class TensorList(list[Tensor]):
 
     def __sub__(self, other: Operand) -> TensorList:
         if isinstance(other, TensorList):
-            return TensorList(torch._foreach_sub(self, other))
+            return self._new("sub", other)
         if isinstance(other, Tensor):
-            return TensorList(torch._foreach_add(self, other.neg()))
-        return TensorList(torch._foreach_sub(self, other))
+            return self._new("add", other.neg())
+        return self._new("sub", other)
 
     __isub__ = __sub__
 
     def __rsub__(self, other: Operand) -> TensorList:
         # s - x == (-x) + s exactly.
-        return TensorList(torch._foreach_neg(self)) + other
+        return -self + other
 
     def __mul__(self, other: Operand) -> TensorList:  # type: ignore[override]
         if isinstance(other, (TensorList, int, float)) or (
             isinstance(other, Tensor) and other.dim() == 0
         ):
-            return TensorList(torch._foreach_mul(self, other))
+            return self._new("mul", other)
         return self._loop(torch.mul, other)
 
     __rmul__ = __mul__  # type: ignore[assignment]
@@ -101,7 +107,7 @@ class TensorList(list[Tensor]):
         if isinstance(other, (TensorList, int, float)) or (
             isinstance(other, Tensor) and other.dim() == 0
         ):
-            return TensorList(torch._foreach_div(self, other))
+            return self._new("div", other)
         return self._loop(torch.div, other)
 
     __itruediv__ = __truediv__
@@ -110,39 +116,39 @@ class TensorList(list[Tensor]):
         return self._loop(lambda t, o: torch.div(o, t), other)
 
     def __neg__(self) -> TensorList:
-        return TensorList(torch._foreach_neg(self))
+        return self._new("neg")
 
     def __pow__(self, other: Operand) -> TensorList:
         if isinstance(other, (TensorList, int, float)):
-            return TensorList(torch._foreach_pow(self, other))
+            return self._new("pow", other)
         return self._loop(torch.pow, other)
 
     def __gt__(self, other: Operand) -> TensorList:  # type: ignore[override]
         return self._loop(torch.gt, other)
 
     def sqrt(self) -> TensorList:
-        return TensorList(torch._foreach_sqrt(self))
+        return self._new("sqrt")
 
     def rsqrt(self) -> TensorList:
-        return TensorList(torch._foreach_rsqrt(self))
+        return self._new("rsqrt")
 
     def abs(self) -> TensorList:
-        return TensorList(torch._foreach_abs(self))
+        return self._new("abs")
 
     def sign(self) -> TensorList:
-        return TensorList(torch._foreach_sign(self))
+        return self._new("sign")
 
     def square(self) -> TensorList:
-        return TensorList(torch._foreach_mul(self, self))
+        return self._new("mul", self)
 
     def maximum(self, other: Operand) -> TensorList:
         if isinstance(other, TensorList):
-            return TensorList(torch._foreach_maximum(self, other))
+            return self._new("maximum", other)
         return self._loop(torch.maximum, other)
 
     def minimum(self, other: Operand) -> TensorList:
         if isinstance(other, TensorList):
-            return TensorList(torch._foreach_minimum(self, other))
+            return self._new("minimum", other)
         return self._loop(torch.minimum, other)
 
     def clamp(self, min: Operand | None = None, max: Operand | None = None) -> TensorList:
@@ -188,3 +194,99 @@ class TensorList(list[Tensor]):
     def zero_(self) -> TensorList:
         torch._foreach_zero_(self)
         return self
+
+
+_OPS = (
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "neg",
+    "pow",
+    "sqrt",
+    "rsqrt",
+    "abs",
+    "sign",
+    "maximum",
+    "minimum",
+)
+_FOREACH: dict[str, Callable[..., list[Tensor]]] = {
+    n: getattr(torch, f"_foreach_{n}") for n in _OPS
+}
+_ATEN: dict[str, Callable[..., Tensor]] = {n: getattr(torch, n) for n in _OPS}
+_SHAPE = operator.attrgetter("shape")
+
+
+class Scratch:
+    """Buffers for one group's temporaries, kept from step to step (``PooledList``).
+
+    A ``PooledList`` that only the scratch still refers to is free: the rule has dropped the
+    temporary it was. A step of the foreach engine then allocates nothing: fresh temporaries of
+    100 KB and more cost page faults on every step (glibc maps and unmaps them), which made
+    Adam's foreach step 1.6x slower than with these buffers (docs/performance.md).
+    """
+
+    __slots__ = ("free",)
+
+    def __init__(self) -> None:
+        self.free: dict[tuple[Any, ...], list[PooledList]] = {}
+
+    def take(self, like: PooledList) -> PooledList:
+        """A free list of buffers shaped as ``like``'s tensors (new when none is)."""
+        key = (like[0].dtype, *map(_SHAPE, like))
+        lists = self.free.setdefault(key, [])
+        for lst in lists:
+            # (references: `lists`, `lst`, getrefcount's argument: nobody else holds it)
+            if sys.getrefcount(lst) == 3:
+                return lst
+        lst = pooled([torch.empty_like(t) for t in like], self)
+        lists.append(lst)
+        return lst
+
+
+class PooledList(TensorList):
+    """A ``TensorList`` whose temporaries are ``Scratch`` buffers: each out-of-place operation
+    writes into free buffers with the same aten op (``torch.sub(a, b, out=o)``, the kernel that
+    ``torch._foreach_sub`` runs per tensor on CPU), so the numbers are ``TensorList``'s bit for bit.
+
+    Only real floating lists whose other operand is a real number, or a 0-d tensor or a list of
+    the same dtype, are pooled (anything else could promote to another dtype than the buffer's); the rest
+    run as ``TensorList`` does.
+    """
+
+    __slots__ = ("scratch",)
+    scratch: Scratch
+
+    def _new(self, name: str, *args: Any) -> TensorList:
+        if not self or not self[0].is_floating_point():
+            return TensorList(_FOREACH[name](self, *args))
+        fn = _ATEN[name]
+        if not args:
+            out = self.scratch.take(self)
+            for t, o in zip(self, out):
+                fn(t, out=o)
+            return out
+        other = args[0]
+        if isinstance(other, list):
+            if other[0].dtype is not self[0].dtype:
+                return TensorList(_FOREACH[name](self, *args))
+            out = self.scratch.take(self)
+            for t, u, o in zip(self, other, out):
+                fn(t, u, out=o)
+            return out
+        if isinstance(other, complex) or (
+            isinstance(other, Tensor) and (other.dim() != 0 or other.dtype is not self[0].dtype)
+        ):
+            # (a 0-d tensor of another dtype promotes a 0-d member of the list)
+            return TensorList(_FOREACH[name](self, *args))
+        out = self.scratch.take(self)
+        for t, o in zip(self, out):
+            fn(t, other, out=o)
+        return out
+
+
+def pooled(tensors: Any, scratch: Scratch) -> PooledList:
+    """A ``PooledList`` of ``tensors`` whose temporaries ``scratch`` holds."""
+    lst = PooledList(tensors)
+    lst.scratch = scratch
+    return lst
