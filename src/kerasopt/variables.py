@@ -96,6 +96,26 @@ def _check_trainable(name: str, dtype: torch.dtype, trainable: bool) -> None:
         )
 
 
+def compact(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, or a copy of it with its own storage when it is a window of a larger one
+    (flat storage makes variables and slots such windows).
+
+    Plain ``pickle`` writes a tensor's whole storage, once per tensor that views it (it does not
+    keep views sharing a storage either), so a model of 2,000 windows would pickle the buffer
+    2,000 times. ``torch.save`` stores each storage once and needs none of this.
+    """
+    if tensor.layout is not torch.strided or tensor.device.type == "meta":
+        return tensor
+    if tensor.untyped_storage().nbytes() <= tensor.numel() * tensor.element_size():
+        return tensor
+    copied = tensor.detach().clone(memory_format=torch.preserve_format)
+    if type(tensor) is torch.nn.Parameter:
+        param = torch.nn.Parameter(copied, tensor.requires_grad)
+        param.__dict__.update(tensor.__dict__)
+        return param
+    return copied
+
+
 def _rebuild_variable(
     data: torch.Tensor, trainable: bool, name: str, constraint: Constraint | None
 ) -> Variable:
@@ -379,4 +399,6 @@ class Variable(torch.nn.Parameter):
     def __reduce_ex__(self, proto: Any) -> tuple[Any, ...]:
         # nn.Parameter's reduction rebuilds a plain nn.Parameter; rebuild a Variable instead.
         # Hooks are not saved, as for nn.Parameter.
-        return (_rebuild_variable, (self.data, self.requires_grad, self._name, self.constraint))
+        # A window of flat storage pickles as a copy of its own elements (`compact`).
+        data = compact(self.data)
+        return (_rebuild_variable, (data, self.requires_grad, self._name, self.constraint))

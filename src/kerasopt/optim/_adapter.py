@@ -13,6 +13,7 @@ here; the group spec and per-group records are ``_groups``, the parameter state 
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ from .. import _traced
 from .._engines import GRAD_VIEWS
 from .._sync import StepLock, locked
 from ..optimizer import Optimizer as KerasOptimizerBase
+from ..variables import compact
 from ..wrappers._base import Transaction
 from ._groups import _FEATURES as _FEATURES
 from ._groups import _MISSING as _MISSING
@@ -514,11 +516,23 @@ class KerasOptimizer(_TorchState):
 
     # pickling / copy.deepcopy: torch's three fields, the inner optimizers rebuilt from them
     def __getstate__(self) -> dict[str, Any]:
-        return {
-            "defaults": self.defaults,
-            "state": {p: dict(v) for p, v in self.state.items()},
-            "param_groups": self.param_groups,
+        # Parameters and state that flat storage made windows of one buffer are pickled as
+        # copies of their own elements (`compact`): plain pickle would write the whole buffer
+        # once per window, and does not keep views sharing a storage anyway.
+        params = {id(p): compact(p) for g in self.param_groups for p in g["params"]}
+        groups = []
+        for group in self.param_groups:
+            group = copy.copy(group)
+            dict.__setitem__(group, "params", [params[id(p)] for p in group["params"]])
+            groups.append(group)
+        state = {
+            params.get(id(p), p): {
+                k: compact(t) if type(t) in (torch.Tensor, torch.nn.Parameter) else t
+                for k, t in values.items()
+            }
+            for p, values in self.state.items()
         }
+        return {"defaults": self.defaults, "state": state, "param_groups": groups}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._step_lock = StepLock()
