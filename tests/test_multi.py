@@ -364,3 +364,26 @@ def test_minimize_with_tensor_loss_and_module():
         opt.minimize(model(x).sum(), model)
     assert int(opt.iterations) == 1 and int(opt.optimizers[0].iterations) == 1
     assert "MultiOptimizer" in repr(opt)
+
+
+def test_a_copy_with_its_model_routes_and_trains_on_as_the_original():
+    """copy.deepcopy / pickle of a MultiOptimizer with its model: the routing (kept by variable
+    identity) follows the copied parameters, and the copy trains on bit for bit."""
+    import pickle
+
+    model = _model()
+    opt = MultiOptimizer(OptimizerMap(SGD(0.1, momentum=0.9), {r"encoder\..*": Adam(0.05)}))
+    for step in range(2):
+        opt.minimize(_loss(model, step), model)
+    copies = [copy.deepcopy((opt, model)), pickle.loads(pickle.dumps((opt, model)))]
+    for step in range(2, 4):
+        opt.minimize(_loss(model, step), model)
+    for twin, twin_model in copies:
+        for step in range(2, 4):
+            twin.minimize(_loss(twin_model, step), twin_model)
+        pairs = zip(_snapshot(twin_model, twin), _snapshot(model, opt), strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs)
+        enc = twin.optimizers[0]
+        assert twin.get_slot(twin_model.encoder.weight, "m") is enc.get_slot(
+            twin_model.encoder.weight, "m"
+        )

@@ -514,3 +514,77 @@ def test_multi_optimizer_state_round_trip_all_or_nothing():
     _train(opt, net, _batches(4)[3:])
     _train(opt2, net2, _batches(4)[3:])
     assert all(torch.equal(a, b) for a, b in zip(net.parameters(), net2.parameters()))
+
+
+def _copies(opt, net):
+    import copy
+
+    yield copy.deepcopy((opt, net))
+    yield pickle.loads(pickle.dumps((opt, net)))
+
+
+@pytest.mark.parametrize("feature", ["plain", "ema", "accumulation", "sparse", "loss_scale"])
+@pytest.mark.parametrize(("spec", "config"), cases(), ids=case_ids())
+def test_a_copy_of_an_optimizer_and_its_model_trains_on_as_the_original(spec, config, feature):
+    """``copy.deepcopy`` / pickle of an optimizer with its variables: the copy's state is keyed
+    by the copied variables (it was keyed by the originals' ids, so the copy found no state for
+    its own variables and built new slots; stepped with the originals, it updated its hidden
+    copies instead of them). Both then train on bit for bit as the original does."""
+    batches = _batches(6)
+    sparse = feature == "sparse"
+    net = Net(sparse)
+    opt = _make(spec, config, feature)
+    _train(opt, net, batches[:3])
+    copies = list(_copies(opt, net))
+    _train(opt, net, batches[3:])
+    for opt_c, net_c in copies:
+        _train(opt_c, net_c, batches[3:])
+        assert int(opt_c.iterations) == int(opt.iterations)
+        for (name, a), c in zip(net.named_parameters(), net_c.parameters()):
+            assert torch.equal(a, c), name
+        sa, sc = opt.state_dict(), opt_c.state_dict()
+        assert sa.keys() == sc.keys()
+        for key in sa:
+            assert torch.equal(sa[key], sc[key]), key
+
+
+def test_a_copy_of_an_optimizer_alone_treats_the_originals_as_new_variables():
+    """Stepped with the original variables, a copy of an optimizer (which holds copies of them)
+    gives them slots of their own and updates them, as TF does for a variable it has not seen."""
+    import copy
+
+    w = ko.Variable(torch.ones(3), name="w")
+    opt = ko.optimizers.Adam(0.1)
+    opt.apply_gradients([(torch.ones(3), w)])
+    twin = copy.deepcopy(opt)
+    assert [v.name for v in twin.variables()] == [v.name for v in opt.variables()]
+    assert twin.variables()[1] is not opt.variables()[1]
+    fresh = ko.Variable(torch.ones(3), name="w")
+    reference = ko.optimizers.Adam(0.1)
+    reference.iterations.assign(1)
+    before = w.detach().clone()
+    twin.apply_gradients([(torch.full((3,), 0.5), w)])
+    reference.apply_gradients([(torch.full((3,), 0.5), fresh)])
+    assert torch.equal(twin.get_slot(w, "m"), reference.get_slot(fresh, "m"))
+    assert torch.equal(w - before, fresh - torch.ones(3))
+    assert len(twin.variables()) == 5  # iter, the copy's m and v, and w's own
+
+
+def test_weight_decay_exclusions_follow_the_copied_variables():
+    import copy
+
+    def run(exclude):
+        w, b = ko.Variable(torch.ones(3), name="w"), ko.Variable(torch.ones(2), name="b")
+        opt = ko.optimizers.AdamW(0.1, weight_decay=0.5)
+        if exclude:
+            opt.exclude_from_weight_decay(var_list=[b])
+        opt.apply_gradients([(torch.ones(3), w), (torch.ones(2), b)])
+        return opt, (w, b)
+
+    opt, (w, b) = run(True)
+    twin, (w2, b2) = copy.deepcopy((opt, (w, b)))
+    decayed, (w3, b3) = run(False)
+    for o, (x, y) in ((opt, (w, b)), (twin, (w2, b2)), (decayed, (w3, b3))):
+        o.apply_gradients([(torch.ones(3), x), (torch.ones(2), y)])
+    assert torch.equal(b2, b) and torch.equal(w2, w)
+    assert not torch.equal(b3, b)  # the exclusion matters: the copy kept it for its own b

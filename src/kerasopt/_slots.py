@@ -20,7 +20,7 @@ updates only. ``mark`` / ``forget`` undo a creation back to a mark.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,8 @@ from ._features import FEATURE_SLOTS
 from ._hyper import number_value
 from ._types import Composition, Mark, Record, Staged
 from .variables import Variable
+
+V = TypeVar("V")
 
 
 def var_label(var: Tensor, names: dict[int, str] | None = None) -> str:
@@ -85,6 +87,35 @@ def new_slot(
     return slot
 
 
+class ByIdentity(Generic[V]):
+    """Values keyed by a variable's identity. It keeps the variables as well, so that a copy
+    (``copy.deepcopy``, pickle) is keyed by the copied variables, not by stale ids."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[Tensor, V]] = ()) -> None:
+        self._items = {id(var): (var, value) for var, value in items}
+
+    def __contains__(self, var: object) -> bool:
+        return id(var) in self._items
+
+    def get(self, var: Tensor) -> V | None:
+        item = self._items.get(id(var))
+        return None if item is None else item[1]
+
+    def __setitem__(self, var: Tensor, value: V) -> None:
+        self._items[id(var)] = (var, value)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __getstate__(self) -> list[tuple[Tensor, V]]:
+        return list(self._items.values())
+
+    def __setstate__(self, items: list[tuple[Tensor, V]]) -> None:
+        self._items = {id(var): (var, value) for var, value in items}
+
+
 class SlotStore:
     """The registry of one optimizer's variables, slots and optimizer-level weights.
 
@@ -111,6 +142,17 @@ class SlotStore:
         # What a steady step over one list of known variables reuses, keyed on
         # (weight_decay, *their ids) (kerasopt._steady.steady); dropped like the group cache.
         self.compositions: dict[tuple[Any, ...], Composition] = {}
+
+    # copy.deepcopy / pickle: the copy's records hold copies of the variables, so the index by
+    # id is rebuilt for them, and what is keyed by the originals' ids is not carried over.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["group_cache"], state["compositions"], state["hints"] = {}, {}, {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.by_id = {id(record.var): record for record in state["by_id"].values()}
 
     def _changed(self) -> None:
         """The registry changed: what was derived from it is recomputed at the next step."""

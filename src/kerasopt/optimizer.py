@@ -34,7 +34,7 @@ from ._hyper import (
 )
 from ._hyperparameters import Hyperparameters
 from ._serialization import build_from_config
-from ._slots import SlotStore
+from ._slots import ByIdentity, SlotStore
 from ._sync import StepLock, locked
 from ._types import Coefficients, Record
 from .variables import Variable
@@ -150,7 +150,7 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
         self._step_version = self._raw_iterations._version
         self._iterations_adopted = False
         self._constants: dict[tuple[Any, ...], Tensor] = {}
-        self._exclude_ids: set[int] = set()
+        self._exclude_vars: ByIdentity[bool] = ByIdentity()
         self._exclude_names: re.Pattern[str] | None = None
 
         if learning_rate is not _UNSET:
@@ -495,7 +495,7 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
             raise ValueError(
                 "`exclude_from_weight_decay()` can only be configured before the optimizer is built."
             )
-        self._exclude_ids = {id(v) for v in var_list or []}
+        self._exclude_vars = ByIdentity((v, True) for v in var_list or [])
         self._exclude_names = re.compile("|".join(var_names)) if var_names else None
 
     def _weight_decay_for(self, record: Record) -> float | None:
@@ -505,7 +505,7 @@ class Optimizer(Rule, Hyperparameters, _legacy.Hooks, metaclass=abc.ABCMeta):
         return float(self.weight_decay)
 
     def _excluded(self, record: Record) -> bool:
-        if id(record.var) in self._exclude_ids:
+        if record.var in self._exclude_vars:
             return True
         return bool(self._exclude_names is not None and self._exclude_names.search(record.name))
 

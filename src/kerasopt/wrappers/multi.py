@@ -22,7 +22,7 @@ from .. import _gradients, _state, _traced
 from .. import step as _step
 from .._hyper import non_negative
 from .._serialization import serialize
-from .._slots import SlotStore, var_label
+from .._slots import ByIdentity, SlotStore, var_label
 from .._state import StateError, expect
 from .._sync import locked
 from ..optimizer import Optimizer
@@ -113,7 +113,7 @@ class MultiOptimizer(Wrapper):
         self._names = SlotStore()  # the names a module or a dict gives the variables
         self._built = False
         self._var_list: list[Tensor] = []
-        self._var_to_optimizer: dict[int, int] = {}
+        self._var_to_optimizer: ByIdentity[int] = ByIdentity()
         self._build_step: tuple[Transaction, int] | None = None
         # built while dynamo traced a step: the counter's identity and version then
         self._built_while_tracing: tuple[int, int] | None = None
@@ -237,7 +237,7 @@ class MultiOptimizer(Wrapper):
                 opt.loss_scale_factor = self.loss_scale_factor
                 self._inner_optimizers.append(opt)
                 index = len(self._inner_optimizers) - 1
-            self._var_to_optimizer[id(var)] = index
+            self._var_to_optimizer[var] = index
             groups.setdefault(index, []).append(var)
             if isinstance(name, str):
                 # The inner optimizer names slots and matches weight-decay exclusions by it.
@@ -299,7 +299,7 @@ class MultiOptimizer(Wrapper):
         return opt
 
     def _group_of(self, var: Tensor) -> int:
-        index = self._var_to_optimizer.get(id(var))
+        index = self._var_to_optimizer.get(var)
         if index is None:
             raise ValueError(
                 f"Unknown variable: {self._label(var)}. This optimizer can only be called for the "
@@ -383,7 +383,7 @@ class MultiOptimizer(Wrapper):
         pairs: list[list[tuple[Any, Tensor]]] = [[] for _ in self._inner_optimizers]
         dropped: list[str] = []
         for position, (grad, var) in enumerate(zip(grads, variables)):
-            index = self._var_to_optimizer.get(id(var))
+            index = self._var_to_optimizer.get(var)
             if index is None:
                 self._refuse_unknown(position, grad, var)
             if grad is None:
@@ -455,7 +455,7 @@ class MultiOptimizer(Wrapper):
             return None
         groups: list[list[tuple[Any, Tensor]]] = [[] for _ in self._inner_optimizers]
         for grad, var in items:
-            index = self._var_to_optimizer.get(id(var))
+            index = self._var_to_optimizer.get(var)
             if index is None:
                 return None
             groups[index].append((grad, var))
