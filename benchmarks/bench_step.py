@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import os
 import statistics
 import subprocess
@@ -162,6 +163,34 @@ def bench_torch(name: str, mode: str, w: Workload, steps: int, warmup: int) -> l
     return time_steps(opt.step, steps, warmup)
 
 
+def keras3() -> Any:
+    """Keras 3 on its torch backend, the peer column, where it is installed (never a dependency
+    of kerasopt: ``pip install keras`` in a scratch environment); None elsewhere or where Keras
+    runs on another backend."""
+    if importlib.util.find_spec("keras") is None:
+        return None
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    return keras if keras.backend.backend() == "torch" else None
+
+
+def bench_keras3(name: str, w: Workload, steps: int, warmup: int) -> list[float] | None:
+    """Keras 3's own ``keras.optimizers.<name>`` (its defaults) stepping ``keras.Variable``s with
+    torch gradients, as a Keras 3 model on the torch backend does; None without Keras 3 or the
+    optimizer."""
+    keras = keras3()
+    cls = None if keras is None else getattr(keras.optimizers, name, None)
+    if cls is None:
+        return None
+    params, grads = make_params(w)
+    variables = [keras.Variable(p.detach()) for p in params]
+    opt = cls()
+    opt.build(variables)
+    pairs = list(zip(grads, variables))
+    return time_steps(lambda: opt.apply_gradients(pairs), steps, warmup)
+
+
 def _status_bytes(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -225,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory", action="store_true", help="also measure peak memory (subprocesses)"
     )
+    parser.add_argument(
+        "--no-keras3", action="store_true", help="leave out Keras 3 (where it is installed)"
+    )
     parser.add_argument("--markdown", help="also write the table as Markdown to this file")
     parser.add_argument("--png", help="also draw the ratios to torch fused as a PNG chart")
     args = parser.parse_args(argv)
@@ -239,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         w = wl[key]
         print(f"\n## {w.name}: {w.params / 1e6:.1f}M params")
         print(
-            f"{'optimizer':<10} {'impl':<14} {'median ms (min-max)':<24} {'vs loop':>8} {'vs foreach':>10} {'vs fused':>9} {'GB/s':>6} {'%roof':>6} {'1st step s':>10}"
+            f"{'optimizer':<10} {'impl':<14} {'median ms (min-max)':<24} {'vs loop':>8} {'vs foreach':>10} {'vs fused':>9} {'vs Keras 3':>10} {'GB/s':>6} {'%roof':>6} {'1st step s':>10}"
             + (f" {'peak extra':>12}" if args.memory else "")
         )
         for name in args.optimizers:
@@ -252,6 +284,11 @@ def main(argv: list[str] | None = None) -> int:
                     base[mode] = statistics.median(times)
                     rows.append((f"torch {mode}", times, None))
                     gc.collect()
+            peer = None if args.no_keras3 else bench_keras3(name, w, args.steps, args.warmup)
+            if peer is not None:
+                base["keras3"] = statistics.median(peer)
+                rows.append(("keras3 (torch)", peer, None))
+                gc.collect()
             for impl in args.impls:
                 try:
                     times, first = bench_kerasopt(name, impl, w, args.steps, args.warmup)
@@ -264,16 +301,18 @@ def main(argv: list[str] | None = None) -> int:
                 med = statistics.median(times)
                 ratios = [
                     f"{med / base[m]:.2f}x" if m in base else "-"
-                    for m in ("loop", "foreach", "fused")
+                    for m in ("loop", "foreach", "fused", "keras3")
                 ]
                 gbs = BYTES_PER_PARAM[name] * w.params / med / 1e9
                 first_s = f"{first:.2f}" if first is not None else ""
                 mem = ""
-                if args.memory:
+                if args.memory and label.startswith("keras3"):
+                    mem = "          -"
+                elif args.memory:
                     mb = peak_memory(name, label, key, args.scale)
                     mem = f" {mb:9.0f} MB" if mb is not None else "           ?"
                 print(
-                    f"{name:<10} {label:<14} {fmt_ms(times):<24} {ratios[0]:>8} {ratios[1]:>10} {ratios[2]:>9} {gbs:6.1f} {100 * gbs / roof:5.0f}% {first_s:>10}{mem}"
+                    f"{name:<10} {label:<14} {fmt_ms(times):<24} {ratios[0]:>8} {ratios[1]:>10} {ratios[2]:>9} {ratios[3]:>10} {gbs:6.1f} {100 * gbs / roof:5.0f}% {first_s:>10}{mem}"
                 )
                 table.append(
                     [w.name, name, label, f"{med * 1e3:.2f}", *ratios, f"{100 * gbs / roof:.0f}%"]
@@ -281,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             sys.stdout.flush()
     header = ["workload", "optimizer", "engine", "median ms", "vs torch loop"]
-    header += ["vs torch foreach", "vs torch fused", "% of roofline"]
+    header += ["vs torch foreach", "vs torch fused", "vs Keras 3 (torch backend)", "% of roofline"]
     header += ["peak extra"] if args.memory else []
     if args.markdown:
         write_markdown(args.markdown, header, table, roof, args)
@@ -317,7 +356,7 @@ def draw(path: str, rows: list[list[str]]) -> None:
     import matplotlib.pyplot as plt
 
     workloads = list(dict.fromkeys(r[0] for r in rows))
-    engines = list(dict.fromkeys(r[2] for r in rows if not r[2].startswith("torch")))
+    engines = list(dict.fromkeys(r[2] for r in rows if not r[2].startswith(("torch", "keras3"))))
     fig, axes = plt.subplots(len(workloads), 1, figsize=(10, 3.4 * len(workloads)), squeeze=False)
     width = 0.8 / max(1, len(engines))
     for ax, workload in zip(axes[:, 0], workloads):

@@ -405,5 +405,7 @@ def test_a_pooled_list_computes_what_a_tensorlist_computes_in_buffers_it_reuses(
     assert type(mixed) is _tensorlist.TensorList and mixed[0].dtype == torch.float64
     assert type(a * torch.tensor(1j)) is _tensorlist.TensorList
     assert type(a * torch.ones(1)) is _tensorlist.TensorList  # broadcast: the aten loop
+    scalars = a - [1.0, 2.0, 3.0]  # a list of numbers: torch's ScalarList overload
+    assert type(scalars) is _tensorlist.TensorList and torch.equal(scalars[1], plain_a[1] - 2.0)
     promoted = a * torch.tensor(1.5, dtype=torch.float64)  # promotes the 0-d member
     assert type(promoted) is _tensorlist.TensorList and promoted[2].dtype == torch.float64

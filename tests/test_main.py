@@ -44,3 +44,46 @@ def test_bench_step_writes_the_table_as_markdown_and_a_chart(tmp_path, monkeypat
     ]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     del sys.modules["bench_step"]
+
+
+def test_bench_step_adds_keras3_as_a_peer_where_it_is_installed(tmp_path, monkeypatch):
+    """Where Keras 3 runs on torch, each optimizer it has gets a "keras3 (torch)" row and every
+    row a ratio to it (here a stand-in for Keras: it is never a dependency of kerasopt)."""
+    import sys
+    import types
+    from pathlib import Path
+
+    import torch
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_step
+
+    class SGD:
+        def build(self, variables):
+            self.variables = variables
+
+        def apply_gradients(self, pairs):
+            for g, v in pairs:
+                v.data.sub_(0.01 * g)
+
+    fake = types.SimpleNamespace(
+        Variable=lambda t: torch.nn.Parameter(t.clone()), optimizers=types.SimpleNamespace(SGD=SGD)
+    )
+    monkeypatch.setattr(bench_step, "keras3", lambda: fake)
+    monkeypatch.setattr(bench_step, "roofline_gbs", lambda: 10.0)
+    md = tmp_path / "table.md"
+    args = ["--optimizers", "SGD", "RMSprop", "--workloads", "many_small", "--scale", "0.001"]
+    args += ["--impls", "foreach", "--steps", "2", "--warmup", "0", "--markdown", str(md)]
+    assert bench_step.main(args) == 0
+    text = md.read_text()
+    assert "| vs Keras 3 (torch backend) |" in text
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| many small")]
+    engines = [(r[1], r[2]) for r in rows]
+    assert ("SGD", "keras3 (torch)") in engines and ("RMSprop", "keras3 (torch)") not in engines
+    sgd_foreach = next(r for r in rows if r[1:3] == ["SGD", "foreach"])
+    assert sgd_foreach[7].endswith("x")  # the ratio to Keras 3
+    rms_foreach = next(r for r in rows if r[1:3] == ["RMSprop", "foreach"])
+    assert rms_foreach[7] == "-"  # no peer for RMSprop in the stand-in
+    assert bench_step.main([*args, "--no-keras3"]) == 0
+    assert "keras3 (torch)" not in md.read_text()
+    del sys.modules["bench_step"]

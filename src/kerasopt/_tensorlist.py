@@ -268,7 +268,7 @@ class PooledList(TensorList):
             return out
         other = args[0]
         if isinstance(other, list):
-            if other[0].dtype is not self[0].dtype:
+            if not isinstance(other, TensorList) or other[0].dtype is not self[0].dtype:
                 return TensorList(_FOREACH[name](self, *args))
             out = self.scratch.take(self)
             for t, u, o in zip(self, other, out):
