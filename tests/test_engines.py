@@ -409,3 +409,17 @@ def test_a_pooled_list_computes_what_a_tensorlist_computes_in_buffers_it_reuses(
     assert type(scalars) is _tensorlist.TensorList and torch.equal(scalars[1], plain_a[1] - 2.0)
     promoted = a * torch.tensor(1.5, dtype=torch.float64)  # promotes the 0-d member
     assert type(promoted) is _tensorlist.TensorList and promoted[2].dtype == torch.float64
+
+
+def test_a_scratch_keeps_at_most_max_lists_when_temporaries_are_kept():
+    """Temporaries a rule keeps are its own: past ``MAX_LISTS`` held lists of one shape the
+    scratch stops pooling instead of growing step after step."""
+    scratch = _tensorlist.Scratch()
+    a = _tensorlist.pooled([torch.ones(3), torch.ones(2)], scratch)
+    kept = [a * float(i) for i in range(_tensorlist.MAX_LISTS + 3)]
+    assert [type(t) for t in kept[-3:]] == [_tensorlist.TensorList] * 3
+    assert all(torch.equal(t[1], torch.full((2,), float(i))) for i, t in enumerate(kept))
+    assert sum(len(lists) for lists in scratch.free.values()) == _tensorlist.MAX_LISTS
+    kept.clear()
+    assert isinstance(a + 1.0, _tensorlist.PooledList)  # freed: pooled again
+    assert sum(len(lists) for lists in scratch.free.values()) == _tensorlist.MAX_LISTS

@@ -231,17 +231,36 @@ class Scratch:
     def __init__(self) -> None:
         self.free: dict[tuple[Any, ...], list[PooledList]] = {}
 
-    def take(self, like: PooledList) -> PooledList:
+    def take(self, like: PooledList) -> TensorList:
         """A free list of buffers shaped as ``like``'s tensors (new when none is)."""
         key = (like[0].dtype, *map(_SHAPE, like))
         lists = self.free.setdefault(key, [])
         for lst in lists:
-            # (references: `lists`, `lst`, getrefcount's argument: nobody else holds it)
-            if sys.getrefcount(lst) == 3:
+            if sys.getrefcount(lst) == _FREE:  # nobody but `lists` holds it
                 return lst
-        lst = pooled([torch.empty_like(t) for t in like], self)
+        fresh = [torch.empty_like(t) for t in like]
+        if len(lists) >= MAX_LISTS:
+            # (a rule that keeps its temporaries: they are its own, as on a plain TensorList)
+            return TensorList(fresh)
+        lst = pooled(fresh, self)
         lists.append(lst)
         return lst
+
+
+#: the most buffer lists a `Scratch` keeps per shape (a rule holds two or three at once)
+MAX_LISTS = 8
+
+
+def _free_count() -> int:
+    """``sys.getrefcount`` of a list that only its container holds, read as ``Scratch.take``
+    reads it (the interpreter's own references differ between Python versions)."""
+    container: list[list[Any]] = [[]]
+    for lst in container:
+        return sys.getrefcount(lst)
+    raise AssertionError
+
+
+_FREE = _free_count()
 
 
 class PooledList(TensorList):
