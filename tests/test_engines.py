@@ -298,6 +298,19 @@ def test_a_model_converted_to_float64_between_steps_keeps_stepping(implementatio
     assert int(opt.iterations) == 2
 
 
+def _foreach_caches(monkeypatch):
+    """The group caches the foreach engine runs with, one per call, as they are filled."""
+    caches = []
+    real = _engines.run_foreach
+
+    def spy(rule, variables, grads, slots, c, cache=None):
+        caches.append(cache)
+        return real(rule, variables, grads, slots, c, cache)
+
+    monkeypatch.setattr(_engines, "run_foreach", spy)
+    return caches
+
+
 def _scratch_sizes(scratch):
     return {key: len(lists) for key, lists in scratch.free.items()}
 
@@ -308,14 +321,7 @@ def test_foreach_temporaries_live_in_buffers_kept_between_steps(monkeypatch):
     ``m * alpha`` and ``sqrt(v) + eps``), later steps allocate none, and the numbers stay the
     per-tensor engine's bit for bit (fresh temporaries of 100 KB and more cost page faults every
     step: docs/performance.md)."""
-    caches = []
-    real = _engines.run_foreach
-
-    def spy(rule, variables, grads, slots, c, cache=None):
-        caches.append(cache)
-        return real(rule, variables, grads, slots, c, cache)
-
-    monkeypatch.setattr(_engines, "run_foreach", spy)
+    caches = _foreach_caches(monkeypatch)
     torch.manual_seed(0)
     shapes = [(64, 32), (32,), (300, 400)]
     start = [torch.randn(s) for s in shapes]
@@ -337,14 +343,7 @@ def test_foreach_temporaries_live_in_buffers_kept_between_steps(monkeypatch):
 
 def test_foreach_groups_above_the_scratch_limit_keep_no_buffers(monkeypatch):
     monkeypatch.setattr(_engines, "SCRATCH_MAX_NUMEL", 10)
-    caches = []
-    real = _engines.run_foreach
-
-    def spy(rule, variables, grads, slots, c, cache=None):
-        caches.append(cache)
-        return real(rule, variables, grads, slots, c, cache)
-
-    monkeypatch.setattr(_engines, "run_foreach", spy)
+    caches = _foreach_caches(monkeypatch)
     v = ko.Variable(torch.ones(11))
     opt = ko.optimizers.Adam(0.1, implementation="foreach")
     opt.apply_gradients([(torch.ones(11), v)])

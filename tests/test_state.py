@@ -96,6 +96,11 @@ def test_resume_is_bit_exact(spec, config, feature):
     opt_c.load_state_dict(saved["opt"])  # before the optimizer has seen any variable
     _train(opt_c, net_c, batches[3:])
 
+    _assert_same_training(opt_a, net_a, opt_c, net_c)
+
+
+def _assert_same_training(opt_a, net_a, opt_c, net_c):
+    """The same step count, parameters and optimizer state, bit for bit."""
     assert int(opt_c.iterations) == int(opt_a.iterations)
     for (name, a), c in zip(net_a.named_parameters(), net_c.parameters()):
         assert torch.equal(a, c), name
@@ -539,13 +544,7 @@ def test_a_copy_of_an_optimizer_and_its_model_trains_on_as_the_original(spec, co
     _train(opt, net, batches[3:])
     for opt_c, net_c in copies:
         _train(opt_c, net_c, batches[3:])
-        assert int(opt_c.iterations) == int(opt.iterations)
-        for (name, a), c in zip(net.named_parameters(), net_c.parameters()):
-            assert torch.equal(a, c), name
-        sa, sc = opt.state_dict(), opt_c.state_dict()
-        assert sa.keys() == sc.keys()
-        for key in sa:
-            assert torch.equal(sa[key], sc[key]), key
+        _assert_same_training(opt, net, opt_c, net_c)
 
 
 def test_a_copy_of_an_optimizer_alone_treats_the_originals_as_new_variables():
