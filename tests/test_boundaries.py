@@ -582,3 +582,44 @@ def test_a_known_variable_whose_data_becomes_an_expanded_view_is_refused() -> No
         opt.apply_gradients([(torch.ones(4), w), (torch.ones(2), u)])
     assert torch.equal(u, u_before)
     assert all(torch.equal(v, before[k]) for k, v in opt.state_dict().items())
+
+
+def _steps_with_a_first_under_inference_mode(front: str, engine: str, inference: bool) -> Any:
+    torch.manual_seed(0)
+    shapes = [(30, 4)] + [(3,)] * 70  # 71 tensors: `auto` packs them into flat buffers
+    params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(3)]
+    if front == "keras":
+        opt: Any = ko.optimizers.Adam(0.1, implementation=engine, use_ema=True)
+    else:
+        opt = ko.optim.Adam(params, lr=0.1, implementation=engine)
+    for k, step_grads in enumerate(grads):
+        if front == "optim":
+            for p, g in zip(params, step_grads):
+                p.grad = g
+        with torch.inference_mode(inference and k == 0):
+            if front == "keras":
+                opt.apply_gradients(zip(step_grads, params))
+            else:
+                opt.step()
+    return params, opt
+
+
+@pytest.mark.parametrize("front", FRONT_ENDS)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_first_step_under_inference_mode_leaves_state_later_steps_update(front, engine):
+    """The state a first step makes under the caller's ``torch.inference_mode()`` (slots, EMA,
+    the foreach engine's buffers, packed buffers, kerasopt.optim's inner optimizers) is normal
+    tensors: later steps outside inference mode update it (they raised "Inplace update to
+    inference tensor outside InferenceMode", and kerasopt.optim's first step raised "Inference
+    tensors do not track version counter"), with the numbers of steps all taken outside."""
+    params, opt = _steps_with_a_first_under_inference_mode(front, engine, inference=True)
+    ref_params, _ = _steps_with_a_first_under_inference_mode(front, engine, inference=False)
+    for p, q in zip(params, ref_params):
+        assert torch.equal(p, q) and not p.is_inference()
+    state = opt.variables() if front == "keras" else opt.state_dict()["state"]
+    assert not any(
+        t.is_inference()
+        for t in (state if front == "keras" else [v for s in state.values() for v in s.values()])
+        if isinstance(t, torch.Tensor)
+    )

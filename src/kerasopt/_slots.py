@@ -48,6 +48,9 @@ def _hyper_number(value: Any) -> bool:
     return number_value(value) is not None and not isinstance(value, Tensor)
 
 
+# (a first step under the caller's `torch.inference_mode()` would otherwise make inference
+# tensors of its slots, which no later step outside inference mode could update)
+@torch.inference_mode(False)
 def new_slot(
     var: Tensor,
     var_name: str,

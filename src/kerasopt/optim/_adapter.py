@@ -447,7 +447,11 @@ class KerasOptimizer(_TorchState):
         # failed step leaves it unbuilt, as an eager first step that fails does
         unused = self._unused_traced_builds() if self._traced_builds else []
         try:
-            self._apply_grads_locked()
+            # (state it creates, the inner Keras optimizers included, must be normal tensors:
+            # inference tensors made under the caller's inference mode could not be updated by
+            # a later step, nor give their version counters)
+            with torch.inference_mode(False):
+                self._apply_grads_locked()
         except BaseException:
             for forget in reversed(unused):
                 forget()
