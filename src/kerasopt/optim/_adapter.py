@@ -13,7 +13,6 @@ here; the group spec and per-group records are ``_groups``, the parameter state 
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -520,23 +519,15 @@ class KerasOptimizer(_TorchState):
 
     # pickling / copy.deepcopy: torch's three fields, the inner optimizers rebuilt from them
     def __getstate__(self) -> dict[str, Any]:
-        # Parameters and state that flat storage made windows of one buffer are pickled as
-        # copies of their own elements (`compact`): plain pickle would write the whole buffer
-        # once per window, and does not keep views sharing a storage anyway.
-        params = {id(p): compact(p) for g in self.param_groups for p in g["params"]}
-        groups = []
-        for group in self.param_groups:
-            group = copy.copy(group)
-            dict.__setitem__(group, "params", [params[id(p)] for p in group["params"]])
-            groups.append(group)
+        # State that flat storage made windows of one buffer is pickled as copies of its own
+        # elements (`compact`): plain pickle would write the whole buffer once per window. The
+        # parameters stay the objects they are, so that a model pickled or copied with its
+        # optimizer keeps sharing them (torch pickles them).
         state = {
-            params.get(id(p), p): {
-                k: compact(t) if type(t) in (torch.Tensor, torch.nn.Parameter) else t
-                for k, t in values.items()
-            }
+            p: {k: compact(t) if type(t) is torch.Tensor else t for k, t in values.items()}
             for p, values in self.state.items()
         }
-        return {"defaults": self.defaults, "state": state, "param_groups": groups}
+        return {"defaults": self.defaults, "state": state, "param_groups": self.param_groups}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._step_lock = StepLock()
