@@ -485,3 +485,23 @@ def test_pickling_writes_each_window_of_flat_storage_once():
     back = pickle.loads(blob)
     assert all(torch.equal(a, b) and a.name == b.name for a, b in zip(variables, back))
     assert all(isinstance(b, ko.Variable) for b in back)
+
+
+def test_a_variable_in_shared_memory_pickles_its_storage_for_torch_multiprocessing():
+    """``compact`` leaves shared memory alone: ``torch.multiprocessing`` (ForkingPickler) hands
+    the storage itself to the other process, whose variable shares it (Hogwild training)."""
+    import io
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # (registers torch's reductions)
+
+    buffer = torch.zeros(10).share_memory_()
+    v = ko.Variable(torch.zeros(5), name="w")
+    v.data = buffer[:5]  # a window of a larger shared storage
+    out = io.BytesIO()
+    ForkingPickler(out).dump(v)
+    other = pickle.loads(out.getvalue())
+    other.data.add_(1.0)
+    assert isinstance(other, ko.Variable) and other.name == "w"
+    assert torch.equal(buffer, torch.tensor([1.0] * 5 + [0.0] * 5))

@@ -102,10 +102,12 @@ def compact(tensor: torch.Tensor) -> torch.Tensor:
 
     Plain ``pickle`` writes a tensor's whole storage, once per tensor that views it (it does not
     keep views sharing a storage either), so a model of 2,000 windows would pickle the buffer
-    2,000 times. ``torch.save`` stores each storage once and needs none of this.
+    2,000 times. ``torch.save`` stores each storage once and needs none of this. A tensor in
+    shared memory is left as it is: ``torch.multiprocessing`` hands its storage to the other
+    process, whose variable is to share it.
     """
-    if tensor.layout is not torch.strided or tensor.device.type == "meta":
-        return tensor
+    if tensor.layout is not torch.strided or tensor.device.type == "meta" or tensor.is_shared():
+        return tensor  # (shared memory: torch.multiprocessing shares the storage itself)
     if tensor.untyped_storage().nbytes() <= tensor.numel() * tensor.element_size():
         return tensor
     copied = tensor.detach().clone(memory_format=torch.preserve_format)
