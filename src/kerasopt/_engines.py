@@ -134,9 +134,32 @@ def run_packed(
     ``cache`` belongs to the group and lives as long as its composition does.
     """
     if "flat" not in cache:
-        # (the buffers outlive the caller's inference mode: they must be normal tensors)
-        with torch.inference_mode(False):
-            _pack(variables, slots, cache)
+        cache["flat"] = all(v.is_contiguous() for v in variables) and all(
+            t.is_contiguous() for lst in slots.values() for t in lst
+        )
+        if cache["flat"]:
+            sizes = [v.numel() for v in variables]
+            flat_slots = {}
+            for name, lst in slots.items():
+                buf = torch.cat([t.reshape(-1) for t in lst])
+                offset = 0
+                for t, n in zip(lst, sizes):
+                    t.set_(buf.untyped_storage(), offset, t.shape, t.stride())
+                    offset += n
+                flat_slots[name] = [buf]
+            var_buf = (
+                torch.empty_like(next(iter(flat_slots.values()))[0])
+                if flat_slots
+                else torch.cat([v.detach().reshape(-1) for v in variables])
+            )
+            cache.update(
+                sizes=sizes,
+                views=[v.detach().view(-1) for v in variables],
+                slots=flat_slots,
+                var_buf=var_buf,
+                var_parts=list(var_buf.split(sizes)),
+                grad_buf=torch.empty_like(var_buf),
+            )
     if not cache["flat"]:
         run_compiled(rule, variables, grads, slots, c)
         return
@@ -157,36 +180,6 @@ def run_packed(
 #: that the next backward accumulates into the buffer and the step after copies nothing
 #: (kerasopt.optim sets it).
 GRAD_VIEWS: contextvars.ContextVar[bool] = contextvars.ContextVar("grad_views", default=False)
-
-
-def _pack(variables: Sequence[Tensor], slots: Slots, cache: dict[str, Any]) -> None:
-    """``run_packed``'s first call: re-homes the slots and makes the persistent buffers."""
-    cache["flat"] = all(v.is_contiguous() for v in variables) and all(
-        t.is_contiguous() for lst in slots.values() for t in lst
-    )
-    if cache["flat"]:
-        sizes = [v.numel() for v in variables]
-        flat_slots = {}
-        for name, lst in slots.items():
-            buf = torch.cat([t.reshape(-1) for t in lst])
-            offset = 0
-            for t, n in zip(lst, sizes):
-                t.set_(buf.untyped_storage(), offset, t.shape, t.stride())
-                offset += n
-            flat_slots[name] = [buf]
-        var_buf = (
-            torch.empty_like(next(iter(flat_slots.values()))[0])
-            if flat_slots
-            else torch.cat([v.detach().reshape(-1) for v in variables])
-        )
-        cache.update(
-            sizes=sizes,
-            views=[v.detach().view(-1) for v in variables],
-            slots=flat_slots,
-            var_buf=var_buf,
-            var_parts=list(var_buf.split(sizes)),
-            grad_buf=torch.empty_like(var_buf),
-        )
 
 
 def _use_count(storage: torch.UntypedStorage) -> int | None:

@@ -238,8 +238,7 @@ class Scratch:
         for lst in lists:
             if sys.getrefcount(lst) == _FREE:  # nobody but `lists` holds it
                 return lst
-        with torch.inference_mode(False):  # (the buffers outlive the caller's inference mode)
-            fresh = [torch.empty_like(t) for t in like]
+        fresh = [torch.empty_like(t) for t in like]
         if len(lists) >= MAX_LISTS:
             # (a rule that keeps its temporaries: they are its own, as on a plain TensorList)
             return TensorList(fresh)

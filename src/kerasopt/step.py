@@ -37,7 +37,7 @@ The stages a step runs, and the modules that own them, are in docs/architecture.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -173,6 +173,15 @@ def gradients(
     return opt._compute_gradients(loss, var_list, grad_loss, tape)
 
 
+@contextlib.contextmanager
+def outside_inference_mode() -> Iterator[None]:
+    """Leaves inference mode, keeping the grad mode (leaving it would restore the grad mode
+    from before it was entered)."""
+    grad = torch.is_grad_enabled()
+    with torch.inference_mode(False), torch.set_grad_enabled(grad):
+        yield
+
+
 # ---------------------------------------------------------------------------------------------
 # plan: checks and prepares everything, changes nothing
 def plan(
@@ -185,6 +194,12 @@ def plan(
     ``gradient_transformers``, routing (dense / sparse), resolving the hyperparameters, and
     staging the state of variables seen for the first time.
     """
+    if torch.is_inference_mode_enabled():
+        # A step runs outside the caller's inference mode (`commit` too), in the grad mode it
+        # was given: what it makes outlives that mode (slots, buffers, cached constants), and
+        # inference tensors could neither be updated by later steps nor share compiled graphs.
+        with outside_inference_mode():
+            return plan(opt, grads_and_vars, aggregate)
     if opt._raw_iterations._version != opt._step_version:
         opt._sync_step()
     store = opt._store
@@ -274,6 +289,9 @@ def commit(opt: StepOwner, plan: Plan, guarded: bool = True) -> None:
     constraints and ``iterations += 1``. With ``guarded`` (the default) a commit that
     ``may_raise`` is undone if it raises; a ``Transaction`` guards its commits itself.
     """
+    if torch.is_inference_mode_enabled():  # (as `plan`)
+        with outside_inference_mode():
+            return commit(opt, plan, guarded)
     if not (guarded and may_raise(opt, plan)):
         # nothing to undo: a commit that runs only kerasopt's and torch's code does not fail
         if plan.staged is not None:

@@ -13,6 +13,7 @@ here; the group spec and per-group records are ``_groups``, the parameter state 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ from .. import _traced
 from .._engines import GRAD_VIEWS
 from .._sync import StepLock, locked
 from ..optimizer import Optimizer as KerasOptimizerBase
+from ..step import outside_inference_mode
 from ..variables import compact
 from ..wrappers._base import Transaction
 from ._groups import _FEATURES as _FEATURES
@@ -449,7 +451,8 @@ class KerasOptimizer(_TorchState):
             # (state it creates, the inner Keras optimizers included, must be normal tensors:
             # inference tensors made under the caller's inference mode could not be updated by
             # a later step, nor give their version counters)
-            with torch.inference_mode(False):
+            inference = torch.is_inference_mode_enabled()
+            with outside_inference_mode() if inference else contextlib.nullcontext():
                 self._apply_grads_locked()
         except BaseException:
             for forget in reversed(unused):
