@@ -269,8 +269,8 @@ class PooledList(TensorList):
     ``torch._foreach_sub`` runs per tensor on CPU), so the numbers are ``TensorList``'s bit for bit.
 
     Only real floating lists whose other operand is a real number, or a 0-d tensor or a list of
-    the same dtype, are pooled (anything else could promote to another dtype than the buffer's); the rest
-    run as ``TensorList`` does.
+    the same dtype, are pooled (anything else could promote to another dtype than the
+    buffer's); the rest run as ``TensorList`` does.
     """
 
     __slots__ = ("scratch",)

@@ -110,12 +110,7 @@ def compact(tensor: torch.Tensor) -> torch.Tensor:
         return tensor  # (shared memory: torch.multiprocessing shares the storage itself)
     if tensor.untyped_storage().nbytes() <= tensor.numel() * tensor.element_size():
         return tensor
-    copied = tensor.detach().clone(memory_format=torch.preserve_format)
-    if type(tensor) is torch.nn.Parameter:
-        param = torch.nn.Parameter(copied, tensor.requires_grad)
-        param.__dict__.update(tensor.__dict__)
-        return param
-    return copied
+    return tensor.detach().clone(memory_format=torch.preserve_format)
 
 
 def _rebuild_variable(
