@@ -276,10 +276,11 @@ def test_auto_keeps_foreach_for_many_small_tensors_of_a_rule_without_slots():
 
 
 @pytest.mark.parametrize("implementation", ["foreach", "compiled", "flat"])
-def test_a_model_converted_to_float64_between_steps_keeps_stepping(implementation):
+def test_a_model_converted_to_float64_between_steps_is_refused_by_name(implementation):
     """``model.double()`` keeps each parameter's identity and gives it new storage of another
-    dtype: the groups (cached by identities) are rebuilt for the new dtype, instead of looking
-    up float32 coefficients that the step no longer prepares (a bare KeyError before)."""
+    dtype. Its slots were made for float32, so the step is refused with the variable named (a
+    bare KeyError from the engines' group cache once; then float32 moments silently stepped
+    float64 variables) and changes nothing; converted back, the model steps on."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(3)])
     params = list(model.parameters())
@@ -290,11 +291,16 @@ def test_a_model_converted_to_float64_between_steps_keeps_stepping(implementatio
         opt.apply_gradients(zip(torch.autograd.grad(loss, params), params))
 
     step()
-    before = [p.detach().double() for p in params]
     model.double()
+    before = [p.detach().clone() for p in params]
+    slots = [s.detach().clone() for s in opt.variables()]
+    with pytest.raises(ValueError, match=r"'variable_0' has dtype torch\.float64, but its slots"):
+        step()
+    assert all(torch.equal(p.detach(), b) for p, b in zip(params, before))
+    assert all(torch.equal(s, b) for s, b in zip(opt.variables(), slots))
+    assert int(opt.iterations) == 1
+    model.float()
     step()
-    assert all(p.dtype == torch.float64 for p in model.parameters())
-    assert all(not torch.equal(p.detach(), b) for p, b in zip(params, before))
     assert int(opt.iterations) == 2
 
 

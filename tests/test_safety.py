@@ -106,6 +106,66 @@ def test_variable_reshaped_after_slots_is_refused(name, implementation):
     assert torch.isfinite(p).all()
 
 
+@pytest.mark.parametrize("implementation", ["per_tensor", "foreach", "compiled", "flat"])
+@pytest.mark.parametrize("name", NAMES)
+def test_variable_converted_after_slots_is_refused(name, implementation):
+    """``model.float()`` / ``model.double()`` after the first step: the slots were made for the
+    old dtype, so the step is refused (torch.optim fails inside its kernel) instead of mixing
+    float32 moments into a float64 update."""
+    p = torch.nn.Parameter(torch.ones(5, 3, dtype=torch.float64))
+    q = ko.Variable(np.ones((4,)), name="q")
+    config = dict(SPECS[name].configs[0], implementation=implementation)
+    opt = getattr(ko.optimizers, name)(**config)
+    gq = torch.ones(4, dtype=torch.float64)
+    opt.apply_gradients([(gq, q), (torch.ones_like(p), p)])
+    opt.apply_gradients([(gq, q), (torch.ones_like(p), p)])  # (a steady step)
+    before = _snapshot(opt, q)
+    p.data = p.data.float()
+    old = p.detach().clone()
+    with pytest.raises(
+        ValueError,
+        match=r"Variable 'variable_1' has dtype torch\.float32, but its slots in optimizer "
+        r"'\w+' were made for dtype torch\.float64 \(was the model converted",
+    ):
+        opt.apply_gradients([(gq, q), (torch.ones_like(p), p)])
+    _assert_unchanged(before, opt, q)
+    assert torch.equal(p.detach(), old)
+    p.data = p.data.double()  # converted back, it steps again
+    opt.apply_gradients([(gq, q), (torch.ones_like(p), p)])
+    assert torch.isfinite(p).all()
+
+
+def test_variable_moved_to_another_device_after_slots_is_refused():
+    p = torch.nn.Parameter(torch.ones(5, 3, dtype=torch.float64))
+    opt = ko.optimizers.Adam(0.1)
+    opt.apply_gradients([(torch.ones_like(p), p)])
+    # (no second device here: the record says the slots were made on one)
+    opt._store.record_of(p).device = torch.device("cuda", 0)
+    before = _snapshot(opt, p)
+    with pytest.raises(ValueError, match=r"has device cpu, but .* made for device cuda:0"):
+        opt.apply_gradients([(torch.ones_like(p), p)])
+    _assert_unchanged(before, opt, p)
+
+
+@pytest.mark.parametrize("implementation", ["foreach", "flat"])
+def test_model_converted_after_a_torch_style_step_is_refused(implementation):
+    model = torch.nn.Linear(3, 2)
+    opt = ko.optim.Adam(model.parameters(), lr=0.1, implementation=implementation)
+    x = torch.randn(4, 3)
+    model(x).sum().backward()
+    opt.step()
+    state = {k: {n: t.clone() for n, t in v.items()} for k, v in opt.state.items()}
+    model.double()
+    opt.zero_grad()
+    model(x.double()).sum().backward()
+    weights = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"has dtype torch\.float64, but .* dtype torch\.float32"):
+        opt.step()
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), weights))
+    for p, saved in state.items():
+        assert all(torch.equal(opt.state[p][n], t) for n, t in saved.items())
+
+
 # -- 4: gradients that alias variables are read before any write ---------------------------------
 @pytest.mark.parametrize("implementation", ["per_tensor", "foreach"])
 @pytest.mark.parametrize("name", NAMES)

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _distributed
+from ._types import Record, made_for
 from .sparse import IndexedSlices, from_torch_sparse
 from .variables import Variable
 
@@ -325,6 +326,26 @@ def _foreign_class(cls: type) -> bool:
     return not (_distributed.DTensor is not None and issubclass(cls, _distributed.DTensor))
 
 
+def _not_made_for(record: Record, var: Tensor, owner: str) -> str:
+    """Why ``var`` no longer fits its slots (``made_for``), naming it."""
+    if tuple(var.shape) != record.shape:
+        return (
+            f"Variable {record.name!r} has shape {tuple(var.shape)}, but its slots in "
+            f"optimizer {owner!r} were made for shape {record.shape} (was "
+            "`param.data` replaced by a tensor of another shape?). Create a new "
+            "optimizer, or give the variable its old shape back."
+        )
+    what = "dtype" if var.dtype != record.dtype else "device"
+    now, then = (var.dtype, record.dtype) if what == "dtype" else (var.device, record.device)
+    return (
+        f"Variable {record.name!r} has {what} {now}, but its slots in optimizer {owner!r} "
+        f"were made for {what} {then} (was the model converted, e.g. by `model.double()` or "
+        "`model.to(...)`, after the optimizer made its slots?). Convert the model before the "
+        "optimizer's first step or build, or give the variable its old "
+        f"{what} back."
+    )
+
+
 def unaliased(pairs: Pairs, store: SlotStore, owner: str) -> Pairs:
     """Checks each known variable against its slots and copies gradients that share memory
     with a variable of the step (``(w, w)``, swapped pairs of two parameters): every engine
@@ -336,13 +357,8 @@ def unaliased(pairs: Pairs, store: SlotStore, owner: str) -> Pairs:
         record = store.record_of(var)
         if record is None:
             new = True
-        elif var.shape != record.shape:
-            raise ValueError(
-                f"Variable {record.name!r} has shape {tuple(var.shape)}, but its slots in "
-                f"optimizer {owner!r} were made for shape {record.shape} (was "
-                "`param.data` replaced by a tensor of another shape?). Create a new "
-                "optimizer, or give the variable its old shape back."
-            )
+        elif not made_for(record, var):
+            raise ValueError(_not_made_for(record, var, owner))
         storages.setdefault(_distributed.local(var).untyped_storage().data_ptr(), []).append(var)
     if new:
         # A new variable must not be another view of the memory of a tracked one (`w.detach()`,

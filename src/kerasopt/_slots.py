@@ -217,6 +217,7 @@ class SlotStore:
             index = len(self.by_id)
             record = Record(var, self._unique_name(self.new_name(var, index)), index)
             record.shape = tuple(var.shape)
+            record.dtype, record.device = var.dtype, var.device
             self.by_id[id(var)] = record
             self._used_names.add(record.name)
         return record

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ._gradients import _PLAIN, FLOAT_DTYPES, Pairs
-from ._types import Composition, Record
+from ._types import Composition, Record, made_for
 
 if TYPE_CHECKING:
     from ._slots import SlotStore
@@ -162,7 +162,7 @@ def compose(store: SlotStore, variables: list[Tensor]) -> Composition | None:
             or var.is_inference()
             or var.numel() == 0
             or var.device.type == "meta"
-            or tuple(var.shape) != record.shape
+            or not made_for(record, var)
         ):
             return None
         records.append(record)

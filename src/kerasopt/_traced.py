@@ -47,6 +47,7 @@ from ._apply import RuleOwner
 from ._engines import compute_dtype
 from ._gradients import _PLAIN, FLOAT_DTYPES, Grad
 from ._hyper import tf_cast_value
+from ._types import made_for
 from .step import StepOwner
 
 
@@ -152,14 +153,15 @@ def take_build(opt: Optimizer) -> step.Undo | None:
 
 
 def traceable(opt: Optimizer, pairs: Sequence[Any]) -> bool:
-    """Whether the state holds every variable of ``step_traceable`` pairs, with the shape its
-    slots were made for (``param.data = ...`` may change it: the eager step names that)."""
+    """Whether the state holds every variable of ``step_traceable`` pairs, with the shape, dtype
+    and device its slots were made for (``param.data = ...`` may change them: the eager step
+    names that)."""
     store = opt._store
     if not store.built or store.pending:
         return False
     for _, var in pairs:
         record = store.by_id.get(id(var))
-        if record is None or tuple(var.shape) != record.shape:
+        if record is None or not made_for(record, var):
             return False
     return True
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from .sparse import IndexedSlices
@@ -169,6 +170,20 @@ class Record:
     index: int
     slots: dict[str, Tensor] = field(default_factory=dict)
     shape: tuple[int, ...] = ()  # the variable's shape when its slots were made
+    # ... and its dtype and device (None: a record unpickled from before they were kept)
+    dtype: torch.dtype | None = None
+    device: torch.device | None = None
+
+
+def made_for(record: Record, var: Tensor) -> bool:
+    """Whether ``var`` still has the shape, dtype and device its slots were made for
+    (``param.data = ...``, ``model.double()`` or ``model.to(device)`` after the slots were made
+    change them)."""
+    return (
+        tuple(var.shape) == record.shape
+        and (record.dtype is None or var.dtype == record.dtype)
+        and (record.device is None or var.device == record.device)
+    )
 
 
 @dataclass(eq=False)
