@@ -20,10 +20,12 @@ threads and guarded by one lock.
 
 from __future__ import annotations
 
+import operator
 import threading
 import types
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -67,6 +69,14 @@ _COMPILE_ERRORS: tuple[type[BaseException], ...] = (
 _NO_DUCK_SHAPE = fx_config.patch(use_duck_shape=False)  # type: ignore[attr-defined]
 
 
+# dynamic_threads: every loop gets a parallel scope. Without it inductor decides from the first
+# trace's sizes, and a shared graph would run a later large tensor on one thread.
+# size_asserts off: the generated wrapper re-checks every input's sizes and strides against the
+# graph's symbolic ones in Python (0.9 us an input, about half of a 16-tensor chunk's call
+# overhead), after dynamo's guards have checked the same. The guards stay.
+_INDUCTOR_OPTIONS: dict[str, Any] = {"cpp.dynamic_threads": True, "size_asserts": False}
+
+
 def _chunk_step(rule: Callable[..., None], variables: Any, grads: Any, slots: Any, c: Any) -> None:
     for i in range(len(variables)):
         rule(variables[i], grads[i], c=c, **{name: s[i] for name, s in slots.items()})
@@ -86,12 +96,7 @@ def _compiled(key: tuple[Any, ...], step: Callable[..., None] = _chunk_step) -> 
                 # budget).
                 code = step.__code__.replace(co_name=f"kerasopt_compiled_step_{len(_CACHE)}")
                 raw = types.FunctionType(code, step.__globals__, code.co_name)
-                # dynamic_threads: every loop gets a parallel scope. Without it inductor decides
-                # from the first trace's sizes, and a shared graph would run a later large tensor
-                # on one thread.
-                fn = torch.compile(
-                    raw, dynamic=True, fullgraph=True, options={"cpp.dynamic_threads": True}
-                )
+                fn = torch.compile(raw, dynamic=True, fullgraph=True, options=_INDUCTOR_OPTIONS)
                 _CACHE[key] = fn
     return fn
 
@@ -122,28 +127,72 @@ def _scratch(dtype: torch.dtype, device: torch.device, count: int) -> list[Tenso
     return pads[:count]
 
 
+@dataclass(eq=False)
+class Aliases:
+    """Which of a group's tensors run compiled (``flat``: contiguous, two elements or more; the
+    rest run eagerly) and their variables' and slots' 1-D aliases (``_flat``), in ``flat``'s
+    order. Kept in the group's cache while every variable and slot is where it was, with the
+    same contiguity: only the gradients, new each step, are aliased anew. (The aliases hold
+    their storages: a variable given new storage frees its old one at the group's next step.)"""
+
+    pointers: list[list[int]]
+    contiguous: list[bool]
+    flat: list[int]
+    eager: list[int]
+    variables: list[Tensor]
+    slots: dict[str, list[Tensor]]
+
+
+def _aliases(
+    variables: Sequence[Tensor],
+    slots: Mapping[str, Sequence[Tensor]],
+    cache: dict[str, Any] | None,
+) -> Aliases:
+    pointers = [list(map(Tensor.data_ptr, variables))]
+    pointers += [list(map(Tensor.data_ptr, lst)) for lst in slots.values()]
+    contiguous = list(map(Tensor.is_contiguous, variables))
+    for lst in slots.values():
+        contiguous = list(map(operator.and_, contiguous, map(Tensor.is_contiguous, lst)))
+    kept: Aliases | None = None if cache is None else cache.get("aliases")
+    if kept is not None and kept.pointers == pointers and kept.contiguous == contiguous:
+        return kept
+    flat: list[int] = []
+    eager: list[int] = []
+    for i, (var, ok) in enumerate(zip(variables, contiguous)):
+        (flat if ok and var.numel() >= 2 else eager).append(i)
+    made = Aliases(
+        pointers,
+        contiguous,
+        flat,
+        eager,
+        [_flat(variables[i]) for i in flat],
+        {name: [_flat(lst[i]) for i in flat] for name, lst in slots.items()},
+    )
+    if cache is not None:
+        cache["aliases"] = made
+    return made
+
+
 def _run_chunks(
     fn: Callable[..., None],
     key: tuple[Any, ...],
     rule: Callable[..., None],
-    variables: Sequence[Tensor],
+    aliases: Aliases,
     grads: Sequence[Tensor],
-    slots: Mapping[str, Sequence[Tensor]],
     c: Any,
-    flat: list[int],
     chunk: int = CHUNK,
 ) -> int:
-    """Runs the chunks of ``flat`` compiled; returns how many indices ran (the rest run eagerly
-    after a compile failure)."""
-    var0 = variables[flat[0]]
+    """Runs the chunks of ``aliases.flat`` compiled; returns how many of them ran (the rest run
+    eagerly after a compile failure)."""
+    flat, var0, slots = aliases.flat, aliases.variables[0], aliases.slots
     for start in range(0, len(flat), chunk):
         idx = flat[start : start + chunk]
         pad = chunk - len(idx)
         scratch = _scratch(var0.dtype, var0.device, (2 + len(slots)) * pad) if pad else []
-        v = [_flat(variables[i]) for i in idx] + scratch[:pad]
+        v = aliases.variables[start : start + chunk] + scratch[:pad]
         g = [_flat(grads[i].contiguous()) for i in idx] + scratch[pad : 2 * pad]
         s = {
-            name: [_flat(lst[i]) for i in idx] + scratch[(2 + k) * pad : (3 + k) * pad]
+            name: lst[start : start + chunk] + scratch[(2 + k) * pad : (3 + k) * pad]
             for k, (name, lst) in enumerate(slots.items())
         }
         if not _call(fn, key, rule, v, g, s, c):
@@ -195,15 +244,8 @@ def run_compiled(
 ) -> None:
     """Runs ``rule`` compiled over ``variables`` in chunks of ``chunk`` tensors (one graph per
     chunk length: the flat engine's one-tensor graph compiles in a fraction of the time)."""
-    eager: list[int] = []
-    flat: list[int] = []
-    for i, var in enumerate(variables):
-        ok = (
-            var.numel() >= 2
-            and var.is_contiguous()
-            and all(s[i].is_contiguous() for s in slots.values())
-        )
-        (flat if ok else eager).append(i)
+    aliases = _aliases(variables, slots, cache)
+    eager, flat = list(aliases.eager), aliases.flat
     if flat:
         key = _key(rule, variables[flat[0]], slots, chunk)
         if key in _BROKEN:
@@ -212,7 +254,7 @@ def run_compiled(
         if flat:
             fn = _compiled(key)
             with _NO_DUCK_SHAPE:
-                done = _run_chunks(fn, key, rule, variables, grads, slots, c, flat, chunk)
+                done = _run_chunks(fn, key, rule, aliases, grads, c, chunk)
             eager.extend(flat[done:])
     if eager:
         rule(

@@ -305,6 +305,9 @@ def run_flat(
         del cache["flat_storage"]
         layout = None  # (its buffers must not count as views of the variables' storage)
     if layout is None:
+        # (the compiled engine's aliases hold the variables' storages: `movable` would count
+        # them as views that must keep seeing the variables)
+        cache.pop("aliases", None)
         layout = _layout(variables, slots)
         if layout is None:
             # (the chunked engine: it keeps no view of the variables that would stop them
@@ -325,14 +328,14 @@ def run_flat(
         # Large tensors and gradients of the caller's: copying the gradients in would cost more
         # memory traffic than the per-tensor calls it saves, so the chunked compiled engine runs
         # on the (re-homed) tensors themselves: the same kernel, the same numbers.
-        run_compiled(rule, variables, grads, slots, c)
+        run_compiled(rule, variables, grads, slots, c, cache)
         if layout.assign_views and GRAD_VIEWS.get():
             _assign_grad_views(layout, variables, grads, grad_pointers, copy=True)
         return
     if packed:
         # (a foreach copy into the views: twice as fast as `torch.cat` of reshaped gradients)
         torch._foreach_copy_(layout.grad_views, list(grads))
-    run_compiled(rule, [layout.variables], [layout.grads], layout.slots, c, chunk=1)
+    run_compiled(rule, [layout.variables], [layout.grads], layout.slots, c, cache, chunk=1)
     if packed and layout.assign_views and GRAD_VIEWS.get():
         _assign_grad_views(layout, variables, grads, grad_pointers)
 
