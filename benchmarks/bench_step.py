@@ -7,6 +7,10 @@ optimizer moves per parameter, the achieved bandwidth and its share of the measu
     python benchmarks/bench_step.py                       # every optimizer, all three workloads
     python benchmarks/bench_step.py --optimizers Adam SGD --workloads large --steps 20
     python benchmarks/bench_step.py --scale 0.1           # 10x smaller workloads (quick look)
+    python benchmarks/bench_step.py --device cuda         # on a GPU, with torch fused + CUDA graphs
+
+On CUDA each timed step is synchronised, torch fused also runs captured in a CUDA graph
+(``capturable=True``, the ``fused+graph`` row), and ``--memory`` reads the allocator's peak.
 
 Numbers on a shared machine are noisy: compare ratios within one run, never lone times.
 """
@@ -91,20 +95,35 @@ def workloads(scale: float) -> dict[str, Workload]:
     }
 
 
+#: where the benchmark's tensors live (``--device``)
+DEVICE = torch.device("cpu")
+
+
 def make_params(w: Workload, seed: int = 0) -> tuple[list[torch.nn.Parameter], list[torch.Tensor]]:
+    """The workload's parameters and gradients on ``DEVICE`` (drawn on the CPU: the same values
+    on every device)."""
     g = torch.Generator().manual_seed(seed)
-    params = [torch.nn.Parameter(torch.randn(s, generator=g) * 0.02) for s in w.shapes]
-    grads = [torch.randn(s, generator=g) * 0.01 for s in w.shapes]
+    params = [torch.nn.Parameter((torch.randn(s, generator=g) * 0.02).to(DEVICE)) for s in w.shapes]
+    grads = [(torch.randn(s, generator=g) * 0.01).to(DEVICE) for s in w.shapes]
     return params, grads
 
 
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def time_steps(step: Callable[[], None], steps: int, warmup: int) -> list[float]:
+    """Wall time of each of ``steps`` steps after ``warmup`` (on CUDA, from an idle device to the
+    step's last kernel's end)."""
     for _ in range(warmup):
         step()
     times = []
     for _ in range(steps):
+        _sync()
         t0 = time.perf_counter()
         step()
+        _sync()
         times.append(time.perf_counter() - t0)
     return times
 
@@ -113,7 +132,7 @@ def roofline_gbs(n: int = 50_000_000, repeats: int = 8) -> float:
     """Measured in-place streaming bandwidth, in GB/s: the best of ``a *= s`` (8 bytes per element)
     and ``a += b`` (12). An optimizer step updates in place too; out-of-place kernels would also
     pay for write-allocate and understate what the memory system delivers."""
-    a, b = torch.randn(n), torch.randn(n)
+    a, b = torch.randn(n, device=DEVICE), torch.randn(n, device=DEVICE)
     mul = 8 * n / min(time_steps(lambda: a.mul_(1.0000001), repeats, 2)) / 1e9
     add = 12 * n / min(time_steps(lambda: a.add_(b), repeats, 2)) / 1e9
     return max(mul, add)
@@ -154,13 +173,35 @@ def bench_kerasopt(
 
 
 def bench_torch(name: str, mode: str, w: Workload, steps: int, warmup: int) -> list[float]:
+    """torch.optim's ``name`` as its for-loop, foreach or fused step; ``fused+graph`` (CUDA): the
+    fused step with ``capturable=True`` captured once in a CUDA graph and replayed."""
+    return time_steps(torch_step(name, mode, *make_params(w)), steps, warmup)
+
+
+def torch_step(
+    name: str, mode: str, params: list[torch.nn.Parameter], grads: list[torch.Tensor]
+) -> Callable[[], Any]:
     cls_name, kw = TORCH_EQUIVALENT[name]
-    params, grads = make_params(w)
     for p, g in zip(params, grads):
         p.grad = g
-    extra: dict[str, Any] = {"foreach": False} if mode == "loop" else {mode: True}
+    graph = mode == "fused+graph"
+    extra: dict[str, Any] = {"foreach": False} if mode == "loop" else {mode.split("+")[0]: True}
+    if graph:
+        extra["capturable"] = True
     opt = getattr(torch.optim, cls_name)(params, **kw, **extra)
-    return time_steps(opt.step, steps, warmup)
+    if not graph:
+        step: Callable[[], Any] = opt.step
+        return step
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # (state made and kernels loaded outside the capture)
+            opt.step()
+    torch.cuda.current_stream().wait_stream(side)
+    cuda_graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(cuda_graph):
+        opt.step()
+    return cuda_graph.replay
 
 
 def keras3() -> Any:
@@ -236,6 +277,22 @@ def peak_memory(name: str, impl: str, workload: str, scale: float) -> float | No
         return None
 
 
+def cuda_peak_memory(name: str, impl: str, w: Workload) -> float:
+    """(CUDA) Peak memory (MB) that 3 steps add above params + grads, from the allocator."""
+    params, grads = make_params(w)
+    torch.cuda.synchronize(DEVICE)
+    torch.cuda.reset_peak_memory_stats(DEVICE)
+    base = torch.cuda.memory_allocated(DEVICE)
+    if impl.startswith("torch "):  # (a CUDA graph's capture steps count too)
+        step = torch_step(name, impl.split()[1], params, grads)
+    else:
+        step = kerasopt_step(name, impl, params, grads)
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize(DEVICE)
+    return max(0, torch.cuda.max_memory_allocated(DEVICE) - base) / 1e6
+
+
 def fmt_ms(times: list[float]) -> str:
     return f"{statistics.median(times) * 1e3:8.2f} ({min(times) * 1e3:.1f}-{max(times) * 1e3:.1f})"
 
@@ -251,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda where torch has it")
     parser.add_argument(
         "--memory", action="store_true", help="also measure peak memory (subprocesses)"
     )
@@ -261,10 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", help="also draw the ratios to torch fused as a PNG chart")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    cuda = DEVICE.type == "cuda"
     roof = roofline_gbs()
-    print(
-        f"torch {torch.__version__}, {args.threads} threads, in-place streaming roofline {roof:.1f} GB/s"
-    )
+    where = torch.cuda.get_device_name(DEVICE) if cuda else f"{args.threads} threads"
+    print(f"torch {torch.__version__}, {where}, in-place streaming roofline {roof:.1f} GB/s")
     wl = workloads(args.scale)
     table: list[list[str]] = []
     for key in args.workloads:
@@ -273,18 +333,23 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{'optimizer':<10} {'impl':<14} {'median ms (min-max)':<24} {'vs loop':>8} {'vs foreach':>10} {'vs fused':>9} {'vs Keras 3':>10} {'GB/s':>6} {'%roof':>6} {'1st step s':>10}"
             + (f" {'peak extra':>12}" if args.memory else "")
+            + (f" {'vs fused+graph':>12}" if cuda else "")
         )
         for name in args.optimizers:
             base: dict[str, float] = {}
             rows: list[tuple[str, list[float], float | None]] = []
             if name in TORCH_EQUIVALENT:
                 modes = ["loop", "foreach"] + (["fused"] if name in FUSED else [])
+                modes += ["fused+graph"] if cuda and name in FUSED else []
                 for mode in modes:
                     times = bench_torch(name, mode, w, args.steps, args.warmup)
                     base[mode] = statistics.median(times)
                     rows.append((f"torch {mode}", times, None))
                     gc.collect()
-            peer = None if args.no_keras3 else bench_keras3(name, w, args.steps, args.warmup)
+            # (Keras 3's peer runs on the CPU tensors its backend makes)
+            peer = (
+                None if args.no_keras3 or cuda else bench_keras3(name, w, args.steps, args.warmup)
+            )
             if peer is not None:
                 base["keras3"] = statistics.median(peer)
                 rows.append(("keras3 (torch)", peer, None))
@@ -303,25 +368,33 @@ def main(argv: list[str] | None = None) -> int:
                     f"{med / base[m]:.2f}x" if m in base else "-"
                     for m in ("loop", "foreach", "fused", "keras3")
                 ]
+                graphed = f"{med / base['fused+graph']:.2f}x" if "fused+graph" in base else "-"
                 gbs = BYTES_PER_PARAM[name] * w.params / med / 1e9
                 first_s = f"{first:.2f}" if first is not None else ""
                 mem = ""
                 if args.memory and label.startswith("keras3"):
                     mem = "          -"
                 elif args.memory:
-                    mb = peak_memory(name, label, key, args.scale)
+                    mb = (
+                        cuda_peak_memory(name, label, w)
+                        if cuda
+                        else peak_memory(name, label, key, args.scale)
+                    )
                     mem = f" {mb:9.0f} MB" if mb is not None else "           ?"
                 print(
                     f"{name:<10} {label:<14} {fmt_ms(times):<24} {ratios[0]:>8} {ratios[1]:>10} {ratios[2]:>9} {ratios[3]:>10} {gbs:6.1f} {100 * gbs / roof:5.0f}% {first_s:>10}{mem}"
+                    + (f" {graphed:>12}" if cuda else "")
                 )
                 table.append(
                     [w.name, name, label, f"{med * 1e3:.2f}", *ratios, f"{100 * gbs / roof:.0f}%"]
                     + ([mem.strip()] if args.memory else [])
+                    + ([graphed] if cuda else [])
                 )
             sys.stdout.flush()
     header = ["workload", "optimizer", "engine", "median ms", "vs torch loop"]
     header += ["vs torch foreach", "vs torch fused", "vs Keras 3 (torch backend)", "% of roofline"]
     header += ["peak extra"] if args.memory else []
+    header += ["vs torch fused + CUDA graph"] if cuda else []
     if args.markdown:
         write_markdown(args.markdown, header, table, roof, args)
     if args.png:
@@ -333,7 +406,7 @@ def write_markdown(
     path: str, header: list[str], rows: list[list[str]], roof: float, args: Any
 ) -> None:
     lines = [
-        f"torch {torch.__version__}, {args.threads} threads, median of {args.steps} steps; "
+        f"torch {torch.__version__}, {args.device if args.device != 'cpu' else f'{args.threads} threads'}, median of {args.steps} steps; "
         f"in-place streaming roofline {roof:.1f} GB/s. Engines: the Keras API's "
         "`apply_gradients`; `optim:` the `kerasopt.optim` step.",
         "",

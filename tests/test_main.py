@@ -87,3 +87,24 @@ def test_bench_step_adds_keras3_as_a_peer_where_it_is_installed(tmp_path, monkey
     assert bench_step.main([*args, "--no-keras3"]) == 0
     assert "keras3 (torch)" not in md.read_text()
     del sys.modules["bench_step"]
+
+
+def test_gpu_check_script_refuses_a_machine_without_cuda(tmp_path):
+    """benchmarks/gpu_check.sh (#19 item 7, run on a GPU machine) parses, and where torch has
+    no CUDA it stops at once with exit status 2 and says why, its log in $OUT."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    if torch.cuda.is_available():
+        return  # (the script itself is the check there)
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert "no CUDA device here" in log and "== engines" not in log
