@@ -38,6 +38,7 @@ from torch import Tensor
 
 from . import _distributed
 from ._compiled import run_compiled, run_whole_compiled
+from ._copies import copy_all
 from ._features import ENGINES as ENGINES  # the implementation keyword's values
 from ._gradients import COMPLEX_DTYPES
 from ._tensorlist import PooledList, Scratch, TensorList, pooled
@@ -152,13 +153,16 @@ def run_packed(
                 if flat_slots
                 else torch.cat([v.detach().reshape(-1) for v in variables])
             )
+            grad_buf = torch.empty_like(var_buf)
             cache.update(
                 sizes=sizes,
                 views=[v.detach().view(-1) for v in variables],
                 slots=flat_slots,
                 var_buf=var_buf,
                 var_parts=list(var_buf.split(sizes)),
-                grad_buf=torch.empty_like(var_buf),
+                grad_buf=grad_buf,
+                # (shaped as the gradients: a copy does not reshape)
+                grad_parts=[g.view(v.shape) for g, v in zip(grad_buf.split(sizes), variables)],
             )
     if not cache["flat"]:
         run_compiled(rule, variables, grads, slots, c)
@@ -169,10 +173,10 @@ def run_packed(
         cache["views"] = [v.detach().view(-1) for v in variables]
         cache["ptrs"] = ptrs
     var_buf, grad_buf = cache["var_buf"], cache["grad_buf"]
-    torch.cat(cache["views"], out=var_buf)
-    torch.cat([g.reshape(-1) for g in grads], out=grad_buf)
-    run_compiled(rule, [var_buf], [grad_buf], cache["slots"], c)
-    torch._foreach_copy_(cache["views"], cache["var_parts"])
+    copy_all(cache["var_parts"], cache["views"])
+    copy_all(cache["grad_parts"], grads)
+    run_compiled(rule, [var_buf], [grad_buf], cache["slots"], c, cache)
+    copy_all(cache["views"], cache["var_parts"])
 
 
 #: True (``GRAD_VIEWS.set(True)``) around a step: the flat engine makes each variable's
@@ -333,8 +337,9 @@ def run_flat(
             _assign_grad_views(layout, variables, grads, grad_pointers, copy=True)
         return
     if packed:
-        # (a foreach copy into the views: twice as fast as `torch.cat` of reshaped gradients)
-        torch._foreach_copy_(layout.grad_views, list(grads))
+        # (a foreach copy into the views, on two threads: `torch.cat` of reshaped gradients
+        # takes twice as long as one thread's)
+        copy_all(layout.grad_views, grads)
     run_compiled(rule, [layout.variables], [layout.grads], layout.slots, c, cache, chunk=1)
     if packed and layout.assign_views and GRAD_VIEWS.get():
         _assign_grad_views(layout, variables, grads, grad_pointers)

@@ -1,0 +1,99 @@
+"""``copy_all``: the flat engines' copies of many small tensors, split over two threads."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+
+import pytest
+import torch
+
+from kerasopt import _copies
+from kerasopt._copies import SPLIT_MIN_TENSORS, copy_all
+
+
+def _lists(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    src = [torch.randn(3 + i % 7, 2, generator=g) for i in range(n)]
+    buf = torch.zeros(sum(t.numel() for t in src))
+    dst = [w.view(t.shape) for w, t in zip(buf.split([t.numel() for t in src]), src)]
+    return dst, src, buf
+
+
+def _threads_used(monkeypatch):
+    seen = []
+    real = _copies._copy
+
+    def spy(dst, src):
+        seen.append((threading.current_thread().name, len(dst)))
+        real(dst, src)
+
+    monkeypatch.setattr(_copies, "_copy", spy)
+    return seen
+
+
+def test_a_long_list_is_copied_exactly_on_two_threads(monkeypatch):
+    seen = _threads_used(monkeypatch)
+    dst, src, _ = _lists(SPLIT_MIN_TENSORS + 3)
+    with torch.enable_grad():
+        copy_all(dst, src)
+    assert all(torch.equal(d, s) for d, s in zip(dst, src))
+    assert sorted(n for _, n in seen) == [
+        (SPLIT_MIN_TENSORS + 3) // 2,
+        (SPLIT_MIN_TENSORS + 4) // 2,
+    ]
+    assert {name.startswith("kerasopt-copy") for name, _ in seen} == {True, False}
+
+
+@pytest.mark.parametrize("why", ["short", "one thread"])
+def test_a_short_list_or_one_torch_thread_copies_on_the_callers_thread(why, monkeypatch):
+    seen = _threads_used(monkeypatch)
+    dst, src, _ = _lists(SPLIT_MIN_TENSORS - 1 if why == "short" else SPLIT_MIN_TENSORS * 2)
+    threads = torch.get_num_threads()
+    if why == "one thread":
+        torch.set_num_threads(1)
+    try:
+        copy_all(dst, src)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(d, s) for d, s in zip(dst, src))
+    assert seen == []
+
+
+def test_a_failing_half_raises_after_both_halves_are_done(monkeypatch):
+    dst, src, _ = _lists(SPLIT_MIN_TENSORS * 2)
+    done = []
+    real = _copies._copy
+
+    def copy(d, s):
+        if threading.current_thread().name.startswith("kerasopt-copy"):
+            raise RuntimeError("helper failed")
+        real(d, s)
+        done.append(len(d))
+
+    monkeypatch.setattr(_copies, "_copy", copy)
+    with pytest.raises(RuntimeError, match="helper failed"):
+        copy_all(dst, src)
+    assert done == [SPLIT_MIN_TENSORS]  # (the caller's half ran to its end first)
+
+
+def _child(queue):
+    dst, src, _ = _lists(SPLIT_MIN_TENSORS * 2, seed=5)
+    copy_all(dst, src)
+    queue.put(all(torch.equal(d, s) for d, s in zip(dst, src)))
+
+
+def test_a_forked_process_gets_a_helper_of_its_own():
+    """A child forked after the parent's helper started has the pool object but not its thread:
+    a copy there must not wait forever on a thread that does not exist."""
+    dst, src, _ = _lists(SPLIT_MIN_TENSORS * 2)
+    copy_all(dst, src)  # (the parent's helper thread is running)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) is True
