@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import threading
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from kerasopt import _copies
 from kerasopt._copies import SPLIT_MIN_TENSORS, copy_all
@@ -45,19 +48,41 @@ def test_a_long_list_is_copied_exactly_on_two_threads(monkeypatch):
     assert {name.startswith("kerasopt-copy") for name, _ in seen} == {True, False}
 
 
-@pytest.mark.parametrize("why", ["short", "one thread"])
-def test_a_short_list_or_one_torch_thread_copies_on_the_callers_thread(why, monkeypatch):
+class _CountCopies(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.copied = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._foreach_copy_.default:
+            self.copied += len(args[0])
+        return func(*args, **(kwargs or {}))
+
+
+class _Nothing(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("why", ["short", "one thread", "dispatch mode", "function mode"])
+def test_the_callers_thread_copies_a_short_list_or_under_one_thread_or_a_mode(why, monkeypatch):
+    """A mode is per thread: under one, the helper's half would run outside it (here the
+    dispatch mode counts every copy)."""
     seen = _threads_used(monkeypatch)
     dst, src, _ = _lists(SPLIT_MIN_TENSORS - 1 if why == "short" else SPLIT_MIN_TENSORS * 2)
     threads = torch.get_num_threads()
     if why == "one thread":
         torch.set_num_threads(1)
+    mode = {"dispatch mode": _CountCopies(), "function mode": _Nothing()}.get(why)
     try:
-        copy_all(dst, src)
+        with mode if mode is not None else contextlib.nullcontext():
+            copy_all(dst, src)
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(d, s) for d, s in zip(dst, src))
     assert seen == []
+    if why == "dispatch mode":
+        assert mode.copied == len(dst)
 
 
 def test_a_failing_half_raises_after_both_halves_are_done(monkeypatch):

@@ -9,7 +9,8 @@ of the list copied by a helper thread while this thread copies the other half ta
 The copies are exact, so the numbers are the same; both halves have finished before ``copy_all``
 returns or raises. It splits only on the CPU, for at least ``SPLIT_MIN_TENSORS`` tensors, and
 only while torch may use more than one thread (``torch.set_num_threads(1)`` keeps every copy on
-the caller's thread).
+the caller's thread), and never under a torch function or dispatch mode (a mode is per thread:
+the helper's half would run outside it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 from torch import Tensor
+from torch.utils import _python_dispatch
 
 #: the fewest tensors a copy is split for: below it, handing half to the helper costs more than
 #: it saves (about 30 us a hand-off)
@@ -58,6 +60,8 @@ def copy_all(dst: Sequence[Tensor], src: Sequence[Tensor]) -> None:
         or torch.get_num_threads() < 2
         or dst[0].device.type != "cpu"
         or torch.compiler.is_compiling()
+        or torch._C._len_torch_function_stack() > 0
+        or _python_dispatch._get_current_dispatch_mode() is not None
     ):
         torch._foreach_copy_(list(dst), list(src))
         return

@@ -335,7 +335,7 @@ def _not_made_for(record: Record, var: Tensor, owner: str) -> str:
             "`param.data` replaced by a tensor of another shape?). Create a new "
             "optimizer, or give the variable its old shape back."
         )
-    what = "dtype" if var.dtype != record.dtype else "device"
+    what = "dtype" if record.dtype is not None and var.dtype != record.dtype else "device"
     now, then = (var.dtype, record.dtype) if what == "dtype" else (var.device, record.device)
     return (
         f"Variable {record.name!r} has {what} {now}, but its slots in optimizer {owner!r} "
