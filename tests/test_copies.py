@@ -122,3 +122,34 @@ def test_a_forked_process_gets_a_helper_of_its_own():
         child.kill()
     assert child.exitcode == 0
     assert queue.get(timeout=5) is True
+
+
+def test_an_interrupt_while_waiting_is_raised_once_the_helper_is_done(monkeypatch):
+    """``KeyboardInterrupt`` during the wait for the helper: ``copy_all`` waits on, then
+    raises it; the caller never goes on while the helper still writes."""
+    import concurrent.futures
+    import time
+
+    dst, src, _ = _lists(SPLIT_MIN_TENSORS * 2, seed=9)
+    real_copy = _copies._copy
+
+    def slow(d, s):
+        if threading.current_thread().name.startswith("kerasopt-copy"):
+            time.sleep(0.3)
+        real_copy(d, s)
+
+    real_result = concurrent.futures.Future.result
+    calls = []
+
+    def result(self, timeout=None):
+        calls.append(self.done())
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # (as a signal would, mid-wait)
+        return real_result(self, timeout)
+
+    monkeypatch.setattr(_copies, "_copy", slow)
+    monkeypatch.setattr(concurrent.futures.Future, "result", result)
+    with pytest.raises(KeyboardInterrupt):
+        copy_all(dst, src)
+    assert calls[0] is False  # (interrupted while the helper still copied)
+    assert all(torch.equal(d, s) for d, s in zip(dst, src))

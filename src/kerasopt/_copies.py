@@ -70,4 +70,21 @@ def copy_all(dst: Sequence[Tensor], src: Sequence[Tensor]) -> None:
     try:
         _copy(dst[half:], src[half:])
     finally:
-        helper.result()  # (both halves are done, whichever raised)
+        _join(helper)  # (both halves are done, whichever raised)
+
+
+def _join(helper: Future[None]) -> None:
+    """Waits for the helper's half, even through an interrupt (``KeyboardInterrupt`` while
+    waiting, re-raised once the helper is done: the caller must not go on while the helper
+    still writes); raises the helper's own error."""
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            helper.result()
+            break
+        except BaseException as e:
+            if helper.done() and e is not interrupted:
+                raise  # the helper's error
+            interrupted = e
+    if interrupted is not None:
+        raise interrupted
