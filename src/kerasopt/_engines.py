@@ -547,11 +547,11 @@ def run_in_float32(
     wide = [v.float() for v in variables]
     wide_slots = {name: [t.float() for t in lst] for name, lst in slots.items()}
     run(rule, wide, [g.float() for g in grads], wide_slots, c, {})
-    torch._foreach_copy_(list(variables), wide)
+    copy_all(variables, wide)
     for lst, wide_lst in zip(slots.values(), wide_slots.values()):
         narrow = [(t, w) for t, w in zip(lst, wide_lst) if t is not w]
         if narrow:
-            torch._foreach_copy_([t for t, _ in narrow], [w for _, w in narrow])
+            copy_all([t for t, _ in narrow], [w for _, w in narrow])
 
 
 def run_whole_tensors(
