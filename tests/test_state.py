@@ -587,3 +587,23 @@ def test_weight_decay_exclusions_follow_the_copied_variables():
         o.apply_gradients([(torch.ones(3), x), (torch.ones(2), y)])
     assert torch.equal(b2, b) and torch.equal(w2, w)
     assert not torch.equal(b3, b)  # the exclusion matters: the copy kept it for its own b
+
+
+def test_a_copy_keeps_the_names_a_module_gave_variables_not_built_yet():
+    """``minimize(loss, model)`` names every parameter from ``named_parameters()`` but builds
+    only those with gradients; a copy of (optimizer, model) gives the others the same names
+    when they first get a gradient through a plain list (they were keyed by the originals'
+    ids, so the copy named them ``variable_N``)."""
+    import copy
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 2))
+    opt = ko.optimizers.Adam(0.1)
+    x = torch.ones(4, 3)
+    with pytest.warns(UserWarning, match="Gradients do not exist"):
+        opt.minimize(lambda: net[0](x).sum(), net)  # (net[1] gets no gradient: not built)
+    for opt_c, net_c in [copy.deepcopy((opt, net)), pickle.loads(pickle.dumps((opt, net)))]:
+        opt_c.apply_gradients([(torch.ones_like(p), p) for p in net_c.parameters()])
+        names = sorted(opt_c.state_dict())
+        assert "slot/1.weight/m" in names and "slot/1.bias/v" in names
+        assert not any("variable_" in k for k in names)

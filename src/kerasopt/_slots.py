@@ -34,10 +34,11 @@ from .variables import Variable
 V = TypeVar("V")
 
 
-def var_label(var: Tensor, names: dict[int, str] | None = None) -> str:
+def var_label(var: Tensor, names: ByIdentity[str] | None = None) -> str:
     """A variable's name for messages: a hint, its ``name``, or its shape and dtype."""
-    if names and id(var) in names:
-        return names[id(var)]
+    hint = None if names is None else names.get(var)
+    if hint is not None:
+        return hint
     name = getattr(var, "name", None)
     if isinstance(name, str):
         return name
@@ -135,7 +136,8 @@ class SlotStore:
         self._slot_names: list[str] = []
         self._slot_order: list[tuple[Record, str]] = []
         self.opt_weights: list[tuple[str, Tensor]] = []
-        self.hints: dict[int, str] = {}
+        # (by identity: a copy keeps the names `build(model)` gave variables not built yet)
+        self.hints: ByIdentity[str] = ByIdentity()
         self.built = False
         self.pending: dict[str, dict[str, Tensor]] = {}  # loaded state of unseen variables
         self.pending_strict = True
@@ -147,10 +149,10 @@ class SlotStore:
         self.compositions: dict[tuple[Any, ...], Composition] = {}
 
     # copy.deepcopy / pickle: the copy's records hold copies of the variables, so the index by
-    # id is rebuilt for them, and what is keyed by the originals' ids is not carried over.
+    # id is rebuilt for them, and the caches keyed by the originals' ids are not carried over.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["group_cache"], state["compositions"], state["hints"] = {}, {}, {}
+        state["group_cache"], state["compositions"] = {}, {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -191,7 +193,7 @@ class SlotStore:
 
     def new_name(self, var: Tensor, index: int) -> str:
         """The name a variable gets when first seen as the ``index``-th variable."""
-        name = self.hints.get(id(var)) or getattr(var, "name", None)
+        name = self.hints.get(var) or getattr(var, "name", None)
         return name if isinstance(name, str) else f"variable_{index}"
 
     def pending_slot(self, var: Tensor, index: int, slot_name: str) -> Tensor | None:
@@ -276,7 +278,8 @@ class SlotStore:
 
     def hint(self, var: Tensor, name: str) -> None:
         """Names ``var`` ``name`` when it is first seen (unless it already has a hint)."""
-        self.hints.setdefault(id(var), name)
+        if var not in self.hints:
+            self.hints[var] = name
 
     def set_pending(self, pending: dict[str, dict[str, Tensor]], strict: bool) -> None:
         self.pending = pending

@@ -216,7 +216,7 @@ class MultiOptimizer(Wrapper):
         if self._built:
             return
         variables = self._flatten_var_list(var_list)
-        names = [self._names.hints.get(id(v)) or getattr(v, "name", None) for v in variables]
+        names = [self._names.hints.get(v) or getattr(v, "name", None) for v in variables]
         # Route everything before changing anything.
         assigned: list[Optimizer] = []
         seen: set[int] = set()
