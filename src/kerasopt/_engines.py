@@ -324,10 +324,11 @@ def run_flat(
     if packed:
         start = layout.grads.data_ptr()
         end = start + layout.grads.numel() * layout.grads.element_size()
-        if any(start <= p < end for p in grad_pointers):
+        inside = range(start, end).__contains__  # (a C-level test per pointer)
+        if any(map(inside, grad_pointers)):
             # a gradient that is a view of the buffer, elsewhere than its own (`.grad`
             # swapped): the copy would read what it has just overwritten
-            grads = [g.clone() if start <= p < end else g for g, p in zip(grads, grad_pointers)]
+            grads = [g.clone() if inside(p) else g for g, p in zip(grads, grad_pointers)]
     if packed and layout.variables.numel() >= FLAT_MAX_MEAN_NUMEL * len(variables):
         # Large tensors and gradients of the caller's: copying the gradients in would cost more
         # memory traffic than the per-tensor calls it saves, so the chunked compiled engine runs

@@ -114,11 +114,14 @@ def steady(
         grads = list(map(Tensor.detach, grads))
         same = False
     constrained = list(itertools.compress(variables, map(getattr, variables, _CONSTRAINT, _NONE)))
-    # a gradient sharing a variable's storage is copied (the rule writes the variable first)
-    for i, storage in enumerate(map(_ADDRESS, map(_STORAGE_OF, grads))):
-        if storage in storages:
-            grads[i] = grads[i].clone()
-            same = False
+    # a gradient sharing a variable's storage is copied (the rule writes the variable first);
+    # one C-level set test first, the per-gradient loop only when some gradient does
+    grad_storages = list(map(_ADDRESS, map(_STORAGE_OF, grads)))
+    if not storages.isdisjoint(grad_storages):
+        for i, storage in enumerate(grad_storages):
+            if storage in storages:
+                grads[i] = grads[i].clone()
+                same = False
     # the caller's (gradient, variable) tuples where nothing was replaced
     checked = (
         list(pairs) if same and set(map(type, pairs)) == _TUPLE else list(zip(grads, variables))

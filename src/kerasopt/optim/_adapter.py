@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
+import operator
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -41,6 +43,9 @@ from ._torch_state import _ParamState as _ParamState
 from ._torch_state import _State as _State
 from ._torch_state import _TorchState as _TorchState
 from ._torch_state import _weight_names as _weight_names
+
+_GRAD = operator.attrgetter("grad")
+_NONES = itertools.repeat(None)
 
 __all__ = ["KerasOptimizer"]
 
@@ -480,7 +485,13 @@ class KerasOptimizer(_TorchState):
             with torch.no_grad(), Transaction() as step:
                 try:
                     for state in states:
-                        pairs = [(p.grad, p) for p in state.group["params"] if p.grad is not None]
+                        params = state.group["params"]
+                        grads = list(map(_GRAD, params))
+                        pairs = (
+                            [(g, p) for g, p in zip(grads, params) if g is not None]
+                            if any(map(operator.is_, grads, _NONES))
+                            else list(zip(grads, params))  # (C-level: every `.grad` set)
+                        )
                         if not pairs:
                             continue
                         new = (
