@@ -263,3 +263,48 @@ def test_whole_tensor_rules_compile_per_tensor_within_a_few_ulp(name):
     assert _graphs() == before
     whole = [k for k in _compiled._CACHE if k[-1] == "whole" and k[1] is make]
     assert whole and not [k for k in whole if k in _compiled._BROKEN]  # it did compile
+
+
+@pytest.mark.parametrize("name", ["Lamb", "Adafactor"])
+def test_whole_tensor_rules_run_their_vectors_in_chunks(name, monkeypatch):
+    """A whole-tensor rule's vectors run ``VECTOR_CHUNK`` to a compiled call, each with its own
+    reductions, within the compiled engine's ulp bound of the per-tensor rule; a matrix and a
+    non-contiguous vector run one tensor a call. A chunk graph that cannot be compiled leaves
+    its vectors to the one-tensor calls: a warning, and their numbers."""
+    shapes = [(5,), (7,), (300,), (2,), (9,), (33,), (4,), (6,), (11,), (3, 4)]
+    make = getattr(ko.optimizers, name)
+    _compare_with_eager(lambda impl: make(0.01, implementation=impl), shapes, 3, seed=23)
+
+    def run() -> list[torch.Tensor]:
+        variables = make_vars(shapes, torch.float32, seed=24)
+        strided = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 20)[::2])
+        grads = [*make_grads(shapes, 1, torch.float32, seed=25)[0], torch.full((10,), 0.1)]
+        make(0.01, implementation="compiled").apply_gradients(zip(grads, [*variables, strided]))
+        assert not strided.is_contiguous()
+        return [*variables, strided]
+
+    calls: list[object] = []
+    real_call, real_compiled = _compiled._call, _compiled._compiled
+    monkeypatch.setattr(
+        _compiled, "_call", lambda fn, key, *a: calls.append(key[-1]) or real_call(fn, key, *a)
+    )
+    chunked = run()
+    assert calls.count(("vectors", _compiled.VECTOR_CHUNK)) == 2  # 9 vectors
+    assert calls.count("whole") == 2  # the matrix, the strided vector
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    def compiled(key, step=_compiled._chunk_step):
+        return (
+            broken if key[-1] == ("vectors", _compiled.VECTOR_CHUNK) else real_compiled(key, step)
+        )
+
+    monkeypatch.setattr(_compiled, "_compiled", compiled)
+    monkeypatch.setattr(_compiled, "_BROKEN", set())
+    with pytest.warns(RuntimeWarning, match="compiled engine is unavailable here"):
+        one_by_one = run()
+    calls.clear()
+    assert run() and ("vectors", _compiled.VECTOR_CHUNK) not in calls  # marked broken
+    for i, (a, b) in enumerate(zip(one_by_one, chunked)):
+        _assert_within_steps_ulps(a, b, 1, f"variable {i}")
