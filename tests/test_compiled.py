@@ -251,6 +251,9 @@ def test_whole_tensor_rules_compile_per_tensor_within_a_few_ulp(name):
     shapes = [(), (1,), (5,), (3, 4), (130, 129), (1, 6), (64, 7), (2, 70, 3)]
     make = getattr(ko.optimizers, name)
     _compare_with_eager(lambda impl: make(0.01, implementation=impl), shapes, 3, seed=17)
+    if name == "Adafactor":  # the update's RMS clipped (RMS(u) is about 1)
+        clipped = lambda impl: make(0.01, clip_threshold=0.5, implementation=impl)  # noqa: E731
+        _compare_with_eager(clipped, shapes, 3, seed=27)
     variables = make_vars(shapes, torch.float32, seed=18)
     grads = make_grads(shapes, 1, torch.float32, seed=19)[0]
     opt = make(0.01, implementation="compiled")
@@ -258,6 +261,11 @@ def test_whole_tensor_rules_compile_per_tensor_within_a_few_ulp(name):
     before = _graphs()
     opt.learning_rate = 0.02
     opt.apply_gradients(zip(grads, variables))
+    if name == "Adafactor":
+        # (its default clip_threshold, 1.0, was the same cached constant as its `one`: dynamo
+        # guarded on the two inputs aliasing, and a new value recompiled)
+        opt.clip_threshold = 0.5
+        opt.apply_gradients(zip(grads, variables))
     other = make(0.05, implementation="compiled")
     other.apply_gradients(zip(grads, [torch.nn.Parameter(v.detach().clone()) for v in variables]))
     assert _graphs() == before

@@ -202,11 +202,27 @@ def _run_chunks(
     return len(flat)
 
 
+def _distinct(c: Any) -> Any:
+    """``c`` with no two coefficients the same tensor object. Equal constants are one cached
+    tensor (Adafactor's default ``clip_threshold`` is its ``one``), and dynamo guards on inputs
+    that alias: changing such a hyperparameter recompiled. A repeated tensor is cloned."""
+    seen: set[int] = set()
+    repeated: dict[str, Tensor] = {}
+    for name, value in getattr(c, "__dict__", {}).items():
+        if isinstance(value, Tensor):
+            if id(value) in seen:
+                repeated[name] = value.clone()
+            seen.add(id(value))
+    return c.replace(**repeated) if repeated else c
+
+
 def _call(fn: Callable[..., None], key: tuple[Any, ...], *args: Any) -> bool:
     """Calls the compiled ``fn``; False when it could not be compiled (``key`` is then marked
     broken, with a warning, and nothing ran: the caller runs the rule eagerly). An error of a
-    graph that has compiled before is the rule's or the data's, and propagates."""
+    graph that has compiled before is the rule's or the data's, and propagates. (The last
+    argument is the coefficients, made ``_distinct``.)"""
     first = _READY.get(key) is not fn
+    args = (*args[:-1], _distinct(args[-1]))
     try:
         fn(*args)
     except Exception as e:

@@ -28,20 +28,17 @@ _ROW_BLOCK = 32
 
 
 def _column_mean(x: Tensor) -> Tensor:
-    """``x.mean(dim=-2)``; compiled, as sums over blocks of ``_ROW_BLOCK`` rows, then over the
-    blocks: inductor reduces a column over rows one row apart, a page apart in a wide matrix
-    (4x slower than a row's mean), but a block's few rows stream side by side. Another order
-    of the same sum: within a few ulp of the eager mean, as every compiled reduction is."""
+    """``x.mean(dim=-2)``; compiled, for a whole number (at least two) of ``_ROW_BLOCK``-row
+    blocks, the sums of each block, then of the blocks: inductor reduces a column over rows one
+    row apart, a page apart in a wide matrix (4x slower than a row's mean), where a block's few
+    rows stream side by side. Another order of the same sum: within a few ulp of the eager mean,
+    as every compiled reduction is. (One more graph per shape class at most: other row counts
+    take the plain mean, with no remainder to specialise on.)"""
     rows = x.shape[-2]
-    if not torch.compiler.is_compiling() or rows < 2 * _ROW_BLOCK:
+    if not torch.compiler.is_compiling() or rows % _ROW_BLOCK or rows < 2 * _ROW_BLOCK:
         return x.mean(dim=-2)
-    whole = rows - rows % _ROW_BLOCK
-    lead, cols = x.shape[:-2], x.shape[-1]
-    blocks = x[..., :whole, :].reshape(*lead, whole // _ROW_BLOCK, _ROW_BLOCK, cols)
-    total = blocks.sum(dim=-2).sum(dim=-2)
-    if whole < rows:
-        total = total + x[..., whole:, :].sum(dim=-2)
-    return total / rows
+    blocks = x.reshape(*x.shape[:-2], rows // _ROW_BLOCK, _ROW_BLOCK, x.shape[-1])
+    return blocks.sum(dim=-2).sum(dim=-2) / rows
 
 
 class AdafactorCoefficients(Coefficients):
@@ -185,7 +182,18 @@ class Adafactor(Keras3Optimizer):
             c_factor.copy_(
                 c.beta_2_t * c_factor + c.one_minus_beta_2_t * _column_mean(regulated_grad_square)
             )
-            v.copy_((r / r.mean(dim=-1, keepdim=True)).unsqueeze(-1) * c_factor.unsqueeze(-2))
+            row = (r / r.mean(dim=-1, keepdim=True)).unsqueeze(-1)
+            column = c_factor.unsqueeze(-2)
+            if torch.compiler.is_compiling() and c.grad_sq is None:
+                # v as two products in either operand order (the same values): each is
+                # computed where it is used, and v is never read back (3 passes less)
+                rms_u = _rms(grad * (column * row).rsqrt())
+                v_t = row * column
+                u_t_hat = grad * v_t.rsqrt() / torch.maximum(c.one, rms_u / c.clip_threshold)
+                var.sub_(alpha_t * u_t_hat)
+                v.copy_(v_t)
+                return
+            v.copy_(row * column)
         else:
             v.copy_(c.beta_2_t * v + c.one_minus_beta_2_t * regulated_grad_square)
         u_t = grad * v.rsqrt()
