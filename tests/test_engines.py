@@ -16,6 +16,7 @@ import torch
 
 import kerasopt as ko
 from kerasopt import _engines, _tensorlist
+from kerasopt._types import Coefficients
 from tests.helpers import (
     RefRun,
     assert_matches,
@@ -323,8 +324,9 @@ def _scratch_sizes(scratch):
 
 def test_foreach_temporaries_live_in_buffers_kept_between_steps(monkeypatch):
     """Below ``SCRATCH_MAX_NUMEL`` the foreach engine's temporaries are the group's ``Scratch``
-    buffers: the first step allocates as many lists as the rule holds at once (two for Adam:
-    ``m * alpha`` and ``sqrt(v) + eps``), later steps allocate none, and the numbers stay the
+    buffers: the first step allocates as many lists as the rule holds at once (one for Adam on
+    the CPU, ``sqrt(v) + eps``: the quotient is one ``addcdiv_``), later steps allocate none,
+    and the numbers stay the
     per-tensor engine's bit for bit (fresh temporaries of 100 KB and more cost page faults every
     step: docs/performance.md)."""
     caches = _foreach_caches(monkeypatch)
@@ -342,7 +344,7 @@ def test_foreach_temporaries_live_in_buffers_kept_between_steps(monkeypatch):
             if implementation == "foreach":
                 sizes.append(_scratch_sizes(caches[-1]["foreach"][3]))
         runs[implementation] = (opt, variables)
-    assert sizes[0] == sizes[-1] and sum(sizes[0].values()) == 2, sizes
+    assert sizes[0] == sizes[-1] and sum(sizes[0].values()) == 1, sizes
     (ref_opt, ref_vars), (opt, variables) = runs["per_tensor"], runs["foreach"]
     _assert_same_state(ref_opt, ref_vars, opt, variables)
 
@@ -428,3 +430,32 @@ def test_a_scratch_keeps_at_most_max_lists_when_temporaries_are_kept():
     kept.clear()
     assert isinstance(a + 1.0, _tensorlist.PooledList)  # freed: pooled again
     assert sum(len(lists) for lists in scratch.free.values()) == _tensorlist.MAX_LISTS
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sub_quotient_is_the_three_operations_bit_for_bit(dtype):
+    """``Coefficients.sub_quotient`` (one ``addcdiv_`` eagerly on the CPU) against
+    ``var - (x * s) / d`` as three operations: equal bit for bit, on tensors and on a
+    ``TensorList``, for sizes that run the vectorised body and the scalar tail, with values over
+    forty binades (CI runs the suite under ATEN_CPU_CAPABILITY=default and =avx2 too)."""
+    g = torch.Generator().manual_seed(5)
+    sizes = [1, 7, 16, 33, 1000, 4099]
+
+    def draw(n: int) -> torch.Tensor:
+        exponents = torch.randint(-20, 20, (n,), generator=g).to(dtype)
+        return torch.randn(n, generator=g, dtype=dtype) * torch.exp2(exponents)
+
+    var, num = [draw(n) for n in sizes], [draw(n) for n in sizes]
+    den = [draw(n).abs() + 1e-3 for n in sizes]
+    scale = torch.tensor(3.7e-4, dtype=dtype)
+    expected = [v - (x * scale) / d for v, x, d in zip(var, num, den)]
+    coefficients = Coefficients()
+    singles = [v.clone() for v in var]
+    for v, x, d in zip(singles, num, den):
+        coefficients.sub_quotient(v, x, scale, d)
+    group = _tensorlist.TensorList([v.clone() for v in var])
+    coefficients.sub_quotient(
+        group, _tensorlist.TensorList(num), scale, _tensorlist.TensorList(den)
+    )
+    for i, (want, one, many) in enumerate(zip(expected, singles, group)):
+        assert torch.equal(one, want) and torch.equal(many, want), f"size {sizes[i]}"

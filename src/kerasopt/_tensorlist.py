@@ -179,6 +179,10 @@ class TensorList(list[Tensor]):
         torch._foreach_mul_(self, other)
         return self
 
+    def addcdiv_(self, tensor1: TensorList, tensor2: TensorList, value: float = 1.0) -> TensorList:
+        torch._foreach_addcdiv_(self, tensor1, tensor2, value)
+        return self
+
     def div_(self, other: Operand) -> TensorList:
         torch._foreach_div_(self, other)
         return self

@@ -57,6 +57,26 @@ class Coefficients:
         """``|grad|``, or the absolute values Keras 3 sums per row on a sparse step."""
         return grad.abs() if self.grad_abs is None else self.grad_abs
 
+    def sub_quotient(self, var: Any, numerator: Any, scale: Tensor, denominator: Any) -> None:
+        """``var -= numerator * scale / denominator``, in that order (TF's dense kernels).
+
+        Eagerly on the CPU it is one ``addcdiv_``, ``var + ((-scale) * numerator) /
+        denominator``, which rounds exactly as the three operations do (negation and the
+        product's operand order are exact, and a division sits between the product and the sum,
+        so no fused multiply-add can form) in two passes over memory less. Compiled (inductor
+        fuses the three anyway), on other devices (``.item()`` would wait for the device) and
+        for complex tensors, the three operations.
+        """
+        first = var[0] if isinstance(var, list) else var
+        if (
+            scale.device.type == "cpu"
+            and first.dtype.is_floating_point
+            and not torch.compiler.is_compiling()
+        ):
+            var.addcdiv_(numerator, denominator, value=-scale.item())
+        else:
+            var.sub_((numerator * scale).div_(denominator))
+
     def replace(self, **values: Any) -> Coefficients:
         """A copy with ``values`` set (the originals are left as they are)."""
         new = copy.copy(self)

@@ -93,4 +93,4 @@ class Adagrad(Optimizer):
 
     def update(self, var: Any, grad: Any, accumulator: Any, *, c: AdagradCoefficients) -> None:
         accumulator.add_(grad * grad)
-        var.sub_(grad * c.lr_t / (accumulator.sqrt() + c.epsilon))
+        c.sub_quotient(var, grad, c.lr_t, accumulator.sqrt().add_(c.epsilon))

@@ -127,7 +127,7 @@ class Adam(Optimizer):
         if vhat is not None:
             vhat.copy_(vhat.maximum(v))
             v = vhat
-        var.sub_((m * c.alpha).div_(v.sqrt().add_(c.epsilon)))
+        c.sub_quotient(var, m, c.alpha, v.sqrt().add_(c.epsilon))
 
     def update_sparse(
         self,

@@ -196,7 +196,7 @@ class Nadam(Optimizer):
         v.copy_(v * c.beta_2_t + (grad * grad) * c.one_minus_beta_2_t)
         v_t_prime = v / c.v_t_prime_denominator
         m_t_bar = g_prime * c.one_minus_m_t + m_t_prime * c.m_t_1
-        var.sub_(m_t_bar * c.lr_t / (v_t_prime.sqrt() + c.epsilon))
+        c.sub_quotient(var, m_t_bar, c.lr_t, v_t_prime.sqrt().add_(c.epsilon))
 
     def update_sparse(
         self, var: Any, indices: Any, values: Any, m: Any, v: Any, *, c: NadamCoefficients

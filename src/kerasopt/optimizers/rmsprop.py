@@ -162,7 +162,7 @@ class RMSprop(Optimizer):
             denom = rms - mg * mg
         else:
             denom = rms
-        var.sub_(grad * c.lr_t / (denom.sqrt() + c.epsilon))
+        c.sub_quotient(var, grad, c.lr_t, denom.sqrt().add_(c.epsilon))
 
     def update_sparse(
         self,
