@@ -433,11 +433,13 @@ def test_a_scratch_keeps_at_most_max_lists_when_temporaries_are_kept():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_sub_quotient_is_the_three_operations_bit_for_bit(dtype):
-    """``Coefficients.sub_quotient`` (one ``addcdiv_`` eagerly on the CPU) against
-    ``var - (x * s) / d`` as three operations: equal bit for bit, on tensors and on a
-    ``TensorList``, for sizes that run the vectorised body and the scalar tail, with values over
-    forty binades (CI runs the suite under ATEN_CPU_CAPABILITY=default and =avx2 too)."""
+@pytest.mark.parametrize("helper", ["sub_quotient", "sub_product"])
+def test_the_one_pass_subtractions_are_the_operations_bit_for_bit(helper, dtype):
+    """``Coefficients.sub_quotient`` and ``sub_product`` (one ``addcdiv_`` each, eagerly on the
+    CPU) against ``var - (x * s) / d`` and ``var - x * s`` as separate operations: equal bit
+    for bit, on tensors and on a ``TensorList``, for sizes that run the vectorised body and the
+    scalar tail, with values over forty binades (CI runs the suite under
+    ATEN_CPU_CAPABILITY=default and =avx2 too)."""
     g = torch.Generator().manual_seed(5)
     sizes = [1, 7, 16, 33, 1000, 4099]
 
@@ -448,14 +450,17 @@ def test_sub_quotient_is_the_three_operations_bit_for_bit(dtype):
     var, num = [draw(n) for n in sizes], [draw(n) for n in sizes]
     den = [draw(n).abs() + 1e-3 for n in sizes]
     scale = torch.tensor(3.7e-4, dtype=dtype)
-    expected = [v - (x * scale) / d for v, x, d in zip(var, num, den)]
     coefficients = Coefficients()
+    if helper == "sub_quotient":
+        expected = [v - (x * scale) / d for v, x, d in zip(var, num, den)]
+        run = lambda v, x, d: coefficients.sub_quotient(v, x, scale, d)  # noqa: E731
+    else:
+        expected = [v - x * scale for v, x in zip(var, num)]
+        run = lambda v, x, d: coefficients.sub_product(v, x, scale)  # noqa: E731
     singles = [v.clone() for v in var]
     for v, x, d in zip(singles, num, den):
-        coefficients.sub_quotient(v, x, scale, d)
+        run(v, x, d)
     group = _tensorlist.TensorList([v.clone() for v in var])
-    coefficients.sub_quotient(
-        group, _tensorlist.TensorList(num), scale, _tensorlist.TensorList(den)
-    )
+    run(group, _tensorlist.TensorList(num), _tensorlist.TensorList(den))
     for i, (want, one, many) in enumerate(zip(expected, singles, group)):
         assert torch.equal(one, want) and torch.equal(many, want), f"size {sizes[i]}"

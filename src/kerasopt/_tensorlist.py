@@ -179,7 +179,9 @@ class TensorList(list[Tensor]):
         torch._foreach_mul_(self, other)
         return self
 
-    def addcdiv_(self, tensor1: TensorList, tensor2: TensorList, value: float = 1.0) -> TensorList:
+    def addcdiv_(
+        self, tensor1: TensorList, tensor2: list[Tensor], value: float = 1.0
+    ) -> TensorList:
         torch._foreach_addcdiv_(self, tensor1, tensor2, value)
         return self
 

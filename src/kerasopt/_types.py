@@ -20,6 +20,17 @@ from .sparse import IndexedSlices
 
 __all__ = ["Coefficients", "Composition", "Mark", "Plan", "Record", "Staged", "StateError"]
 
+_ONES: dict[torch.dtype, Tensor] = {}
+
+
+def _one(dtype: torch.dtype) -> Tensor:
+    """A 0-d CPU one of ``dtype`` (made once, as a normal tensor under inference mode too)."""
+    one = _ONES.get(dtype)
+    if one is None:
+        with torch.inference_mode(False):
+            one = _ONES.setdefault(dtype, torch.ones((), dtype=dtype))
+    return one
+
 
 class Coefficients:
     """One (device, dtype)'s step coefficients: 0-d tensors ``prepare`` computes once per step and
@@ -56,6 +67,26 @@ class Coefficients:
     def absolute(self, grad: Any) -> Any:
         """``|grad|``, or the absolute values Keras 3 sums per row on a sparse step."""
         return grad.abs() if self.grad_abs is None else self.grad_abs
+
+    def sub_product(self, var: Any, x: Any, scale: Tensor) -> None:
+        """``var -= x * scale`` (TF's order), in place.
+
+        Eagerly on the CPU it is one ``addcdiv_`` by a 0-d one, ``var + ((-scale) * x) / 1``:
+        the same rounding (negation, the product's operand order and a division by one are
+        exact, and the division leaves no fused multiply-add to form), one pass over memory and
+        no temporary. Elsewhere (see ``sub_quotient``) the two operations.
+        """
+        first = var[0] if isinstance(var, list) else var
+        if (
+            scale.device.type == "cpu"
+            and first.dtype.is_floating_point
+            and not torch.compiler.is_compiling()
+        ):
+            one = _one(first.dtype)
+            ones = [one] * len(var) if isinstance(var, list) else one
+            var.addcdiv_(x, ones, value=-scale.item())
+        else:
+            var.sub_(x * scale)
 
     def sub_quotient(self, var: Any, numerator: Any, scale: Tensor, denominator: Any) -> None:
         """``var -= numerator * scale / denominator``, in that order (TF's dense kernels).

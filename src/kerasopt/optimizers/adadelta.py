@@ -90,5 +90,5 @@ class Adadelta(Optimizer):
     ) -> None:
         accum_grad.copy_(accum_grad * c.rho + grad * grad * c.one_minus_rho)
         update = (accum_var + c.epsilon).sqrt() * (accum_grad + c.epsilon).rsqrt() * grad
-        var.sub_(update * c.lr_t)
+        c.sub_product(var, update, c.lr_t)
         accum_var.copy_(accum_var * c.rho + update * update * c.one_minus_rho)

@@ -98,12 +98,14 @@ class SGD(Optimizer):
 
     def update(self, var: Any, grad: Any, momentum: Any = None, *, c: SGDCoefficients) -> None:
         if momentum is None:  # no slot: plain gradient descent
-            var.sub_(grad * c.lr_t)
+            c.sub_product(var, grad, c.lr_t)
             return
         accum = momentum
         # accum * momentum - lr * g, in that order; the product is formed in place in accum.
-        accum.mul_(c.momentum).sub_(grad * c.lr_t)
+        c.sub_product(accum.mul_(c.momentum), grad, c.lr_t)
         if self.nesterov:
-            var.add_((accum * c.momentum).sub_(grad * c.lr_t))
+            ahead = accum * c.momentum
+            c.sub_product(ahead, grad, c.lr_t)
+            var.add_(ahead)
         else:
             var.add_(accum)
