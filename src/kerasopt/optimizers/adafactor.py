@@ -184,20 +184,20 @@ class Adafactor(Keras3Optimizer):
             )
             row = (r / r.mean(dim=-1, keepdim=True)).unsqueeze(-1)
             column = c_factor.unsqueeze(-2)
-            if torch.compiler.is_compiling() and c.grad_sq is None:
-                # v as two products in either operand order (the same values): each is
-                # computed where it is used, and v is never read back (3 passes less)
-                rms_u = _rms(grad * (column * row).rsqrt())
-                v_t = row * column
-                u_t_hat = grad * v_t.rsqrt() / torch.maximum(c.one, rms_u / c.clip_threshold)
-                var.sub_(alpha_t * u_t_hat)
-                v.copy_(v_t)
-                return
-            v.copy_(row * column)
+            v_t = row * column
+            # Compiled, RMS(u) reads v from the same product in the other operand order (the
+            # same values, but not a common subexpression): inductor then computes each where
+            # it is used instead of storing v and reading it back twice. Eagerly, u once.
+            v_rms = column * row if torch.compiler.is_compiling() else v_t
         else:
-            v.copy_(c.beta_2_t * v + c.one_minus_beta_2_t * regulated_grad_square)
-        u_t = grad * v.rsqrt()
-        # Keras 3's sparse step (kerasopt.keras3) squares u entry by entry: sum_k g_k^2 / v per row
-        rms_u = _rms(u_t) if c.grad_sq is None else (c.grad_sq / v).mean().sqrt()
+            v_t = v_rms = c.beta_2_t * v + c.one_minus_beta_2_t * regulated_grad_square
+        u_t = grad * v_t.rsqrt()
+        if c.grad_sq is not None:
+            # Keras 3's sparse step (kerasopt.keras3) squares u entry by entry: sum_k g_k^2 / v
+            # per row
+            rms_u = (c.grad_sq / v_t).mean().sqrt()
+        else:
+            rms_u = _rms(u_t if v_rms is v_t else grad * v_rms.rsqrt())
         u_t_hat = u_t / torch.maximum(c.one, rms_u / c.clip_threshold)
         var.sub_(alpha_t * u_t_hat)
+        v.copy_(v_t)
