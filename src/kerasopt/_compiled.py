@@ -330,7 +330,7 @@ def _run_vectors(
     cache: dict[str, Any] | None,
 ) -> set[int]:
     """A whole-tensor rule's vectors (rank 1, two elements or more, contiguous, slots of their
-    shape) ``CHUNK`` to a compiled call, as ``run_compiled`` runs an elementwise rule: a
+    shape) ``VECTOR_CHUNK`` to a compiled call, as ``run_compiled`` runs an elementwise rule: a
     vector's 1-D alias is the vector itself, so the chunk's graph makes each tensor's own
     reductions. One call per tensor cost ~0.1 ms of overhead, more than a bias's whole update.
     Returns the indices it updated (none when the graph could not be compiled)."""
