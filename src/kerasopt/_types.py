@@ -23,6 +23,17 @@ __all__ = ["Coefficients", "Composition", "Mark", "Plan", "Record", "Staged", "S
 _ONES: dict[torch.dtype, Tensor] = {}
 
 
+def _one_pass(var: Any, scale: Tensor) -> bool:
+    """Whether ``Coefficients.sub_product`` / ``sub_quotient`` run as one ``addcdiv_``: eagerly
+    (not while dynamo traces), coefficients on the CPU, a real floating tensor or list."""
+    first = var[0] if isinstance(var, list) else var
+    return (
+        scale.device.type == "cpu"
+        and first.dtype.is_floating_point
+        and not torch.compiler.is_compiling()
+    )
+
+
 def _one(dtype: torch.dtype) -> Tensor:
     """A 0-d CPU one of ``dtype`` (made once, as a normal tensor under inference mode too)."""
     one = _ONES.get(dtype)
@@ -76,13 +87,8 @@ class Coefficients:
         exact, and the division leaves no fused multiply-add to form), one pass over memory and
         no temporary. Elsewhere (see ``sub_quotient``) the two operations.
         """
-        first = var[0] if isinstance(var, list) else var
-        if (
-            scale.device.type == "cpu"
-            and first.dtype.is_floating_point
-            and not torch.compiler.is_compiling()
-        ):
-            one = _one(first.dtype)
+        if _one_pass(var, scale):
+            one = _one((var[0] if isinstance(var, list) else var).dtype)
             ones = [one] * len(var) if isinstance(var, list) else one
             var.addcdiv_(x, ones, value=-scale.item())
         else:
@@ -98,12 +104,7 @@ class Coefficients:
         fuses the three anyway), on other devices (``.item()`` would wait for the device) and
         for complex tensors, the three operations.
         """
-        first = var[0] if isinstance(var, list) else var
-        if (
-            scale.device.type == "cpu"
-            and first.dtype.is_floating_point
-            and not torch.compiler.is_compiling()
-        ):
+        if _one_pass(var, scale):
             var.addcdiv_(numerator, denominator, value=-scale.item())
         else:
             var.sub_((numerator * scale).div_(denominator))
