@@ -246,9 +246,10 @@ def test_whole_tensor_rules_compile_per_tensor_within_a_few_ulp(name):
     """Lamb and Adafactor under ``compiled``: one graph per shape class, shared by instances,
     no recompile when a hyperparameter changes; within the compiled engine's ulp bound of the
     per-tensor rule (their norms may sum in another order). Adafactor factors the second moment
-    of the matrices; compiled, the column means of those with 64 rows or more sum blocks of 32
-    rows (with a remainder of rows: (130, 129); without: (64, 7); with a batch axis: (2, 70, 3))."""
-    shapes = [(), (1,), (5,), (3, 4), (130, 129), (1, 6), (64, 7), (2, 70, 3)]
+    of the matrices; compiled, the column means of those whose rows are two or more whole
+    blocks of 32 sum the blocks ((64, 7), and (2, 64, 3) with a batch axis), the others take
+    the plain mean ((130, 129), (2, 70, 3))."""
+    shapes = [(), (1,), (5,), (3, 4), (130, 129), (1, 6), (64, 7), (2, 70, 3), (2, 64, 3)]
     make = getattr(ko.optimizers, name)
     _compare_with_eager(lambda impl: make(0.01, implementation=impl), shapes, 3, seed=17)
     if name == "Adafactor":  # the update's RMS clipped (RMS(u) is about 1)
