@@ -317,3 +317,56 @@ def test_whole_tensor_rules_run_their_vectors_in_chunks(name, monkeypatch):
     assert run() and ("vectors", _compiled.VECTOR_CHUNK) not in calls  # marked broken
     for i, (a, b) in enumerate(zip(one_by_one, chunked)):
         _assert_within_steps_ulps(a, b, 1, f"variable {i}")
+
+
+# convolution kernels (with 1x1 and 3x3 windows), matrices above and below inductor's 4096-element
+# threshold, with and without whole blocks of 32 rows, size-1 dimensions, a rank-5 tensor: more
+# shape classes than dynamo's default budget of 8 graphs a function
+MANY_CLASSES = [
+    (4, 3, 3, 3),
+    (4, 4, 1, 1),
+    (8, 4, 3, 3),
+    (2, 2, 2, 2, 2),
+    (10, 8),
+    (300, 8),
+    (64, 8),
+    (96, 5),
+    (1, 7),
+    (7, 1),
+    (2, 64, 3),
+    (2, 70, 3),
+    (5, 1, 1),
+    (6,),
+    (9,),
+]
+
+
+@pytest.mark.parametrize("name", ["Lamb", "Adafactor"])
+def test_whole_tensor_rules_compile_more_shape_classes_than_dynamos_default_budget(name):
+    """A model with a dozen shape classes compiles each (dynamo's default budget of 8 graphs a
+    function raised ``FailOnRecompileLimitHit`` out of the step at the ninth), within the
+    compiled engine's ulp bound of the per-tensor rule."""
+    make = getattr(ko.optimizers, name)
+    _compare_with_eager(lambda impl: make(0.01, implementation=impl), MANY_CLASSES, 2, seed=31)
+    assert not [k for k in _compiled._BROKEN if k[1] is make]
+
+
+def test_a_key_out_of_its_graph_budget_falls_back_to_the_eager_rule(monkeypatch):
+    """Past ``_RECOMPILES``' budget a key falls back to the eager rule for the rest of the
+    process, with a warning, like any compile failure: no error out of the step, and the
+    eager rule's numbers."""
+    monkeypatch.setattr(_compiled, "_CACHE", {})  # (a fresh code object: its own budget)
+    monkeypatch.setattr(_compiled, "_READY", {})
+    monkeypatch.setattr(_compiled, "_BROKEN", set())
+    monkeypatch.setattr(_compiled, "_RECOMPILES", torch._dynamo.config.patch(recompile_limit=2))
+    variables = make_vars(MANY_CLASSES, torch.float32, seed=33)
+    twins = [torch.nn.Parameter(v.detach().clone()) for v in variables]
+    grads = make_grads(MANY_CLASSES, 1, torch.float32, seed=34)[0]
+    with pytest.warns(RuntimeWarning, match="compiled engine is unavailable here"):
+        ko.optimizers.Adafactor(0.01, implementation="compiled").apply_gradients(
+            zip(grads, variables)
+        )
+    assert [k for k in _compiled._BROKEN if k[-1] == "whole"]
+    ko.optimizers.Adafactor(0.01, implementation="per_tensor").apply_gradients(zip(grads, twins))
+    for i, (got, ref) in enumerate(zip(variables, twins)):
+        _assert_within_steps_ulps(got, ref, 1, f"variable {i}")

@@ -55,6 +55,7 @@ _COMPILE_ERRORS: tuple[type[BaseException], ...] = (
     dynamo_exc.Unsupported,
     dynamo_exc.ShortenTraceback,  # TritonMissing, GPUTooOldForTriton
     dynamo_exc.RecompileError,
+    dynamo_exc.FailOnRecompileLimitHit,  # (a shape class past ``_RECOMPILES``' budget)
     inductor_exc.OperatorIssue,
     inductor_exc.InvalidCxxCompiler,
     inductor_exc.CppCompileError,
@@ -69,6 +70,13 @@ _COMPILE_ERRORS: tuple[type[BaseException], ...] = (
 # a key's first call and on any recompile, so it is in effect around every compiled call;
 # re-entering this one object only re-sets its one ContextVar.
 _NO_DUCK_SHAPE = fx_config.patch(use_duck_shape=False)  # type: ignore[attr-defined]
+
+# Each key's code object may compile this many graphs (dynamo's default is 8). A whole-tensor
+# rule compiles one per shape class (rank, dimensions of size 1, the rule's own branches on
+# sizes), and a model of convolutions, matrices and embeddings has more than 8: at the ninth,
+# dynamo raised out of the step. Set only around kerasopt's own calls (one patch object, as
+# above); a key that still runs out falls back to the eager rule like any compile failure.
+_RECOMPILES = torch._dynamo.config.patch(recompile_limit=64)
 
 
 # dynamic_threads: every loop gets a parallel scope. Without it inductor decides from the first
@@ -271,7 +279,7 @@ def run_compiled(
             flat = []
         if flat:
             fn = _compiled(key)
-            with _NO_DUCK_SHAPE:
+            with _NO_DUCK_SHAPE, _RECOMPILES:
                 done = _run_chunks(fn, key, rule, aliases, grads, c, chunk)
             eager.extend(flat[done:])
     if eager:
@@ -308,17 +316,17 @@ def run_whole_compiled(
     done = _run_vectors(rule, variables, grads, slots, c, cache)
     key = _key(rule, variables[0], slots, "whole")
     fn = None if key in _BROKEN else _compiled(key, _one_step)
-    for i, var in enumerate(variables):
-        if i in done:
-            continue
-        own = {name: lst[i] for name, lst in slots.items()}
-        if fn is not None and var.numel() >= 2:
-            aliases = {n: _alias(t) for n, t in own.items()}
-            with _NO_DUCK_SHAPE:
+    with _NO_DUCK_SHAPE, _RECOMPILES:  # (read only when dynamo traces: harmless around eager)
+        for i, var in enumerate(variables):
+            if i in done:
+                continue
+            own = {name: lst[i] for name, lst in slots.items()}
+            if fn is not None and var.numel() >= 2:
+                aliases = {n: _alias(t) for n, t in own.items()}
                 if _call(fn, key, rule, _alias(var), _alias(grads[i]), aliases, c):
                     continue
-            fn = None
-        rule(var, grads[i], c=c, **own)
+                fn = None
+            rule(var, grads[i], c=c, **own)
 
 
 def _run_vectors(
@@ -350,7 +358,7 @@ def _run_vectors(
     key = _key(rule, sub_vars[0], slots, ("vectors", VECTOR_CHUNK))
     if not aliases.flat or key in _BROKEN:
         return set()
-    with _NO_DUCK_SHAPE:
+    with _NO_DUCK_SHAPE, _RECOMPILES:
         grads_ = [grads[i] for i in picked]
         ran = _run_chunks(_compiled(key), key, rule, aliases, grads_, c, VECTOR_CHUNK)
     return {picked[j] for j in aliases.flat[:ran]}
