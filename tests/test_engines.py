@@ -432,35 +432,57 @@ def test_a_scratch_keeps_at_most_max_lists_when_temporaries_are_kept():
     assert sum(len(lists) for lists in scratch.free.values()) == _tensorlist.MAX_LISTS
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("helper", ["sub_quotient", "sub_product"])
+# Each helper, and the separate operations in TF's order it stands for: (helper, reference),
+# each called with (coefficients, var, x, denominator, scale, decay).
+_ONE_PASS_HELPERS = {
+    "sub_quotient": (
+        lambda c, v, x, d, s, r: c.sub_quotient(v, x, s, d),
+        lambda c, v, x, d, s, r: v - (x * s) / d,
+    ),
+    "sub_product": (
+        lambda c, v, x, d, s, r: c.sub_product(v, x, s),
+        lambda c, v, x, d, s, r: v - x * s,
+    ),
+    "add_product": (
+        lambda c, v, x, d, s, r: c.add_product(v, x, s),
+        lambda c, v, x, d, s, r: v + x * s,
+    ),
+    "average": (
+        lambda c, v, x, d, s, r: c.average(v, r, x, s),
+        lambda c, v, x, d, s, r: v * r + x * s,
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("helper", sorted(_ONE_PASS_HELPERS))
 def test_the_one_pass_subtractions_are_the_operations_bit_for_bit(helper, dtype):
-    """``Coefficients.sub_quotient`` and ``sub_product`` (one ``addcdiv_`` each, eagerly on the
-    CPU) against ``var - (x * s) / d`` and ``var - x * s`` as separate operations: equal bit
-    for bit, on tensors and on a ``TensorList``, for sizes that run the vectorised body and the
-    scalar tail, with values over forty binades (CI runs the suite under
-    ATEN_CPU_CAPABILITY=default and =avx2 too)."""
+    """``Coefficients.sub_quotient``, ``sub_product``, ``add_product`` and ``average`` (one
+    ``addcdiv_`` each, eagerly on the CPU for float32 and float64) against the separate
+    operations in TF's order, ``var - (x * s) / d``, ``var - x * s``, ``var + x * s`` and
+    ``var * r + x * s``: equal bit for bit, on tensors and on a ``TensorList``, for sizes that
+    run the vectorised body and the scalar tail, with values over forty binades (twelve for
+    half). Half and bfloat16 (which ``addcdiv_`` would round once, in float32) take the separate
+    operations. CI runs the suite under ATEN_CPU_CAPABILITY=default and =avx2 too."""
     g = torch.Generator().manual_seed(5)
     sizes = [1, 7, 16, 33, 1000, 4099]
+    span = 6 if dtype == torch.float16 else 20
 
     def draw(n: int) -> torch.Tensor:
-        exponents = torch.randint(-20, 20, (n,), generator=g).to(dtype)
-        return torch.randn(n, generator=g, dtype=dtype) * torch.exp2(exponents)
+        exponents = torch.randint(-span, span, (n,), generator=g).to(torch.float64)
+        return (torch.randn(n, generator=g, dtype=torch.float64) * torch.exp2(exponents)).to(dtype)
 
     var, num = [draw(n) for n in sizes], [draw(n) for n in sizes]
     den = [draw(n).abs() + 1e-3 for n in sizes]
-    scale = torch.tensor(3.7e-4, dtype=dtype)
-    coefficients = Coefficients()
-    if helper == "sub_quotient":
-        expected = [v - (x * scale) / d for v, x, d in zip(var, num, den)]
-        run = lambda v, x, d: coefficients.sub_quotient(v, x, scale, d)  # noqa: E731
-    else:
-        expected = [v - x * scale for v, x in zip(var, num)]
-        run = lambda v, x, d: coefficients.sub_product(v, x, scale)  # noqa: E731
+    scale, decay = torch.tensor(3.7e-4, dtype=dtype), torch.tensor(0.93, dtype=dtype)
+    helper_, reference = _ONE_PASS_HELPERS[helper]
+    c = Coefficients()
+    expected = [reference(c, v, x, d, scale, decay) for v, x, d in zip(var, num, den)]
     singles = [v.clone() for v in var]
     for v, x, d in zip(singles, num, den):
-        run(v, x, d)
+        helper_(c, v, x, d, scale, decay)
     group = _tensorlist.TensorList([v.clone() for v in var])
-    run(group, _tensorlist.TensorList(num), _tensorlist.TensorList(den))
+    lists = _tensorlist.TensorList(num), _tensorlist.TensorList(den)
+    helper_(c, group, *lists, scale, decay)
     for i, (want, one, many) in enumerate(zip(expected, singles, group)):
         assert torch.equal(one, want) and torch.equal(many, want), f"size {sizes[i]}"

@@ -23,13 +23,19 @@ __all__ = ["Coefficients", "Composition", "Mark", "Plan", "Record", "Staged", "S
 _ONES: dict[torch.dtype, Tensor] = {}
 
 
+# ``addcdiv_`` computes a half or bfloat16 tensor in float32 and rounds once, where the separate
+# operations (and TF's Eigen kernels) round after each: only these dtypes take the one pass.
+_ONE_PASS_DTYPES = frozenset({torch.float32, torch.float64})
+
+
 def _one_pass(var: Any, scale: Tensor) -> bool:
-    """Whether ``Coefficients.sub_product`` / ``sub_quotient`` run as one ``addcdiv_``: eagerly
-    (not while dynamo traces), coefficients on the CPU, a real floating tensor or list."""
+    """Whether ``Coefficients.add_product`` / ``sub_product`` / ``sub_quotient`` run as one
+    ``addcdiv_``: eagerly (not while dynamo traces), coefficients on the CPU, a float32 or
+    float64 tensor or list."""
     first = var[0] if isinstance(var, list) else var
     return (
         scale.device.type == "cpu"
-        and first.dtype.is_floating_point
+        and first.dtype in _ONE_PASS_DTYPES
         and not torch.compiler.is_compiling()
     )
 
@@ -79,18 +85,43 @@ class Coefficients:
         """``|grad|``, or the absolute values Keras 3 sums per row on a sparse step."""
         return grad.abs() if self.grad_abs is None else self.grad_abs
 
-    def sub_product(self, var: Any, x: Any, scale: Tensor) -> None:
-        """``var -= x * scale`` (TF's order), in place.
+    def add_product(self, var: Any, x: Any, scale: Tensor) -> None:
+        """``var += x * scale`` (TF's order), in place: TF's moment updates,
+        ``m += (g - m) * (1 - beta_1)``.
 
-        Eagerly on the CPU it is one ``addcdiv_`` by a 0-d one, ``var + ((-scale) * x) / 1``:
-        the same rounding (negation, the product's operand order and a division by one are
-        exact, and the division leaves no fused multiply-add to form), one pass over memory and
-        no temporary. Elsewhere (see ``sub_quotient``) the two operations.
+        Eagerly on the CPU it is one ``addcdiv_`` by a 0-d one, ``var + (scale * x) / 1``: the
+        same rounding (the product's operand order and a division by one are exact, and the
+        division leaves no fused multiply-add to form), one pass over memory and no temporary.
+        Elsewhere (see ``sub_quotient``) the two operations.
         """
-        if _one_pass(var, scale):
-            one = _one((var[0] if isinstance(var, list) else var).dtype)
-            ones = [one] * len(var) if isinstance(var, list) else one
-            var.addcdiv_(x, ones, value=-scale.item())
+        self._product(var, x, scale, 1.0)
+
+    def average(self, var: Any, decay: Tensor, x: Any, scale: Tensor) -> None:
+        """``var = var * decay + x * scale`` (TF's order), in place: TF's moving averages,
+        ``v = v * beta_2 + g * g * (1 - beta_2)``. ``var.mul_(decay)`` then ``add_product``:
+        each product and the sum round as in the four operations, in two passes over memory."""
+        var.mul_(decay)
+        self._product(var, x, scale, 1.0)
+
+    def sub_product(self, var: Any, x: Any, scale: Tensor) -> None:
+        """``var -= x * scale`` (TF's order), in place; as ``add_product``, with the scale's
+        sign flipped (exact) in the one pass."""
+        self._product(var, x, scale, -1.0)
+
+    def _product(self, var: Any, x: Any, scale: Tensor, sign: float) -> None:
+        # _one_pass and _one, inlined: the hot path (tests/test_hot_path.py) counts calls.
+        many = isinstance(var, list)
+        dtype = (var[0] if many else var).dtype
+        if (
+            dtype in _ONE_PASS_DTYPES
+            and scale.device.type == "cpu"
+            and not torch.compiler.is_compiling()
+        ):
+            one = _ONES.get(dtype)
+            one = _one(dtype) if one is None else one
+            var.addcdiv_(x, [one] * len(var) if many else one, value=sign * scale.item())
+        elif sign > 0:
+            var.add_(x * scale)
         else:
             var.sub_(x * scale)
 
@@ -102,7 +133,8 @@ class Coefficients:
         product's operand order are exact, and a division sits between the product and the sum,
         so no fused multiply-add can form) in two passes over memory less. Compiled (inductor
         fuses the three anyway), on other devices (``.item()`` would wait for the device) and
-        for complex tensors, the three operations.
+        for half, bfloat16 and complex tensors (``addcdiv_`` rounds half and bfloat16 once, in
+        float32), the three operations.
         """
         if _one_pass(var, scale):
             var.addcdiv_(numerator, denominator, value=-scale.item())

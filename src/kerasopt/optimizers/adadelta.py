@@ -88,7 +88,7 @@ class Adadelta(Optimizer):
     def update(
         self, var: Any, grad: Any, accum_grad: Any, accum_var: Any, *, c: AdadeltaCoefficients
     ) -> None:
-        accum_grad.copy_(accum_grad * c.rho + grad * grad * c.one_minus_rho)
+        c.average(accum_grad, c.rho, grad * grad, c.one_minus_rho)
         update = (accum_var + c.epsilon).sqrt() * (accum_grad + c.epsilon).rsqrt() * grad
         c.sub_product(var, update, c.lr_t)
-        accum_var.copy_(accum_var * c.rho + update * update * c.one_minus_rho)
+        c.average(accum_var, c.rho, update * update, c.one_minus_rho)

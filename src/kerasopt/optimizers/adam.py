@@ -122,8 +122,8 @@ class Adam(Optimizer):
     ) -> None:
         # TF's kernel order; temporaries are updated in place (the same IEEE operations in the
         # same order, half the allocations in the eager engines).
-        m.add_((grad - m).mul_(c.one_minus_beta_1_t))
-        v.add_(c.square(grad).sub_(v).mul_(c.one_minus_beta_2_t))
+        c.add_product(m, grad - m, c.one_minus_beta_1_t)
+        c.add_product(v, c.square(grad).sub_(v), c.one_minus_beta_2_t)
         if vhat is not None:
             vhat.copy_(vhat.maximum(v))
             v = vhat

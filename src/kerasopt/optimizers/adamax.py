@@ -100,7 +100,7 @@ class Adamax(Optimizer):
         c.beta_2_t = self._hyper_t("beta_2", dtype, device)
 
     def update(self, var: Any, grad: Any, m: Any, v: Any, *, c: AdamaxCoefficients) -> None:
-        m.add_((grad - m) * c.one_minus_beta_1_t)
+        c.add_product(m, grad - m, c.one_minus_beta_1_t)
         v.copy_((v * c.beta_2_t).maximum(c.absolute(grad)))
         var.sub_(c.scaled_lr * (m / (v + c.epsilon)))
 

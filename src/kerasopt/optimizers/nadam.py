@@ -191,9 +191,9 @@ class Nadam(Optimizer):
 
     def update(self, var: Any, grad: Any, m: Any, v: Any, *, c: NadamCoefficients) -> None:
         g_prime = grad / c.one_minus_m_schedule_new
-        m.copy_(m * c.beta_1_t + grad * c.one_minus_beta_1_t)
+        c.average(m, c.beta_1_t, grad, c.one_minus_beta_1_t)
         m_t_prime = m / c.one_minus_m_schedule_next
-        v.copy_(v * c.beta_2_t + (grad * grad) * c.one_minus_beta_2_t)
+        c.average(v, c.beta_2_t, grad * grad, c.one_minus_beta_2_t)
         v_t_prime = v / c.v_t_prime_denominator
         m_t_bar = g_prime * c.one_minus_m_t + m_t_prime * c.m_t_1
         c.sub_quotient(var, m_t_bar, c.lr_t, v_t_prime.sqrt().add_(c.epsilon))

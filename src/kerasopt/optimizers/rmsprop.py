@@ -147,18 +147,18 @@ class RMSprop(Optimizer):
         # kernel, `mg` centering.
         if momentum is not None:
             mom = momentum
-            rms.add_((grad * grad - rms) * c.one_minus_rho)
+            c.add_product(rms, (grad * grad).sub_(rms), c.one_minus_rho)
             if mg is not None:
-                mg.add_((grad - mg) * c.one_minus_rho)
+                c.add_product(mg, grad - mg, c.one_minus_rho)
                 denom = (rms - mg * mg) + c.epsilon
             else:
                 denom = rms + c.epsilon
             mom.copy_(mom * c.momentum + (grad * c.lr_t) / denom.sqrt())
             var.sub_(mom)
             return
-        rms.copy_(rms * c.rho + (grad * grad) * c.one_minus_rho)
+        c.average(rms, c.rho, grad * grad, c.one_minus_rho)
         if mg is not None:
-            mg.copy_(mg * c.rho + grad * c.one_minus_rho)
+            c.average(mg, c.rho, grad, c.one_minus_rho)
             denom = rms - mg * mg
         else:
             denom = rms
