@@ -5,6 +5,8 @@ never change (identity, views a user holds, ``param.data = ...``, saved state), 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -499,3 +501,37 @@ def test_a_variable_in_shared_memory_pickles_its_storage_for_torch_multiprocessi
     other.data.add_(1.0)
     assert isinstance(other, ko.Variable) and other.name == "w"
     assert torch.equal(buffer, torch.tensor([1.0] * 5 + [0.0] * 5))
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field))
+    return int(line.split()[1]) / 1024
+
+
+@pytest.mark.skipif(
+    not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's peak-RSS reset"
+)
+def test_rehoming_holds_the_group_once_and_hands_back_what_it_frees():
+    """The layout moves a group into its buffer one tensor at a time, freeing each old storage
+    as it goes and handing freed memory back every ``RELEASE_BYTES`` (glibc keeps it resident
+    otherwise): the peak above the group is a fraction of it, where a ``torch.cat`` of the group
+    (the old layout) held it twice, and once laid out the process holds the group once."""
+    from kerasopt import _copies
+
+    # (freeing a 16 MB block raises glibc's mmap threshold, as a training process's frees do:
+    # the tensors below then come from the heap, which keeps what is freed unless handed back)
+    torch.empty(16 << 20, dtype=torch.uint8).fill_(1)
+    _copies.release()
+    tensors = [torch.full((640, 1024), float(i)) for i in range(48)]  # 2.6 MB each, 126 MB
+    group = sum(t.numel() * t.element_size() for t in tensors) / 2**20
+    before = _status_mb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the peak (VmHWM) starts again from here
+    buf = _copies.rehome(tensors, [t.numel() for t in tensors])
+    peak, after = _status_mb("VmHWM") - before, _status_mb("VmRSS") - before
+    assert all(torch.equal(t, torch.full((640, 1024), float(i))) for i, t in enumerate(tensors))
+    assert {t.untyped_storage().data_ptr() for t in tensors} == {buf.data_ptr()}
+    budget = _copies.RELEASE_BYTES / 2**20 + 16
+    assert peak < budget < group, f"peak {peak:.0f} MB above the group's {group:.0f} MB"
+    assert after < 16, f"{after:.0f} MB more resident after moving the group"

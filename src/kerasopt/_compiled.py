@@ -30,10 +30,13 @@ from typing import Any
 
 import torch
 import torch._dynamo.exc as dynamo_exc
+import torch._dynamo.utils as dynamo_utils
 import torch._inductor.exc as inductor_exc
 from torch import Tensor
+from torch.compiler import is_compiling
 from torch.fx.experimental import _config as fx_config
 
+from ._copies import release
 from ._tensorlist import TensorList
 
 CHUNK = 16
@@ -231,6 +234,9 @@ def _call(fn: Callable[..., None], key: tuple[Any, ...], *args: Any) -> bool:
     argument is the coefficients, made ``_distinct``.)"""
     first = _READY.get(key) is not fn
     args = (*args[:-1], _distinct(args[-1]))
+    # dynamo's count of the graphs it has compiled (read each time: a user may clear its
+    # statistics): a call that moved it compiled one, and hands back what compiling freed
+    graphs = dynamo_utils.counters["stats"]["unique_graphs"]
     try:
         fn(*args)
     except Exception as e:
@@ -249,6 +255,8 @@ def _call(fn: Callable[..., None], key: tuple[Any, ...], *args: Any) -> bool:
     if first:
         with _LOCK:
             _READY[key] = fn
+    if dynamo_utils.counters["stats"]["unique_graphs"] != graphs and not is_compiling():
+        release()  # (100-200 MB that compiling allocated and freed, else kept resident)
     return True
 
 

@@ -1,4 +1,5 @@
-"""``copy_all``: one ``torch._foreach_copy_`` of many small CPU tensors, on two threads.
+"""``copy_all``: one ``torch._foreach_copy_`` of many small CPU tensors, on two threads; and
+``rehome``, which moves a group's tensors into one buffer without holding the group twice.
 
 The flat engines copy a group's gradients (and the packed engine its variables, both ways)
 between the caller's tensors and a buffer's windows. For thousands of small tensors such a copy is
@@ -15,9 +16,10 @@ the helper's half would run outside it).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
@@ -27,6 +29,9 @@ from torch.utils import _python_dispatch
 #: the fewest tensors a copy is split for: below it, handing half to the helper costs more than
 #: it saves (about 30 us a hand-off)
 SPLIT_MIN_TENSORS = 256
+
+#: bytes ``rehome`` moves between two ``release`` calls (its peak above the buffer)
+RELEASE_BYTES = 64 << 20
 
 _LOCK = threading.Lock()
 _POOL: tuple[int, ThreadPoolExecutor] | None = None  # (the process it belongs to, the pool)
@@ -88,3 +93,50 @@ def _join(helper: Future[None]) -> None:
             interrupted = e
     if interrupted is not None:
         raise interrupted
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim  # glibc: Linux
+        return trim
+    except (OSError, AttributeError):
+        return None  # (macOS, musl, Windows: freed memory goes back as those allocators do)
+
+
+_TRIM = _malloc_trim()
+
+
+def release() -> None:
+    """Hands the memory of tensors just freed back to the system (glibc's ``malloc_trim``).
+
+    glibc keeps freed blocks below its mmap threshold (which grows to 32 MB as a process frees
+    large blocks) for reuse, so a model's worth of tensors freed at once stays resident: after
+    ``rehome`` the process would hold the group twice. A no-op elsewhere.
+    """
+    if _TRIM is not None:
+        _TRIM(0)
+
+
+def rehome(tensors: Sequence[Tensor], sizes: list[int]) -> Tensor:
+    """One buffer holding ``tensors``' values, each tensor moved to its window of it: the same
+    object, and (``.data =``, not ``Tensor.set_``, which would give a leaf a new gradient
+    accumulator and orphan the hooks DDP and others registered on it) the same autograd node.
+
+    One tensor at a time, its old storage freed as it moves (the caller has checked that
+    nothing else holds it) and, every ``RELEASE_BYTES``, handed back (``release``): the
+    buffer's pages become resident as they are written, so the peak is the group plus
+    ``RELEASE_BYTES``, not twice the group.
+    """
+    first = tensors[0]
+    buf = torch.empty(sum(sizes), dtype=first.dtype, device=first.device)
+    cpu, moved = first.device.type == "cpu", 0
+    for t, window in zip(tensors, buf.split(sizes)):
+        window.copy_(t.detach().reshape(-1))
+        t.data = window.view(t.shape)
+        moved += window.numel() * window.element_size()
+        if cpu and moved >= RELEASE_BYTES:
+            release()
+            moved = 0
+    if cpu:
+        release()
+    return buf

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from . import _distributed
 from ._compiled import run_compiled, run_whole_compiled
-from ._copies import copy_all
+from ._copies import copy_all, rehome, release
 from ._features import ENGINES as ENGINES  # the implementation keyword's values
 from ._gradients import COMPLEX_DTYPES
 from ._tensorlist import PooledList, Scratch, TensorList, pooled
@@ -233,16 +233,7 @@ class FlatLayout:
     grad_pointers: list[int]
     assign_views: bool = True  # give `.grad` the views (off once a step finds them dropped)
     assigned: bool = False
-
-
-def _flat(tensors: Sequence[Tensor], sizes: list[int]) -> Tensor:
-    """One buffer holding ``tensors``' values, each tensor re-homed to its window of it: the
-    same object, and (``.data =``, not ``Tensor.set_``, which would give a leaf a new gradient
-    accumulator and orphan the hooks DDP and others registered on it) the same autograd node."""
-    buf = torch.cat([t.detach().reshape(-1) for t in tensors])
-    for t, window in zip(tensors, buf.split(sizes)):
-        t.data = window.view(t.shape)
-    return buf
+    released: bool = False  # the gradients the views replaced handed back (`release`)
 
 
 def _layout(variables: Sequence[Tensor], slots: Slots) -> FlatLayout | None:
@@ -260,9 +251,11 @@ def _layout(variables: Sequence[Tensor], slots: Slots) -> FlatLayout | None:
     # (under the caller's inference mode the buffers would be inference tensors, and so would
     # the parameters moved into them)
     with torch.inference_mode(False), torch.no_grad():
-        var_buf = _flat(variables, sizes)
-        flat_slots = {name: [_flat(lst, sizes)] for name, lst in slots.items()}
-        grads = torch.zeros_like(var_buf)
+        var_buf = rehome(variables, sizes)
+        flat_slots = {name: [rehome(lst, sizes)] for name, lst in slots.items()}
+        # (uninitialised: every window is written before it is read, and pages never
+        # written, as when large gradients of the caller's are used in place, stay unmapped)
+        grads = torch.empty_like(var_buf)
     views = [g.view(v.shape) for g, v in zip(grads.split(sizes), variables)]
     return FlatLayout(
         var_buf,
@@ -321,6 +314,10 @@ def run_flat(
         cache["flat_storage"] = layout
     grad_pointers = list(map(Tensor.data_ptr, grads))
     packed = grad_pointers != layout.grad_pointers or not all(map(Tensor.is_contiguous, grads))
+    if layout.assigned and not layout.released:
+        # (the step that gave `.grad` the views still held the gradients they replaced)
+        release()
+        layout.released = True
     if packed:
         start = layout.grads.data_ptr()
         end = start + layout.grads.numel() * layout.grads.element_size()
