@@ -88,7 +88,7 @@ class Adadelta(Keras3Base):
         *,
         c: AdadeltaCoefficients,
     ) -> None:
-        accumulated_grad.copy_(accumulated_grad * c.rho + c.square(grad) * c.one_minus_rho)
+        c.average(accumulated_grad, c.rho, c.square(grad), c.one_minus_rho)
         rms_delta = (accumulated_delta_var + c.epsilon).sqrt()
         rms_grad = (accumulated_grad + c.epsilon).sqrt()
         delta = -((rms_delta * grad) / rms_grad)
@@ -97,5 +97,5 @@ class Adadelta(Keras3Base):
         else:  # Keras squares each entry's delta before the rows add up
             ratio = rms_delta / rms_grad
             delta_sq = (ratio * ratio) * c.grad_sq
-        accumulated_delta_var.copy_(accumulated_delta_var * c.rho + delta_sq * c.one_minus_rho)
-        var.add_(delta * c.lr_t)
+        c.average(accumulated_delta_var, c.rho, delta_sq, c.one_minus_rho)
+        c.add_product(var, delta, c.lr_t)

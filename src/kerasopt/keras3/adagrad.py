@@ -81,4 +81,4 @@ class Adagrad(Keras3Base):
 
     def update(self, var: Any, grad: Any, accumulator: Any, *, c: AdagradCoefficients) -> None:
         accumulator.add_(c.square(grad))
-        var.sub_((grad * c.lr_t) / (accumulator + c.epsilon).sqrt())
+        c.sub_quotient(var, grad, c.lr_t, (accumulator + c.epsilon).sqrt())

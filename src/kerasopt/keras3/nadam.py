@@ -131,10 +131,10 @@ class Nadam(Keras3Base):
         self, var: Any, grad: Any, momentum: Any, velocity: Any, *, c: NadamCoefficients
     ) -> None:
         m, v = momentum, velocity
-        m.add_((grad - m) * c.one_minus_beta_1)
-        v.add_((c.square(grad) - v) * c.one_minus_beta_2)
+        c.add_product(m, grad - m, c.one_minus_beta_1)
+        c.add_product(v, c.square(grad) - v, c.one_minus_beta_2)
         m_hat = (c.u_t_1 * m) / c.one_minus_u_product_t_1 + (
             c.one_minus_u_t * grad
         ) / c.one_minus_u_product_t
         v_hat = v / c.one_minus_beta_2_power
-        var.sub_((m_hat * c.lr_t) / (v_hat.sqrt() + c.epsilon))
+        c.sub_quotient(var, m_hat, c.lr_t, v_hat.sqrt().add_(c.epsilon))

@@ -114,15 +114,14 @@ class RMSprop(Keras3Base):
         *,
         c: RMSpropCoefficients,
     ) -> None:
-        velocity.copy_(velocity * c.rho + c.square(grad) * c.one_minus_rho)
+        c.average(velocity, c.rho, c.square(grad), c.one_minus_rho)
         if average_gradient is not None:
-            average_gradient.copy_(average_gradient * c.rho + grad * c.one_minus_rho)
+            c.average(average_gradient, c.rho, grad, c.one_minus_rho)
             denominator = (velocity - average_gradient * average_gradient) + c.epsilon
         else:
             denominator = velocity + c.epsilon
-        increment = (grad * c.lr_t) / denominator.sqrt()
         if momentum is not None:
-            momentum.copy_(momentum * c.momentum + increment)
+            momentum.mul_(c.momentum).add_((grad * c.lr_t) / denominator.sqrt())
             var.sub_(momentum)
         else:
-            var.sub_(increment)
+            c.sub_quotient(var, grad, c.lr_t, denominator.sqrt())
