@@ -535,3 +535,20 @@ def test_rehoming_holds_the_group_once_and_hands_back_what_it_frees():
     budget = _copies.RELEASE_BYTES / 2**20 + 16
     assert peak < budget < group, f"peak {peak:.0f} MB above the group's {group:.0f} MB"
     assert after < 16, f"{after:.0f} MB more resident after moving the group"
+
+
+def test_optim_hands_back_the_gradients_its_views_replaced_once(monkeypatch):
+    """The step that gives ``.grad`` the buffer's views still holds the gradients they replace
+    (the caller's list); the next step hands their memory back (``release``), once: later steps
+    do not call it again."""
+    model, x = _model_and_data()
+    opt = ko.optim.Adam(model.parameters(), lr=0.01, implementation="flat")
+    released = []
+    monkeypatch.setattr(_engines, "release", lambda: released.append(1))
+    counts = []
+    for _ in range(4):
+        opt.zero_grad(set_to_none=False)
+        model(x).square().mean().backward()
+        opt.step()
+        counts.append(len(released))
+    assert counts == [0, 1, 1, 1]
