@@ -552,3 +552,25 @@ def test_optim_hands_back_the_gradients_its_views_replaced_once(monkeypatch):
         opt.step()
         counts.append(len(released))
     assert counts == [0, 1, 1, 1]
+
+
+def test_the_packed_engine_rehomes_slots_as_the_layout_does_under_inference_mode():
+    """``auto`` on many small tensors (the packed engine) moves each slot list into one buffer
+    with the layout's ``rehome``: the same slot objects, windows of one normal (not inference)
+    buffer, even when the first step runs under inference mode; the numbers stay within a few
+    ulp of the foreach engine's."""
+    variables = [torch.nn.Parameter(torch.full((5,), float(i))) for i in range(70)]
+    twins = [torch.nn.Parameter(v.detach().clone()) for v in variables]
+    packed = ko.optimizers.Adam(0.1)  # auto: >= 64 small tensors of a rule with slots
+    eager = ko.optimizers.Adam(0.1, implementation="foreach")
+    with torch.inference_mode():
+        packed.apply_gradients([(torch.ones(5), v) for v in variables])
+    eager.apply_gradients([(torch.ones(5), v) for v in twins])
+    slots = [packed.get_slot(v, "m") for v in variables]
+    assert len(_storages(slots)) == 1 and not any(s.is_inference() for s in slots)
+    packed.apply_gradients([(torch.ones(5) * 2, v) for v in variables])
+    eager.apply_gradients([(torch.ones(5) * 2, v) for v in twins])
+    assert all(packed.get_slot(v, "m") is s for v, s in zip(variables, slots))
+    assert len(_storages(packed.get_slot(v, "m") for v in variables)) == 1
+    for v, t in zip(variables, twins):  # (compiled: within a few ulp of foreach)
+        assert torch.allclose(v, t, rtol=4e-7, atol=0)

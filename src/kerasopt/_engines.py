@@ -129,7 +129,7 @@ def run_packed(
 ) -> None:
     """Runs the rule once (compiled) on the group packed into flat tensors.
 
-    The group's slots are re-homed once into one flat buffer per slot name (``Tensor.set_`` keeps
+    The group's slots are re-homed once into one flat buffer per slot name (``rehome`` keeps
     each slot's identity; it becomes a window of the buffer), so they need no copies. Variables
     and gradients are packed into persistent buffers each step and the variables copied back.
     ``cache`` belongs to the group and lives as long as its composition does.
@@ -140,14 +140,8 @@ def run_packed(
         )
         if cache["flat"]:
             sizes = [v.numel() for v in variables]
-            flat_slots = {}
-            for name, lst in slots.items():
-                buf = torch.cat([t.reshape(-1) for t in lst])
-                offset = 0
-                for t, n in zip(lst, sizes):
-                    t.set_(buf.untyped_storage(), offset, t.shape, t.stride())
-                    offset += n
-                flat_slots[name] = [buf]
+            with torch.inference_mode(False), torch.no_grad():  # (as `_layout`'s)
+                flat_slots = {name: [rehome(lst, sizes)] for name, lst in slots.items()}
             var_buf = (
                 torch.empty_like(next(iter(flat_slots.values()))[0])
                 if flat_slots
