@@ -6,6 +6,7 @@ never change (identity, views a user holds, ``param.data = ...``, saved state), 
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -574,3 +575,14 @@ def test_the_packed_engine_rehomes_slots_as_the_layout_does_under_inference_mode
     assert len(_storages(packed.get_slot(v, "m") for v in variables)) == 1
     for v, t in zip(variables, twins):  # (compiled: within a few ulp of foreach)
         assert torch.allclose(v, t, rtol=4e-7, atol=0)
+
+
+def test_release_is_glibcs_malloc_trim_on_linux_and_a_no_op_elsewhere(monkeypatch):
+    from kerasopt import _copies
+
+    if sys.platform.startswith("linux"):  # (CI's machines: glibc)
+        assert _copies._malloc_trim() is not None
+    monkeypatch.setattr(_copies.sys, "platform", "darwin")
+    assert _copies._malloc_trim() is None
+    monkeypatch.setattr(_copies, "_TRIM", None)
+    _copies.release()  # nothing to call: no error

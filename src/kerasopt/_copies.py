@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -96,11 +97,15 @@ def _join(helper: Future[None]) -> None:
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``; None elsewhere (macOS, Windows, musl: freed memory goes back
+    as those allocators do)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim  # glibc: Linux
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
         return trim
-    except (OSError, AttributeError):
-        return None  # (macOS, musl, Windows: freed memory goes back as those allocators do)
+    except (OSError, AttributeError, TypeError):
+        return None
 
 
 _TRIM = _malloc_trim()
