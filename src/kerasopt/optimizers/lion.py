@@ -103,5 +103,5 @@ class Lion(Keras3Optimizer):
         c.one_minus_beta_2 = 1.0 - c.beta_2
 
     def update(self, var: Any, grad: Any, m: Any, *, c: LionCoefficients) -> None:
-        var.sub_((m * c.beta_1 + grad * c.one_minus_beta_1).sign() * c.lr_t)
-        m.copy_(m * c.beta_2 + grad * c.one_minus_beta_2)
+        c.sub_product(var, (m * c.beta_1 + grad * c.one_minus_beta_1).sign(), c.lr_t)
+        c.average(m, c.beta_2, grad, c.one_minus_beta_2)

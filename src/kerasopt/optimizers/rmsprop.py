@@ -153,7 +153,7 @@ class RMSprop(Optimizer):
                 denom = (rms - mg * mg) + c.epsilon
             else:
                 denom = rms + c.epsilon
-            mom.copy_(mom * c.momentum + (grad * c.lr_t) / denom.sqrt())
+            mom.mul_(c.momentum).add_((grad * c.lr_t) / denom.sqrt())
             var.sub_(mom)
             return
         c.average(rms, c.rho, grad * grad, c.one_minus_rho)
